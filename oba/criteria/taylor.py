@@ -1,0 +1,28 @@
+"""First-order Taylor criterion: ``s_i = mean_b(−g_{b,i} θ_i)``; group score ``|Σ s_i|``."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..curvature import gradient
+from .base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
+from .registry import register
+
+
+@register("taylor")
+class Taylor(Criterion):
+    """The first-order term of the loss change of removing each parameter."""
+
+    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
+        require_batches(batches)
+        named = trainable_parameters(model)
+        params = list(named.values())
+        totals = [torch.zeros_like(p, requires_grad=False) for p in params]
+        with scoring_context(model, self.mode):
+            for batch in batches:
+                _, grads = gradient(model, batch, loss_fn, params)
+                for total, p, g in zip(totals, params, grads):
+                    total.sub_(g * p.detach())
+        return {name: total / len(batches) for name, total in zip(named, totals)}
