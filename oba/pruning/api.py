@@ -1,0 +1,115 @@
+"""``oba.prune``: one call from a dense model to a pruned one, with a record of what it cost."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from .. import criteria as criteria_registry
+from ..criteria.base import Batch, Criterion, LossFn
+from ..measure import count_macs, count_params
+from .structured import prune_structured
+from .unstructured import prune_unstructured
+
+STRUCTURES = ("channels", "unstructured")
+
+
+@dataclass
+class PruneRecord:
+    """What a pruning run did: costs before and after, and where capacity was removed."""
+
+    criterion: str
+    structure: str
+    ratio: float
+    steps: int
+    allocation: str
+    normalisation: str
+    layer_cap: float
+    mode: str
+    macs_dense: int
+    macs_pruned: int
+    params_dense: int
+    params_pruned: int
+    scoring_seconds: float
+    layer_widths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    criterion_config: dict[str, Any] = field(default_factory=dict)
+    masks: dict[str, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def macs_speedup(self) -> float:
+        """Dense MACs ÷ pruned MACs."""
+        return self.macs_dense / max(self.macs_pruned, 1)
+
+    @property
+    def macs_removed(self) -> float:
+        """Fraction of dense MACs removed."""
+        return 1.0 - self.macs_pruned / self.macs_dense
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (masks left out)."""
+        out = asdict(self)
+        out.pop("masks")
+        out["macs_speedup"] = self.macs_speedup
+        return out
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    criterion: str | Criterion = "oba",
+    ratio: float = 0.5,
+    structure: str = "channels",
+    steps: int = 5,
+    allocation: str = "global",
+    normalisation: str = "mean",
+    layer_cap: float = 0.9,
+    mode: str = "eval",
+    ignored_layers: Sequence[nn.Module] = (),
+    criterion_options: dict[str, Any] | None = None,
+) -> tuple[nn.Module, PruneRecord]:
+    """Prune ``model`` **in place** and return it with a :class:`PruneRecord`.
+
+    ``structure="channels"`` removes channels, MLP neurons and attention heads
+    (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the
+    dense MACs is gone; ``"unstructured"`` masks ``ratio`` of Conv/Linear
+    weights. Scoring runs in ``mode`` ("eval" or "train") on ``batches``.
+    """
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown structure {structure!r}; valid: {', '.join(STRUCTURES)}")
+    if isinstance(criterion, str):
+        criterion = criteria_registry.get(criterion, mode=mode, **(criterion_options or {}))
+    elif criterion_options:
+        raise ValueError("criterion_options apply only when the criterion is given by name")
+    macs_dense = count_macs(model, example_inputs)
+    params_dense = count_params(model)
+    if structure == "channels":
+        result = prune_structured(
+            model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
+            normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
+        )
+        params_pruned = count_params(model)
+    else:
+        result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps)
+        params_pruned = count_params(model, nonzero=True)
+    record = PruneRecord(
+        criterion=criterion.name,
+        structure=structure,
+        ratio=ratio,
+        steps=steps,
+        allocation=allocation,
+        normalisation=normalisation,
+        layer_cap=layer_cap,
+        mode=mode,
+        macs_dense=macs_dense,
+        macs_pruned=count_macs(model, example_inputs),
+        params_dense=params_dense,
+        params_pruned=params_pruned,
+        scoring_seconds=result["scoring_seconds"],
+        layer_widths=result["layer_widths"],
+        criterion_config=criterion.config(),
+        masks=result.get("masks"),
+    )
+    return model, record

@@ -1,0 +1,82 @@
+"""Unstructured pruning: global weight masks from per-parameter scores.
+
+The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
+per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` masks
+``ratio * k / steps`` of those weights; masked weights stay masked. Masked
+weights are zeroed and a gradient hook keeps them at zero during fine-tuning.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..criteria.base import Batch, Criterion, LossFn
+
+
+def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights of every Conv/Linear layer, keyed by parameter name."""
+    return {
+        f"{name}.weight" if name else "weight": module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and module.weight.requires_grad
+    }
+
+
+def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Zero masked weights and keep their gradients at zero; return the hook handles."""
+    params = dict(model.named_parameters())
+    handles = []
+    for name, mask in masks.items():
+        param = params[name]
+        keep = mask.to(param.device, param.dtype)
+        with torch.no_grad():
+            param.mul_(keep)
+        handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
+    return handles
+
+
+def prune_unstructured(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    criterion: Criterion,
+    ratio: float,
+    steps: int = 5,
+) -> dict:
+    """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    weights = maskable_weights(model)
+    masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+    total = sum(w.numel() for w in weights.values())
+    scoring_seconds = 0.0
+    for step in range(1, steps + 1):
+        start = time.perf_counter()
+        scores = criterion.parameter_scores(model, batches, loss_fn)
+        scoring_seconds += time.perf_counter() - start
+        flat = torch.cat(
+            [torch.where(masks[n], scores[n].abs().double(), torch.full_like(scores[n], -1.0, dtype=torch.float64)).reshape(-1).cpu() for n in weights]
+        )
+        n_masked = int(round(ratio * step / steps * total))
+        order = torch.argsort(flat, stable=True)[:n_masked]
+        keep = torch.ones(total, dtype=torch.bool)
+        keep[order] = False
+        offset = 0
+        for name, w in weights.items():
+            masks[name] = keep[offset : offset + w.numel()].reshape(w.shape).to(w.device)
+            offset += w.numel()
+        with torch.no_grad():
+            for name, w in weights.items():
+                w.mul_(masks[name].to(w.dtype))
+    apply_masks(model, masks)
+    return {
+        "masks": masks,
+        "scoring_seconds": scoring_seconds,
+        "score_calls": steps,
+        "layer_widths": {
+            name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
+        },
+    }

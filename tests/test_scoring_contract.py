@@ -1,0 +1,76 @@
+"""The criterion contract: registry behaviour and scoring without side effects."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import oba
+from nets import ResidualCNN, tiny_vit
+
+LOSS = nn.functional.cross_entropy
+CORE = ["oba", "oba-hvp", "taylor"]
+
+
+def test_registry_lists_core_criteria_sorted() -> None:
+    names = oba.criteria.names()
+    assert names == sorted(names)
+    assert set(CORE) <= set(names)
+
+
+def test_unknown_criterion_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        oba.criteria.get("obaa")
+    for name in CORE:
+        assert name in str(err.value)
+
+
+def test_dotted_criterion_spec_resolves() -> None:
+    crit = oba.criteria.get("oba.criteria.taylor:Taylor")
+    assert isinstance(crit, oba.criteria.Criterion)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", CORE)
+@pytest.mark.parametrize("start_training", [True, False])
+@pytest.mark.parametrize("mode", [None, "eval", "train"])
+def test_scoring_leaves_state_and_mode_untouched(name: str, start_training: bool, mode: str | None) -> None:
+    model = ResidualCNN()
+    model.train(start_training)
+    model.bn1.eval()
+    flags = {n: m.training for n, m in model.named_modules()}
+    before = _snapshot(model)
+    batches = [(torch.randn(4, 2, 6, 6), torch.randint(0, 3, (4,))) for _ in range(2)]
+    scores = oba.criteria.get(name, mode=mode).parameter_scores(model, batches, LOSS)
+    after = _snapshot(model)
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert {n: m.training for n, m in model.named_modules()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in scores.values())
+
+
+def test_scoring_mode_changes_the_scores_of_a_batchnorm_net() -> None:
+    model = ResidualCNN()
+    batches = [(torch.randn(4, 2, 6, 6), torch.randint(0, 3, (4,)))]
+    train = oba.criteria.get("oba", mode="train").parameter_scores(model, batches, LOSS)
+    evaluated = oba.criteria.get("oba", mode="eval").parameter_scores(model, batches, LOSS)
+    assert not torch.allclose(train["conv1.weight"], evaluated["conv1.weight"])
+
+
+def test_fused_attention_model_scores_through_math_kernel() -> None:
+    model = tiny_vit(classes=3, dim=16, depth=1, heads=2, image=8).eval()
+    assert model.blocks[0].attn.fused_attn
+    batches = [(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,)))]
+    scores = oba.criteria.get("oba").parameter_scores(model, batches, LOSS)
+    assert torch.isfinite(scores["blocks.0.attn.qkv.weight"]).all()
+    assert scores["blocks.0.attn.qkv.weight"].abs().sum() > 0
+
+
+def test_empty_calibration_set_is_rejected() -> None:
+    with pytest.raises(ValueError, match="calibration batch"):
+        oba.criteria.get("oba").parameter_scores(ResidualCNN(), [], LOSS)
