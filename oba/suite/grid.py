@@ -1,0 +1,72 @@
+"""The grid: a suite expanded into cells, each with a stable ``cell_id``.
+
+``cell_id`` is the SHA-256 (first 20 hex digits) of the canonical JSON of the
+cell's full resolved config: everything that can change its result (model,
+dataset and its options, criterion and its options, structure, allocation,
+ratio, seed, the pruning protocol, calibration, dense and fine-tuning recipes,
+measurement settings). The suite's name is not part of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Suite
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model × dataset × criterion × structure × allocation × ratio × seed trial."""
+
+    suite: str
+    cell_id: str
+    config: dict[str, Any]
+
+    def label(self) -> str:
+        c = self.config
+        return f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/r={c['ratio']:g}/s={c['seed']}"
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """Stable identity of a resolved cell config."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """Every cell of the suite, in a deterministic order (models outermost, seeds innermost)."""
+    cells = []
+    for model, dataset, criterion, structure, allocation, ratio, seed in itertools.product(
+        suite.models, suite.datasets, suite.criteria, suite.structures, suite.allocations, suite.ratios, suite.seeds
+    ):
+        if structure == "unstructured" and allocation != suite.allocations[0]:
+            continue
+        config = {
+            "model": model,
+            "dataset": dataset,
+            "dataset_options": suite.data.get("options", {}),
+            "criterion": criterion,
+            "criterion_options": suite.criterion_options.get(criterion, {}),
+            "structure": structure,
+            "allocation": allocation if structure == "channels" else "global",
+            "ratio": ratio,
+            "seed": seed,
+            "prune": suite.prune,
+            "calibration": suite.calibration,
+            "dense": suite.dense,
+            "finetune": suite.finetune,
+            "measure": suite.measure,
+        }
+        cells.append(Cell(suite.name, cell_id(config), config))
+    return cells
+
+
+def dense_keys(cells: list[Cell]) -> list[tuple[str, str, int]]:
+    """The distinct (model, dataset, seed) dense checkpoints the cells need, in first-use order."""
+    seen: dict[tuple[str, str, int], None] = {}
+    for cell in cells:
+        seen.setdefault((cell.config["model"], cell.config["dataset"], cell.config["seed"]), None)
+    return list(seen)
