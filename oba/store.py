@@ -108,16 +108,27 @@ class ResultStore:
         self.fs.move(temporary, final)
         return final
 
-    def _parts(self) -> list[str]:
+    def _part_infos(self) -> list[pafs.FileInfo]:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False))
         except FileNotFoundError:
             return []
-        return sorted(
-            info.path
-            for info in infos
+        return [
+            info for info in infos
             if info.type == pafs.FileType.File and info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
-        )
+        ]
+
+    def _parts(self) -> list[str]:
+        return sorted(info.path for info in self._part_infos())
+
+    def versions(self) -> dict[str, Any]:
+        """``cell_id → modification time`` of every part (cheap: no part is opened)."""
+        return {info.base_name[: -len(".parquet")]: info.mtime for info in self._part_infos()}
+
+    def read_cell(self, cell_id: str) -> dict[str, Any]:
+        """The stored row of one cell (``FileNotFoundError`` when it has none)."""
+        with self.fs.open_input_file(self._part(cell_id)) as source:
+            return pq.read_table(source).to_pylist()[0]
 
     def read(self) -> pd.DataFrame:
         """Every stored cell as one table (empty, with all columns, when nothing is stored)."""

@@ -39,16 +39,27 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     importlib.import_module("oba.criteria.oba")
     importlib.import_module("oba.criteria.taylor")
+    importlib.import_module("oba.criteria.oba_group")
     importlib.import_module("baselines")
+
+
+def _load_entry_points() -> None:
+    """Register criteria that installed packages advertise in the ``oba.criteria`` entry-point group.
+
+    Scanned on every lookup, so a package installed (or put on ``sys.path``)
+    after the first lookup is still found. Built-in names win over entry points.
+    """
     for entry in entry_points(group=_ENTRY_POINT_GROUP):
         if entry.name not in _REGISTRY:
-            _REGISTRY[entry.name] = entry.load()
-            _REGISTRY[entry.name].name = entry.name
+            factory = entry.load()
+            factory.name = entry.name
+            _REGISTRY[entry.name] = factory
 
 
 def names() -> list[str]:
     """Sorted names of every registered criterion (built-in and entry points)."""
     _load_builtins()
+    _load_entry_points()
     return sorted(_REGISTRY)
 
 
@@ -71,6 +82,7 @@ def get(name: str, **options: Any) -> Criterion:
     valid names.
     """
     _load_builtins()
+    _load_entry_points()
     if name in _REGISTRY:
         factory = _REGISTRY[name]
     elif ":" in name:
@@ -83,4 +95,6 @@ def get(name: str, **options: Any) -> Criterion:
     criterion = factory(**options)
     if not isinstance(criterion, Criterion):
         raise ValueError(f"{name!r} did not produce an oba.criteria.Criterion (got {type(criterion).__name__})")
+    if not criterion.name:
+        criterion.name = name
     return criterion

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,35 @@ class Progress:
             f"elapsed {_clock(elapsed)} | eta {_clock(eta)}\n"
         )
         self.stream.flush()
+
+
+class StoreWatcher(threading.Thread):
+    """Reports each pending cell once a new part for it appears in the store (whoever wrote it)."""
+
+    def __init__(self, store: ResultStore, cells: list[Cell], progress: Progress,
+                 on_cell_done: Callable[[str, bool], None] | None, interval: float = 0.5) -> None:
+        super().__init__(name="oba-store-watcher", daemon=True)
+        self.store, self.progress, self.on_cell_done, self.interval = store, progress, on_cell_done, interval
+        self.pending = {c.cell_id: c.label() for c in cells}
+        self.before = store.versions()
+        self.stopping = threading.Event()
+
+    def poll(self) -> None:
+        fresh = {cid for cid, mtime in self.store.versions().items() if self.before.get(cid) != mtime}
+        for cell_id in sorted(fresh & set(self.pending)):
+            ok = self.store.read_cell(cell_id)["status"] == "ok"
+            self.progress.update(self.pending.pop(cell_id), ok)
+            if self.on_cell_done is not None:
+                self.on_cell_done(cell_id, ok)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+        self.poll()
 
 
 def _clock(seconds: float) -> str:
@@ -166,7 +196,12 @@ def run_suite(
             else:
                 runnable.append(cell)
         if runnable:
-            _fit(runnable, suite, results, cache_dir, sha, cpu, gpu, threads, max_concurrent, progress, on_cell_done)
+            watcher = StoreWatcher(store, runnable, progress, on_cell_done)
+            watcher.start()
+            try:
+                _fit(runnable, suite, results, cache_dir, sha, cpu, gpu, threads, max_concurrent)
+            finally:
+                watcher.stop()
     finally:
         if started_ray:
             ray.shutdown()
@@ -176,21 +211,11 @@ def run_suite(
 
 
 def _fit(cells: list[Cell], suite: Suite, results: str, cache_dir: str, sha: str, cpu: float, gpu: float, threads: int,
-         max_concurrent: int | None, progress: Progress, on_cell_done: Callable[[str, bool], None] | None) -> None:
+         max_concurrent: int | None) -> None:
+    """One Tune trial per cell; Ray's own progress tables are silenced (the store watcher reports)."""
     from ray import tune
 
-    labels = {c.cell_id: c.label() for c in cells}
-
-    class _Report(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            cell_id = trial.config["cell"]["cell_id"]
-            progress.update(labels[cell_id], bool(result.get("cell_ok")))
-            if on_cell_done is not None:
-                on_cell_done(cell_id, bool(result.get("cell_ok")))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            progress.update(labels[trial.config["cell"]["cell_id"]] + " (trial lost)", False)
-
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
     param_space = {
         "cell": tune.grid_search([{"suite": c.suite, "cell_id": c.cell_id, "config": c.config} for c in cells]),
@@ -205,7 +230,6 @@ def _fit(cells: list[Cell], suite: Suite, results: str, cache_dir: str, sha: str
             name=f"{suite.name}-{int(time.time())}",
             storage_path=tempfile.mkdtemp(prefix="oba-tune-"),
             verbose=0,
-            callbacks=[_Report()],
             failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
         ),
     )

@@ -1,0 +1,57 @@
+"""Tiny suite files for runner tests: real data (scikit-learn digits), real training, seconds per cell."""
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY = """\
+[suite]
+name = "{name}"
+
+[grid]
+models = {models}
+datasets = ["digits"]
+criteria = {criteria}
+ratios = {ratios}
+seeds = {seeds}
+
+[prune]
+steps = 1
+
+[calibration]
+batches = 1
+batch_size = 32
+
+[dense]
+epochs = 1
+batch_size = 64
+lr = 0.05
+
+[finetune]
+epochs = 1
+batch_size = 64
+lr = 0.01
+
+[measure]
+latency_batch_size = 4
+latency_repeats = 3
+fidelity_sample = 6
+
+[resources]
+cpu = 1
+
+[run]
+max_failures = 3
+cache_dir = "{cache}"
+"""
+
+
+def tiny_suite(folder: Path, name: str = "tiny", models=("resnet8",), criteria=("taylor", "magnitude-l1"),
+               ratios=(0.3,), seeds=(0,)) -> Path:
+    """Write a tiny suite TOML under ``folder`` and return its path."""
+    def toml_list(values) -> str:
+        return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in values) + "]"
+
+    path = folder / f"{name}.toml"
+    path.write_text(TINY.format(name=name, models=toml_list(models), criteria=toml_list(criteria),
+                                ratios=toml_list(ratios), seeds=toml_list(seeds), cache=folder / "cache"))
+    return path

@@ -1,0 +1,132 @@
+"""The suite runner on real Ray: end to end, resume after a killed driver, a lost node, failures, plug-ins.
+
+These tests start Ray; the test command runs them in a loopback-only network namespace.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oba.store import ResultStore
+from oba.suite.config import load_suite
+from oba.suite.grid import expand
+from oba.suite.runner import run_suite
+from suites import tiny_suite
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+PLUGINS = str(Path(__file__).parent / "plugins")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _assert_complete(results: Path, suite_path: Path) -> None:
+    cells = expand(load_suite(suite_path))
+    frame = ResultStore(str(results)).read()
+    assert sorted(frame["cell_id"]) == sorted(c.cell_id for c in cells), "each cell exactly once"
+    assert set(frame["status"]) == {"ok"}, frame[["criterion", "error"]].to_string()
+
+
+def test_tiny_suite_end_to_end_fills_every_column(tmp_path: Path) -> None:
+    suite_path = tiny_suite(tmp_path, ratios=(0.3, 0.6))
+    log = io.StringIO()
+    summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=log)
+    assert (summary.total, summary.ran, summary.failed) == (4, 4, 0)
+    assert "[4/4]" in log.getvalue() and "eta" in log.getvalue()
+    _assert_complete(tmp_path / "results", suite_path)
+    frame = ResultStore(str(tmp_path / "results")).read()
+    for _, row in frame.iterrows():
+        for acc in ("dense_acc", "pruned_acc", "final_acc", "dense_top5", "final_top5"):
+            assert 0.0 <= row[acc] <= 1.0, acc
+        assert row["dense_acc"] > 0.3, "one epoch on digits beats chance (0.1) by far"
+        assert row["macs_pruned"] < row["macs_dense"] and row["params_pruned"] < row["params_dense"]
+        assert math.isclose(row["macs_speedup"], row["macs_dense"] / row["macs_pruned"])
+        assert abs((1 - row["macs_pruned"] / row["macs_dense"]) - row["ratio"]) <= 0.05
+        assert row["latency_dense_ms"] > 0 and row["latency_pruned_ms"] > 0
+        assert math.isclose(row["latency_speedup"], row["latency_dense_ms"] / row["latency_pruned_ms"])
+        assert row["scoring_seconds"] > 0 and row["gradient_seconds"] > 0 and row["scoring_seconds_per_grad"] > 0
+        assert -1.0 <= row["fidelity"] <= 1.0
+        widths = json.loads(row["layer_widths"])
+        assert widths and all(1 <= w["remaining"] <= w["dense"] for w in widths.values())
+        assert json.loads(row["config"])["criterion"] == row["criterion"]
+        assert row["git_sha"] and row["ray_node"] and row["device"].startswith("cpu")
+        assert json.loads(row["package_versions"])["torch"]
+        assert row["started_at"] <= row["finished_at"] and row["compute_seconds"] > 0
+    dense_files = list((tmp_path / "cache").glob("*.pt"))
+    assert len(dense_files) == 1, "one dense checkpoint per (model, dataset, seed), trained once"
+    again = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=io.StringIO())
+    assert (again.skipped, again.ran) == (4, 0)
+
+
+def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    suite_path = tiny_suite(tmp_path, criteria=("taylor", "magnitude-l1", "magnitude-l2", "random"), ratios=(0.3, 0.5))
+    results = tmp_path / "results"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "oba.cli", "run", str(suite_path), "--results", str(results), "--max-concurrent", "1"]
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(results.glob("*.parquet"))) < 2:
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    stored_at_kill = len(list(results.glob("*.parquet")))
+    assert 2 <= stored_at_kill < 8, "the driver must die mid-suite"
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{stored_at_kill} already stored" in resumed.stderr
+    _assert_complete(results, suite_path)
+
+
+def test_losing_a_node_mid_suite_loses_no_cell(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    suite_path = tiny_suite(tmp_path, criteria=("taylor", "magnitude-l1", "magnitude-l2"), ratios=(0.3, 0.5))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    removed = []
+
+    def remove_worker(cell_id: str, ok: bool) -> None:
+        if not removed:
+            cluster.remove_node(worker)
+            removed.append(cell_id)
+
+    try:
+        assert len(ray.nodes()) == 2
+        summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), stream=io.StringIO(), on_cell_done=remove_worker)
+        alive = [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed, "a node was removed after the first cell finished"
+    assert len(alive) == 1
+    assert summary.failed == 0
+    _assert_complete(tmp_path / "results", suite_path)
+
+
+def test_failed_cell_keeps_a_row_with_its_error_and_plugins_run_beside_builtins(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(PLUGINS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")]))
+    suite_path = tiny_suite(tmp_path, criteria=("taylor", "test-half-magnitude", "oba_test_plugin:HalfMagnitude", "oba_test_plugin:Exploding"))
+    summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=io.StringIO())
+    assert summary.failed == 1
+    frame = ResultStore(str(tmp_path / "results")).read().set_index("criterion")
+    assert len(frame) == 4
+    assert frame.loc["oba_test_plugin:Exploding", "status"] == "error"
+    assert "this criterion always fails" in frame.loc["oba_test_plugin:Exploding", "error"]
+    for name in ("taylor", "test-half-magnitude", "oba_test_plugin:HalfMagnitude"):
+        assert frame.loc[name, "status"] == "ok"
+    for column in ("final_acc", "macs_speedup", "fidelity"):
+        assert frame.loc["test-half-magnitude", column] == pytest.approx(frame.loc["oba_test_plugin:HalfMagnitude", column])
+    retried = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=io.StringIO())
+    assert (retried.skipped, retried.ran, retried.failed) == (3, 1, 1), "a failed cell is retried on the next run"

@@ -1,0 +1,77 @@
+"""The Parquet store: atomic parts keyed by cell, read back as one table."""
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from oba.store import COLUMNS, SCHEMA_VERSION, ResultStore
+
+
+def _row(cell_id: str, status: str = "ok", acc: float = 0.5) -> dict:
+    return {"cell_id": cell_id, "suite": "t", "model": "m", "dataset": "d", "criterion": "c", "structure": "channels",
+            "allocation": "global", "ratio": 0.5, "seed": 0, "status": status, "final_acc": acc,
+            "config": {"a": 1}, "layer_widths": {"conv": {"kind": "channels", "dense": 8, "remaining": 4}}}
+
+
+def test_round_trip_keeps_every_column(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path / "r"))
+    path = store.write(_row("abc"))
+    table = pq.read_table(path)
+    assert table.schema.names == COLUMNS
+    frame = store.read()
+    assert list(frame.columns) == COLUMNS and len(frame) == 1
+    row = frame.iloc[0]
+    assert row["schema_version"] == SCHEMA_VERSION and row["final_acc"] == 0.5 and row["config"] == '{"a": 1}'
+    assert not [p for p in (tmp_path / "r").iterdir() if not p.name.endswith(".parquet")]
+
+
+def test_rewriting_a_cell_replaces_its_part(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write(_row("abc", status="error"))
+    store.write(_row("def"))
+    assert store.finished() == {"def"}
+    store.write(_row("abc", status="ok", acc=0.7))
+    frame = store.read()
+    assert sorted(frame["cell_id"]) == ["abc", "def"]
+    assert store.finished() == {"abc", "def"}
+    assert float(frame.set_index("cell_id").loc["abc", "final_acc"]) == 0.7
+
+
+def test_empty_or_missing_location_reads_as_empty_table(tmp_path: Path) -> None:
+    frame = ResultStore(str(tmp_path / "nothing-here")).read()
+    assert frame.empty and list(frame.columns) == COLUMNS
+
+
+def test_filesystem_uri_location(tmp_path: Path) -> None:
+    store = ResultStore(f"file://{tmp_path}/uri")
+    store.write(_row("xyz"))
+    assert (tmp_path / "uri" / "xyz.parquet").is_file()
+    assert ResultStore(str(tmp_path / "uri")).finished() == {"xyz"}
+
+
+def test_unknown_columns_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown result columns"):
+        ResultStore(str(tmp_path)).write({**_row("a"), "accuracy": 1.0})
+
+
+def _hammer(location: str, worker: int) -> None:
+    store = ResultStore(location)
+    for i in range(20):
+        store.write(_row(f"cell{i % 5}", acc=worker + i / 100))
+
+
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
+    location = str(tmp_path / "shared")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(location, w)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    frame = ResultStore(location).read()
+    assert sorted(frame["cell_id"]) == [f"cell{i}" for i in range(5)]
+    assert sorted(p.name for p in Path(location).iterdir()) == [f"cell{i}.parquet" for i in range(5)]
