@@ -2,7 +2,9 @@
 
     oba list models|datasets|criteria
     oba run SUITE [--results DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
-    oba demo
+    oba report RESULTS -o reports/NAME.html [--png DIR]
+    oba leaderboard RESULTS -o reports/leaderboard/
+    oba check RESULTS --baseline FILE_OR_DIR [--tolerance POINTS]
 """
 from __future__ import annotations
 
@@ -55,6 +57,34 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.results, args.output, png_dir=args.png)
+    print(f"report: {path}")
+    return 0
+
+
+@command("leaderboard")
+def _leaderboard(args: argparse.Namespace) -> int:
+    from .report import write_leaderboard
+
+    paths = write_leaderboard(args.results, args.output)
+    for kind, path in paths.items():
+        print(f"leaderboard ({kind}): {path}")
+    return 0
+
+
+@command("check")
+def _check(args: argparse.Namespace) -> int:
+    from .report import check
+
+    outcome = check(args.results, args.baseline, tolerance=args.tolerance)
+    print(outcome.render())
+    return outcome.exit_code
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oba", description="Optimal Brain Apoptosis pruning and the pruning-criteria benchmark suite")
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,6 +96,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="address of an existing Ray cluster to join")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is stored, run nothing")
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
+    rep.add_argument("results", help="results folder, Parquet file or URI")
+    rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")
+    rep.add_argument("--png", help="also write static PNG figures here (needs kaleido and Chromium)")
+    board = sub.add_parser("leaderboard", help="write index.html and leaderboard.md ranking criteria per setting")
+    board.add_argument("results", help="results folder, Parquet file or URI")
+    board.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/leaderboard/")
+    chk = sub.add_parser("check", help="fail (exit 1) when final accuracy dropped against a baseline; exit 2 on missing cells")
+    chk.add_argument("results", help="results folder, Parquet file or URI")
+    chk.add_argument("--baseline", required=True, help="reference results (folder of parts or a Parquet file)")
+    chk.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in final accuracy, percentage points")
     return p
 
 

@@ -64,6 +64,7 @@ SCHEMA = pa.schema(
 )
 COLUMNS = SCHEMA.names
 _JSON_COLUMNS = ("config", "layer_widths", "package_versions")
+"""Stored as JSON text; ``layer_widths`` keeps the network's layer order, the others sort their keys."""
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -98,7 +99,7 @@ class ResultStore:
         record["schema_version"] = SCHEMA_VERSION
         for name in _JSON_COLUMNS:
             if record[name] is not None and not isinstance(record[name], str):
-                record[name] = json.dumps(record[name], sort_keys=True)
+                record[name] = json.dumps(record[name], sort_keys=name != "layer_widths")
         table = pa.Table.from_pylist([record], schema=SCHEMA)
         self._ensure_root()
         final = self._part(row["cell_id"])

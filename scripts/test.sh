@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
+bash "$ROOT/scripts/system-deps.sh"
 cd "$ROOT"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 if ! unshare -n true 2>/dev/null; then

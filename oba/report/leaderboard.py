@@ -1,0 +1,360 @@
+"""Leaderboard: criteria ranked per setting, with statistical ties, as HTML and Markdown.
+
+A *board* is one (model, dataset, structure, allocation, ratio); allocation is
+part of the key because global and uniform allocation are different experiments.
+On a board, each criterion's final (fine-tuned) accuracy is summarised over its
+``ok`` seeds.
+
+Tie method (deterministic, no resampling):
+
+* Criteria are compared **paired by seed**: every criterion of a board starts
+  from the same dense checkpoint per seed (DESIGN 2.3), so the per-seed
+  difference removes checkpoint-to-checkpoint variation.
+* With n ≥ 2 seeds that both criteria completed, A and B are **tied** when the
+  two-sided 95 % Student-t interval of the mean paired difference,
+  d̄ ± t(0.975, n−1) · s_d / √n, contains 0. The t interval is used rather than
+  a bootstrap because suites have few seeds (2–5): a percentile bootstrap over
+  2–3 pairs has only a handful of distinct resamples and under-covers, while the
+  t interval is exact under normal differences and widens honestly as n shrinks.
+* With fewer than 2 shared seeds there is no estimate of seed noise: A and B are
+  tied when their difference is less than ``MARGIN`` (0.5 percentage points) —
+  the paired difference on the one shared seed, or with no shared seed the
+  difference of their means.
+* Ranking: criteria are sorted by mean final accuracy (descending, name breaks
+  exact equality). Groups are formed greedily from the top: the best criterion
+  not yet placed leads a group, and each following criterion joins it while it
+  is tied *with the leader*. Comparing with the leader rather than the previous
+  criterion keeps chains (A≈B, B≈C, but A clearly above C) from merging
+  criteria that are distinguishable. Every member of a group gets the
+  competition rank 1 + (number of criteria in earlier groups); a group of two or
+  more is shown as ``=r``.
+* Criteria with no ``ok`` seed on a board are listed without a rank.
+* Overall table: per criterion, the mean of its competition ranks over the
+  boards where it was ranked, with the number of such boards.
+"""
+from __future__ import annotations
+
+import html
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from .load import load_results
+from .provenance import provenance
+
+BOARD_KEYS = ("model", "dataset", "structure", "allocation", "ratio")
+CONFIDENCE = 0.95
+MARGIN = 0.005
+
+METHOD = (
+    "Ranked by mean top-1 accuracy after fine-tuning over seeds. Two criteria are tied when the "
+    "95% paired Student-t interval of their per-seed accuracy difference contains 0 (pairs are seeds that "
+    "both completed; every criterion of a seed starts from the same dense checkpoint). With fewer than 2 shared "
+    f"seeds there is no noise estimate: criteria are tied when they differ by less than {MARGIN * 100:.1f} "
+    "percentage points (on the one shared seed, or in their means when they share none). Groups are "
+    "formed from the top: a criterion joins the group of the best criterion above it while it is tied with that "
+    "group's leader. Ranks are competition ranks (1, =2, =2, 4); '=r' marks a tie. "
+    "'Δ to #1' is the paired mean difference to the board's leader with its 95% interval, in percentage points. "
+    "The overall rank is the mean rank over the boards where a criterion was ranked."
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired comparison of two criteria's final accuracy (fractions; a − b)."""
+
+    n_pairs: int
+    difference: float
+    low: float
+    high: float
+    tied: bool
+
+
+def compare(a: pd.Series, b: pd.Series) -> Comparison:
+    """Compare accuracies (fractions) indexed by seed, ``a − b``; tied per the module's rule."""
+    shared = a.index.intersection(b.index)
+    if len(shared) >= 2:
+        differences = (a.loc[shared] - b.loc[shared]).astype(float)
+        n = len(differences)
+        mean = float(differences.mean())
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
+        return Comparison(n, mean, mean - half, mean + half, mean - half <= 0.0 <= mean + half)
+    if len(shared) == 1:
+        difference = float(a.loc[shared[0]] - b.loc[shared[0]])
+    else:
+        difference = float(a.mean() - b.mean())
+    return Comparison(len(shared), difference, math.nan, math.nan, abs(difference) < MARGIN)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One criterion on one board. ``rank`` is None when the criterion has no ok seed."""
+
+    criterion: str
+    rank: int | None
+    tied: bool
+    mean: float
+    std: float
+    seeds: int
+    failed: int
+    to_leader: Comparison | None
+    macs_speedup: float
+    latency_speedup: float
+    scoring_seconds: float
+    scoring_per_grad: float
+
+    @property
+    def rank_label(self) -> str:
+        """``"3"``, ``"=2"`` for a tie, ``"–"`` when unranked."""
+        if self.rank is None:
+            return "–"
+        return f"={self.rank}" if self.tied else str(self.rank)
+
+
+@dataclass(frozen=True)
+class Board:
+    """The ranked criteria of one (model, dataset, structure, allocation, ratio)."""
+
+    model: str
+    dataset: str
+    structure: str
+    allocation: str
+    ratio: float
+    entries: list[Entry]
+
+    @property
+    def title(self) -> str:
+        """``model · dataset · structure · allocation allocation · ratio r%``."""
+        parts = [self.model, self.dataset, self.structure]
+        if self.allocation:
+            parts.append(f"{self.allocation} allocation")
+        parts.append(f"ratio {self.ratio * 100:g}%")
+        return " · ".join(p for p in parts if p)
+
+
+def rank(accuracies: dict[str, pd.Series]) -> dict[str, tuple[int, bool]]:
+    """``criterion → (competition rank, tied)`` from per-seed accuracies, by the module's rule."""
+    order = sorted(accuracies, key=lambda name: (-float(accuracies[name].mean()), name))
+    ranks: dict[str, tuple[int, bool]] = {}
+    start = 0
+    while start < len(order):
+        leader = accuracies[order[start]]
+        end = start + 1
+        while end < len(order) and compare(leader, accuracies[order[end]]).tied:
+            end += 1
+        for name in order[start:end]:
+            ranks[name] = (start + 1, end - start > 1)
+        start = end
+    return ranks
+
+
+def _mean(rows: pd.DataFrame, column: str) -> float:
+    values = rows[column].dropna()
+    return float(values.mean()) if not values.empty else math.nan
+
+
+def _board(key: tuple, rows: pd.DataFrame) -> Board:
+    ok = rows[(rows["status"] == "ok") & rows["final_acc"].notna()]
+    accuracies = {
+        name: group.groupby("seed")["final_acc"].mean() for name, group in ok.groupby("criterion", sort=True)
+    }
+    ranks = rank(accuracies)
+    leader = min(ranks, key=lambda name: (ranks[name][0], -float(accuracies[name].mean()), name)) if ranks else None
+    entries = []
+    for criterion, group in rows.groupby("criterion", sort=True):
+        done = ok[ok["criterion"] == criterion]
+        seeds = accuracies.get(criterion)
+        position = ranks.get(criterion)
+        entries.append(
+            Entry(
+                criterion=criterion,
+                rank=position[0] if position else None,
+                tied=position[1] if position else False,
+                mean=float(seeds.mean()) if seeds is not None else math.nan,
+                std=float(seeds.std(ddof=1)) if seeds is not None and len(seeds) > 1 else math.nan,
+                seeds=len(seeds) if seeds is not None else 0,
+                failed=int(len(group) - len(done)),
+                to_leader=compare(seeds, accuracies[leader]) if seeds is not None and criterion != leader else None,
+                macs_speedup=_mean(done, "macs_speedup"),
+                latency_speedup=_mean(done, "latency_speedup"),
+                scoring_seconds=_mean(done, "scoring_seconds"),
+                scoring_per_grad=_mean(done, "scoring_seconds_per_grad"),
+            )
+        )
+    entries.sort(key=lambda e: (e.rank is None, e.rank or 0, -e.mean if not math.isnan(e.mean) else 0.0, e.criterion))
+    model, dataset, structure, allocation, ratio = key
+    return Board(str(model), str(dataset), str(structure), str(allocation), float(ratio), entries)
+
+
+def boards(results: pd.DataFrame) -> list[Board]:
+    """Every board of a normalised results table, in sorted key order."""
+    return [_board(key, rows) for key, rows in results.groupby(list(BOARD_KEYS), sort=True, dropna=False)]
+
+
+def overall(ranked: list[Board]) -> pd.DataFrame:
+    """Per criterion: mean rank over the boards it was ranked on, boards ranked, boards won, failed cells."""
+    records: dict[str, dict[str, list | int]] = {}
+    for board in ranked:
+        for entry in board.entries:
+            record = records.setdefault(entry.criterion, {"ranks": [], "failed": 0})
+            if entry.rank is not None:
+                record["ranks"].append(entry.rank)
+            record["failed"] += entry.failed
+    table = pd.DataFrame(
+        [
+            {
+                "criterion": name,
+                "mean_rank": float(sum(r["ranks"]) / len(r["ranks"])) if r["ranks"] else math.nan,
+                "boards": len(r["ranks"]),
+                "first_places": sum(1 for value in r["ranks"] if value == 1),
+                "failed_cells": r["failed"],
+            }
+            for name, r in records.items()
+        ],
+        columns=["criterion", "mean_rank", "boards", "first_places", "failed_cells"],
+    )
+    return table.sort_values(["mean_rank", "criterion"], na_position="last").reset_index(drop=True)
+
+
+def _num(value: float, spec: str, scale: float = 1.0) -> str:
+    return "–" if value is None or math.isnan(value) else format(value * scale, spec)
+
+
+def _accuracy(entry: Entry) -> str:
+    if math.isnan(entry.mean):
+        return "–"
+    spread = "" if math.isnan(entry.std) else f" ± {entry.std * 100:.2f}"
+    return f"{entry.mean * 100:.2f}{spread}"
+
+
+def _delta(entry: Entry) -> str:
+    comparison = entry.to_leader
+    if comparison is None:
+        return "leader" if entry.rank is not None else "–"
+    interval = "" if math.isnan(comparison.low) else f" [{comparison.low * 100:+.2f}, {comparison.high * 100:+.2f}]"
+    return f"{comparison.difference * 100:+.2f}{interval}"
+
+
+BOARD_HEADERS = [
+    "rank",
+    "criterion",
+    "final acc (%) mean ± std",
+    "seeds",
+    "failed",
+    "Δ to #1 (pp) [95% CI]",
+    "MACs speedup (×)",
+    "latency speedup (×)",
+    "scoring (s)",
+    "scoring (× grad)",
+]
+OVERALL_HEADERS = ["criterion", "mean rank", "boards ranked", "first places", "failed cells"]
+
+
+def board_rows(board: Board) -> list[list[str]]:
+    """A board as table cells under :data:`BOARD_HEADERS`."""
+    return [
+        [
+            e.rank_label,
+            e.criterion,
+            _accuracy(e),
+            str(e.seeds),
+            str(e.failed),
+            _delta(e),
+            _num(e.macs_speedup, ".2f"),
+            _num(e.latency_speedup, ".2f"),
+            _num(e.scoring_seconds, ".3g"),
+            _num(e.scoring_per_grad, ".3g"),
+        ]
+        for e in board.entries
+    ]
+
+
+def overall_rows(table: pd.DataFrame) -> list[list[str]]:
+    """The overall table as cells under :data:`OVERALL_HEADERS`."""
+    return [
+        [r.criterion, _num(r.mean_rank, ".2f"), str(r.boards), str(r.first_places), str(r.failed_cells)]
+        for r in table.itertuples(index=False)
+    ]
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|"] + [line(r) for r in rows])
+
+
+def _html_table(headers: list[str], rows: list[list[str]], css: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (
+        f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def render_markdown(results: pd.DataFrame) -> str:
+    """The leaderboard of a normalised results table as Markdown."""
+    ranked = boards(results)
+    lines = ["# Pruning criteria leaderboard", ""]
+    lines += [f"- **{label}**: {value}" for label, value in provenance(results).items()]
+    lines += ["", "## Method", "", METHOD, "", "## Overall", ""]
+    lines += [_markdown_table(OVERALL_HEADERS, overall_rows(overall(ranked))), ""]
+    for board in ranked:
+        lines += [f"## {board.title}", "", _markdown_table(BOARD_HEADERS, board_rows(board)), ""]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1300px; padding: 20px 24px; color: #222; }
+h1 { font-size: 26px; } h2 { font-size: 19px; margin-top: 28px; border-bottom: 2px solid #d0d4da; padding-bottom: 3px; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; font-size: 14px; }
+dt { color: #666; } dd { margin: 0; font-family: ui-monospace, monospace; }
+.method { background: #f6f7f9; border-left: 4px solid #4e79a7; padding: 8px 14px; font-size: 14px; line-height: 1.45; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { border: 1px solid #dde1e6; padding: 4px 10px; text-align: right; white-space: nowrap; }
+th { background: #eef1f5; }
+td:nth-child(2), th:nth-child(2) { text-align: left; }
+table.overall td:first-child, table.overall th:first-child { text-align: left; }
+table.overall td:nth-child(2), table.overall th:nth-child(2) { text-align: right; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def render_html(results: pd.DataFrame) -> str:
+    """The leaderboard of a normalised results table as a self-contained HTML page."""
+    ranked = boards(results)
+    facts = "".join(
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in provenance(results).items()
+    )
+    sections = "".join(
+        f"<section><h2>{html.escape(b.title)}</h2>{_html_table(BOARD_HEADERS, board_rows(b), 'board')}</section>"
+        for b in ranked
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Pruning criteria leaderboard</title>'
+        f"<style>{_STYLE}</style></head><body><h1>Pruning criteria leaderboard</h1><dl>{facts}</dl>"
+        f'<h2>Method</h2><p class="method">{html.escape(METHOD)}</p>'
+        f"<h2>Overall</h2>{_html_table(OVERALL_HEADERS, overall_rows(overall(ranked)), 'overall')}"
+        f"{sections}</body></html>"
+    )
+
+
+def write_leaderboard(
+    results: str | os.PathLike[str] | pd.DataFrame, output_dir: str | os.PathLike[str]
+) -> dict[str, Path]:
+    """Write ``index.html`` and ``leaderboard.md`` for ``results`` into ``output_dir``.
+
+    Returns ``{"html": path, "markdown": path}``.
+    """
+    table = load_results(results)
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {"html": directory / "index.html", "markdown": directory / "leaderboard.md"}
+    written["html"].write_text(render_html(table), encoding="utf-8")
+    written["markdown"].write_text(render_markdown(table), encoding="utf-8")
+    return written

@@ -1,0 +1,93 @@
+"""Read a results table from wherever it lives, in the store's column schema.
+
+A source is a pandas DataFrame, a results folder of Parquet parts (what
+:class:`oba.store.ResultStore` writes), a single Parquet file, or a Parquet
+dataset folder, given as a local path or a pyarrow filesystem URI. Whatever the
+source, the table returned has every column of :data:`oba.store.SCHEMA`
+(missing ones filled with nulls), numeric metric columns as floats and the
+identity columns as strings ("" where null).
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..store import COLUMNS, ResultStore
+
+NUMERIC_COLUMNS = (
+    "ratio",
+    "dense_acc",
+    "pruned_acc",
+    "final_acc",
+    "dense_top5",
+    "final_top5",
+    "macs_speedup",
+    "latency_dense_ms",
+    "latency_pruned_ms",
+    "latency_speedup",
+    "scoring_seconds",
+    "gradient_seconds",
+    "scoring_seconds_per_grad",
+    "fidelity",
+    "compute_seconds",
+)
+TEXT_KEYS = ("suite", "model", "dataset", "criterion", "structure", "allocation", "status")
+
+
+class ResultsUnreadable(Exception):
+    """A results source does not exist, is not Parquet, or lacks the identity columns."""
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def _read_location(location: str) -> pd.DataFrame:
+    try:
+        fs, path = _filesystem(location)
+        info = fs.get_file_info(path)
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadable(f"{location}: {exc}") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise ResultsUnreadable(f"{location}: no such file or folder")
+    try:
+        if info.type == pafs.FileType.File:
+            with fs.open_input_file(path) as source:
+                return pq.read_table(source).to_pandas()
+        entries = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        if any(e.type == pafs.FileType.File and e.base_name.endswith(".parquet") for e in entries):
+            return ResultStore(location).read()
+        return pq.read_table(path, filesystem=fs).to_pandas()
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadable(f"{location}: not readable as Parquet results ({exc})") from exc
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with every schema column present, metrics as floats and keys as strings."""
+    table = frame.copy()
+    for name in COLUMNS:
+        if name not in table.columns:
+            table[name] = None
+    for name in NUMERIC_COLUMNS:
+        table[name] = pd.to_numeric(table[name], errors="coerce").astype(float)
+    for name in TEXT_KEYS:
+        table[name] = table[name].astype(object).where(table[name].notna(), "").astype(str)
+    table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
+    return table.reset_index(drop=True)
+
+
+def load_results(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """Read ``source`` into a normalised results table; raise :class:`ResultsUnreadable` on failure."""
+    if isinstance(source, pd.DataFrame):
+        frame = source
+    else:
+        frame = _read_location(os.fspath(source))
+    missing = [c for c in ("model", "dataset", "criterion", "ratio", "seed", "status") if c not in frame.columns]
+    if missing:
+        raise ResultsUnreadable(f"results lack the columns {missing}")
+    return normalise(frame)

@@ -1,0 +1,116 @@
+"""Leaderboard ranks against ranks derived by hand from small tables.
+
+Tie rule under test (oba.report.leaderboard): with n ≥ 2 shared seeds, A and B
+tie when d̄ ± t(0.975, n−1)·s_d/√n contains 0; with 3 seeds t(0.975, 2) = 4.3027.
+With fewer than 2 shared seeds they tie when they differ by < 0.5 points.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from oba.report import load_results, write_leaderboard
+from oba.report.leaderboard import boards, compare, overall
+from results_fixtures import error_row, row, write_store
+
+
+def _rows(accuracies: dict[str, list[float]], ratio: float = 0.5) -> list[dict]:
+    """One ok row per (criterion, seed); accuracies in percent, seeds 0, 1, 2..."""
+    return [
+        row(criterion=name, ratio=ratio, seed=seed, final_acc=value / 100)
+        for name, values in accuracies.items()
+        for seed, value in enumerate(values)
+    ]
+
+
+# Board 1 (3 seeds). Means: A 91.000, B 90.833, C 89.000, D 88.933.
+# A−B per seed: 0.2, −0.1, 0.4 → d̄ 0.1667, s_d 0.2517, half-width 4.3027·0.2517/√3 = 0.625
+#   → [−0.459, 0.792] contains 0 → B ties with leader A: both "=1".
+# A−C per seed: 1.9, 2.1, 2.0 → d̄ 2.0, s_d 0.1, half 0.248 → [1.75, 2.25] excludes 0 → C leads a new group, rank 3.
+# C−D per seed: 0.2, −0.3, 0.3 → d̄ 0.0667, s_d 0.3215, half 0.799 → contains 0 → D ties with C: both "=3".
+# Sample standard deviations over seeds: A 1.00, B 0.93.
+BOARD_ONE = {
+    "A": [90.0, 91.0, 92.0],
+    "B": [89.8, 91.1, 91.6],
+    "C": [88.1, 88.9, 90.0],
+    "D": [87.9, 89.2, 89.7],
+}
+# Board 2 (one seed, ratio 0.7). C 90.6, A 90.0, B 88.0; E failed.
+# C−A = 0.6 ≥ 0.5 → not tied: C rank 1. A leads the next group; A−B = 2.0 → B rank 3. E unranked.
+BOARD_TWO = {"C": [90.6], "A": [90.0], "B": [88.0]}
+
+
+def _ranks(board) -> dict[str, str]:
+    return {entry.criterion: entry.rank_label for entry in board.entries}
+
+
+def test_tie_and_clear_order_on_three_seeds() -> None:
+    (board,) = boards(load_results(pd.DataFrame(_rows(BOARD_ONE))))
+    assert _ranks(board) == {"A": "=1", "B": "=1", "C": "=3", "D": "=3"}
+    assert [e.criterion for e in board.entries] == ["A", "B", "C", "D"]
+    b = next(e for e in board.entries if e.criterion == "B")
+    assert b.to_leader.difference * 100 == pytest.approx(-0.16667, abs=1e-4)
+    assert b.to_leader.low * 100 == pytest.approx(-0.16667 - 0.62519, abs=1e-4)
+    assert b.to_leader.high * 100 == pytest.approx(-0.16667 + 0.62519, abs=1e-4)
+    assert b.mean * 100 == pytest.approx(90.8333, abs=1e-4)
+    assert b.std * 100 == pytest.approx(pd.Series(BOARD_ONE["B"]).std(), abs=1e-9)
+
+
+def test_groups_compare_with_their_leader_not_a_chain() -> None:
+    # P−Q: 0.5, 0.2, 0.8 → d̄ 0.5, s_d 0.3, half 0.745 → [−0.245, 1.245]: tied.
+    # Q−R: 0.6, 0.7, 0.2 → d̄ 0.5, s_d 0.2646, half 0.657 → [−0.157, 1.157]: tied.
+    # P−R: 1.1, 0.9, 1.0 → d̄ 1.0, s_d 0.1, half 0.248 → [0.75, 1.25]: not tied.
+    # Chaining would put all three at =1; compared with the leader P, R starts a new group at rank 3.
+    accuracies = {"P": [80.0, 81.0, 82.0], "Q": [79.5, 80.8, 81.2], "R": [78.9, 80.1, 81.0]}
+    table = load_results(pd.DataFrame(_rows(accuracies)))
+    series = {name: group.set_index("seed")["final_acc"] for name, group in table.groupby("criterion")}
+    assert compare(series["Q"], series["R"]).tied
+    assert not compare(series["P"], series["R"]).tied
+    (board,) = boards(table)
+    assert _ranks(board) == {"P": "=1", "Q": "=1", "R": "3"}
+
+
+def test_single_seed_uses_the_margin_and_failed_criteria_are_unranked() -> None:
+    rows = _rows(BOARD_TWO, ratio=0.7) + [error_row(criterion="E", ratio=0.7, seed=0)]
+    (board,) = boards(load_results(pd.DataFrame(rows)))
+    assert _ranks(board) == {"C": "1", "A": "2", "B": "3", "E": "–"}
+    assert [e.criterion for e in board.entries] == ["C", "A", "B", "E"]
+    e = board.entries[-1]
+    assert (e.seeds, e.failed, e.to_leader) == (0, 1, None)
+    a = board.entries[1]
+    assert a.to_leader.n_pairs == 1 and math.isnan(a.to_leader.low)
+    # 0.3 points apart on one seed: within the 0.5-point margin, so tied.
+    (close,) = boards(load_results(pd.DataFrame(_rows({"X": [90.0], "Y": [89.7], "Z": [89.0]}))))
+    assert _ranks(close) == {"X": "=1", "Y": "=1", "Z": "3"}
+
+
+def test_overall_mean_rank_across_boards() -> None:
+    rows = _rows(BOARD_ONE, ratio=0.5) + _rows(BOARD_TWO, ratio=0.7) + [error_row(criterion="E", ratio=0.7, seed=0)]
+    table = overall(boards(load_results(pd.DataFrame(rows))))
+    # A: ranks 1 and 2 → 1.5; B: 1 and 3 → 2.0; C: 3 and 1 → 2.0; D: 3 on one board; E: never ranked.
+    assert table["criterion"].tolist() == ["A", "B", "C", "D", "E"]
+    assert table["mean_rank"].tolist()[:4] == [1.5, 2.0, 2.0, 3.0]
+    assert math.isnan(table["mean_rank"].iloc[4])
+    assert table["boards"].tolist() == [2, 2, 2, 1, 0]
+    assert table["first_places"].tolist() == [1, 1, 1, 0, 0]
+    assert table["failed_cells"].tolist() == [0, 0, 0, 0, 1]
+
+
+def test_pages_are_written_from_a_parquet_store(tmp_path: Path) -> None:
+    rows = _rows(BOARD_ONE, ratio=0.5) + _rows(BOARD_TWO, ratio=0.7) + [error_row(criterion="E", ratio=0.7, seed=0)]
+    store = write_store(tmp_path / "results", rows)
+    written = write_leaderboard(store, tmp_path / "board")
+    assert set(written) == {"html", "markdown"}
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    page = written["html"].read_text(encoding="utf-8")
+    assert "## cnn · digits · structured · global allocation · ratio 50%" in markdown
+    assert "| =1 | A | 91.00 ± 1.00 | 3 | 0 | leader |" in markdown
+    assert "| =1 | B | 90.83 ± 0.93 | 3 | 0 | -0.17 [-0.79, +0.46] |" in markdown
+    assert "| – | E | – | 0 | 1 | – |" in markdown
+    assert "| A | 1.50 | 2 | 1 | 0 |" in markdown
+    assert "paired Student-t interval" in markdown and "paired Student-t interval" in page
+    assert "0123456789abcdef0123456789abcdef01234567" in markdown and "torch 2.14.1" in page
+    assert page.count('<table class="board">') == 2
