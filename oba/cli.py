@@ -4,7 +4,7 @@
     oba run SUITE [--results DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR]
     oba leaderboard RESULTS -o reports/leaderboard/
-    oba check RESULTS --baseline FILE_OR_DIR [--tolerance POINTS]
+    oba check RESULTS --baseline FILE_OR_DIR [--tolerance POINTS] [--suite SUITE]
 """
 from __future__ import annotations
 
@@ -78,9 +78,24 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
-    from .report import check
+    from .report import ResultsUnreadable, check, load_results
 
-    outcome = check(args.results, args.baseline, tolerance=args.tolerance)
+    baseline = args.baseline
+    if args.suite:
+        from .suite.config import load_suite
+        from .suite.grid import expand
+
+        wanted = {cell.cell_id for cell in expand(load_suite(args.suite))}
+        try:
+            frame = load_results(args.baseline)
+        except ResultsUnreadable as err:
+            print(f"oba check: baseline unreadable: {err}", file=sys.stderr)
+            return 2
+        baseline = frame[frame["cell_id"].isin(wanted)]
+        if baseline.empty:
+            print(f"oba check: no baseline cell belongs to suite {args.suite}", file=sys.stderr)
+            return 2
+    outcome = check(args.results, baseline, tolerance=args.tolerance)
     print(outcome.render())
     return outcome.exit_code
 
@@ -107,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     chk.add_argument("results", help="results folder, Parquet file or URI")
     chk.add_argument("--baseline", required=True, help="reference results (folder of parts or a Parquet file)")
     chk.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in final accuracy, percentage points")
+    chk.add_argument("--suite", help="compare only the baseline cells of this suite (a subset of the baseline's grid)")
     return p
 
 

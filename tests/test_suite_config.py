@@ -84,3 +84,33 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_missing_suite_file() -> None:
     with pytest.raises(SuiteError, match="no such suite file"):
         load_suite("suites/does-not-exist.toml")
+
+
+def test_per_model_recipe_overrides(tmp_path: Path) -> None:
+    path = tiny_suite(tmp_path, models=("resnet8", "vgg-tiny"))
+    path.write_text(path.read_text() + "\n[dense.vgg-tiny]\nepochs = 3\nlr = 0.02\n")
+    cells = expand(load_suite(path))
+    dense = {c.config["model"]: c.config["dense"] for c in cells}
+    assert dense["resnet8"]["epochs"] == 1 and dense["resnet8"]["lr"] == 0.05
+    assert dense["vgg-tiny"]["epochs"] == 3 and dense["vgg-tiny"]["lr"] == 0.02
+    assert dense["vgg-tiny"]["batch_size"] == 64
+
+
+def test_override_for_unknown_model_is_named(tmp_path: Path) -> None:
+    path = tiny_suite(tmp_path)
+    path.write_text(path.read_text() + "\n[dense.resnet9]\nepochs = 3\n")
+    with pytest.raises(SuiteError, match=r"\[dense.resnet9\]: override for an unknown model"):
+        load_suite(path)
+
+
+def test_shipped_suites_load_and_ci_is_a_subset_of_smoke() -> None:
+    root = Path(__file__).resolve().parents[1] / "suites"
+    suites = {p.stem: load_suite(p) for p in root.glob("*.toml")}
+    assert {"smoke", "ci", "cifar10", "cifar100", "imagenet", "paper"} <= suites.keys()
+    smoke = {c.cell_id for c in expand(suites["smoke"])}
+    ci = {c.cell_id for c in expand(suites["ci"])}
+    assert ci and ci <= smoke
+    assert set(expand(suites["smoke"])[0].config) == set(expand(suites["ci"])[0].config)
+    assert {c.config["criterion"] for c in expand(suites["smoke"])} == set(__import__("oba").criteria.names())
+    for name in ("cifar10", "cifar100", "imagenet", "paper"):
+        assert suites[name].resources["gpu"] == 1

@@ -2,8 +2,9 @@
 
 A suite names the grid (models × datasets × criteria × ratios × seeds ×
 structures × allocations) and everything held fixed across it: the pruning
-protocol, calibration data, dense and fine-tuning recipes, measurements and
-per-trial resources. Every error names the file, the line, the key and what is
+protocol, calibration data, dense and fine-tuning recipes (``[dense]`` keys for
+every model, a ``[dense.<model>]`` table overriding them for one model; the
+same for ``[finetune]``), measurements and per-trial resources. Every error names the file, the line, the key and what is
 allowed, and is raised before anything runs.
 """
 from __future__ import annotations
@@ -60,8 +61,8 @@ class Suite:
     prune: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     criterion_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dense: dict[str, Any] = field(default_factory=dict)
-    finetune: dict[str, Any] = field(default_factory=dict)
+    dense: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finetune: dict[str, dict[str, Any]] = field(default_factory=dict)
     measure: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
@@ -128,11 +129,24 @@ def _names(loc: _Locator, key: str, values: list[Any], valid: list[str], allow_d
     return tuple(values)
 
 
-def _recipe(loc: _Locator, section: str, values: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return Recipe.from_dict(values).to_dict()
-    except (TypeError, ValueError) as err:
-        raise loc.error(section, None, str(err)) from err
+def _recipes(loc: _Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:
+    """One resolved recipe per grid model: the section's keys, overridden by a ``[section.<model>]`` table.
+
+    Overrides may name any registered model (a subset suite can share its parent's file layout).
+    """
+    shared = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    overrides = {k: v for k, v in values.items() if isinstance(v, dict)}
+    for name in overrides:
+        if name not in known:
+            raise loc.error(f"{section}.{name}", None, f"override for an unknown model; valid models: {', '.join(known)}")
+    out = {}
+    for model in models:
+        table = f"{section}.{model}" if model in overrides else section
+        try:
+            out[model] = Recipe.from_dict({**shared, **overrides.get(model, {})}).to_dict()
+        except (TypeError, ValueError) as err:
+            raise loc.error(table, None, str(err)) from err
+    return out
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -178,9 +192,9 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
             criteria.get(name, **raw.get("criterion_options", {}).get(name, {}))
         except (TypeError, ValueError) as err:
             raise loc.error("grid", "criteria", f"criterion {name!r} cannot be built: {err}") from err
-    unknown_options = set(raw.get("criterion_options", {})) - set(suite_criteria)
+    unknown_options = set(raw.get("criterion_options", {})) - set(suite_criteria) - set(criteria_names)
     if unknown_options:
-        raise loc.error("criterion_options", None, f"options for criteria not in the grid: {sorted(unknown_options)}")
+        raise loc.error("criterion_options", None, f"options for unknown criteria {sorted(unknown_options)}; valid: {', '.join(criteria_names)}")
     ratios = grid["ratios"]
     if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r < 1.0 for r in ratios):
         raise loc.error("grid", "ratios", f"each ratio must be a number in (0, 1), got {ratios}")
@@ -199,11 +213,12 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
     resources = {**RESOURCE_DEFAULTS, **raw.get("resources", {})}
     if resources["cpu"] < 0 or resources["gpu"] < 0:
         raise loc.error("resources", None, f"resources must be non-negative, got {resources}")
+    model_names = _names(loc, "models", list(grid["models"]), models.names())
     return Suite(
         name=raw.get("suite", {}).get("name", Path(path).stem),
         path=path,
         description=raw.get("suite", {}).get("description", ""),
-        models=_names(loc, "models", list(grid["models"]), models.names()),
+        models=model_names,
         datasets=_names(loc, "datasets", list(grid["datasets"]), data.names()),
         criteria=suite_criteria,
         ratios=tuple(float(r) for r in ratios),
@@ -213,8 +228,8 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         prune=prune,
         calibration={**CALIBRATION_DEFAULTS, **raw.get("calibration", {})},
         criterion_options={k: dict(v) for k, v in raw.get("criterion_options", {}).items()},
-        dense=_recipe(loc, "dense", raw.get("dense", {})),
-        finetune=_recipe(loc, "finetune", raw.get("finetune", {"epochs": 1})),
+        dense=_recipes(loc, "dense", raw.get("dense", {}), model_names, models.names()),
+        finetune=_recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names()),
         measure={**MEASURE_DEFAULTS, **raw.get("measure", {})},
         data={"root": None, "download": False, "options": {}, **raw.get("data", {})},
         resources=resources,

@@ -56,8 +56,8 @@ def expand(suite: Suite) -> list[Cell]:
             "seed": seed,
             "prune": suite.prune,
             "calibration": suite.calibration,
-            "dense": suite.dense,
-            "finetune": suite.finetune,
+            "dense": suite.dense[model],
+            "finetune": suite.finetune[model],
             "measure": suite.measure,
         }
         cells.append(Cell(suite.name, cell_id(config), config))

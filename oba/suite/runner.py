@@ -135,7 +135,7 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
 
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
-        model, dataset, Recipe.from_dict(suite.dense), seed, cache_dir, dataset_options=suite.data.get("options", {}),
+        model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
         data_root=suite.data.get("root"), download=suite.data.get("download", False),
     )
     return str(ckpt.path)
