@@ -1,0 +1,227 @@
+"""Cache of dense (trained, unpruned) checkpoints keyed by (model, dataset, recipe, seed).
+
+A checkpoint is trained once and loaded by every later request, from any
+process: the key is a hash of the canonical JSON of the model name, dataset
+name and options, recipe and seed. Files live in the cache folder (argument,
+else the ``OBA_CACHE`` environment variable, else ``.cache/checkpoints`` under
+the working directory):
+
+    <key>.pt     {"format", "key", "model", "info", "state_dict"} (torch.save)
+    <key>.json   metadata: the identity above, val/test metrics, best epoch,
+                 training seconds, device, who trained it and when
+    <key>.lock   lock file; never deleted
+
+Concurrency: a request that finds no ``<key>.pt`` takes an exclusive
+``fcntl.flock`` on ``<key>.lock``, checks again, and only then trains; the
+others block on the lock and load what the winner wrote. Both files are
+written to a temporary name and renamed into place, the ``.pt`` last, so a
+visible ``.pt`` always has its metadata beside it and is never half-written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as datasets
+from . import models
+from .data import DatasetInfo, Splits
+from .train import Recipe, default_device, evaluate, train
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "OBA_CACHE"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DenseCheckpoint:
+    """A dense model ready to use, with where it came from.
+
+    ``trained`` is true only for the request that trained it (false when it was
+    loaded from the cache or from a user-given file).
+    """
+
+    model: nn.Module
+    info: DatasetInfo
+    metadata: dict[str, Any]
+    path: Path
+    trained: bool
+
+
+def default_cache_dir() -> Path:
+    """``$OBA_CACHE`` when set, else ``.cache/checkpoints`` under the working directory."""
+    return Path(os.environ.get(CACHE_ENV) or Path.cwd() / ".cache" / "checkpoints")
+
+
+def checkpoint_key(
+    model_name: str, dataset_name: str, recipe: Recipe, seed: int, dataset_options: dict[str, Any] | None = None
+) -> str:
+    """The cache key: the first 20 hex digits of SHA-256 over the canonical JSON of the identity.
+
+    ``seed`` replaces ``recipe.seed`` (it seeds both initialisation and training);
+    ``dataset_options`` are resolved against the dataset's defaults first, so
+    leaving an option out and giving its default value are the same key.
+    """
+    options = datasets.resolve_options(dataset_name, dataset_options)
+    identity = _identity(model_name, dataset_name, replace(recipe, seed=seed), options)
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _identity(model_name: str, dataset_name: str, recipe: Recipe, dataset_options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "model": model_name,
+        "dataset": dataset_name,
+        "dataset_options": dataset_options,
+        "recipe": recipe.to_dict(),
+        "seed": recipe.seed,
+    }
+
+
+def dense_checkpoint(
+    model_name: str,
+    dataset_name: str,
+    recipe: Recipe,
+    seed: int,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    dataset_options: dict[str, Any] | None = None,
+    data: Splits | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+    num_workers: int | None = None,
+) -> DenseCheckpoint:
+    """Dense ``model_name`` on ``dataset_name`` with ``recipe`` and ``seed``: loaded if cached, else trained and cached.
+
+    ``seed`` replaces ``recipe.seed`` and also seeds the initial weights.
+    ``data`` saves re-loading the dataset when the caller already has its
+    splits (it must be ``dataset_name`` with ``dataset_options``); otherwise the
+    dataset is loaded with ``data_root``/``download``/``dataset_options`` only
+    if training is needed. ``checkpoint`` bypasses the cache: a user file,
+    either written by this module or a bare state dict for
+    ``models.create(model_name, ...)``; its metadata is the JSON beside it when
+    there is one, else its validation and test metrics are measured. The model
+    is returned on ``device`` (default: CUDA when available) in eval mode.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    options = datasets.resolve_options(dataset_name, dataset_options)
+    recipe = replace(recipe, seed=seed)
+
+    def splits() -> Splits:
+        if data is not None:
+            if data.info.name != dataset_name:
+                raise ValueError(f"data holds {data.info.name!r} but dataset_name is {dataset_name!r}")
+            return data
+        return datasets.load(dataset_name, root=data_root, download=download, **options)
+
+    if checkpoint is not None:
+        return _load_user_checkpoint(Path(checkpoint), model_name, splits, device)
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = checkpoint_key(model_name, dataset_name, recipe, seed, options)
+    path = folder / f"{key}.pt"
+    if path.exists():
+        return _load_cached(path, device)
+    with open(folder / f"{key}.lock", "a+") as lock:
+        log.info("waiting for the lock on dense checkpoint %s", key)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return _load_cached(path, device)
+        log.info("training dense checkpoint %s (%s on %s, seed %d)", key, model_name, dataset_name, seed)
+        split_data = splits()
+        torch.manual_seed(seed)
+        model = models.create(
+            model_name, split_data.info.num_classes, split_data.info.in_chans, split_data.info.image_size
+        )
+        result = train(model, split_data, recipe, device=device, num_workers=num_workers)
+        metadata = {
+            **_identity(model_name, dataset_name, recipe, options),
+            "key": key,
+            "info": asdict(split_data.info),
+            **{k: v for k, v in result.to_dict().items() if k != "seconds"},
+            "train_seconds": result.seconds,
+            "device": str(device),
+            "torch": torch.__version__,
+            "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(metadata, indent=2).encode()))
+        payload = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "model": model_name,
+            "info": asdict(split_data.info),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        }
+        _atomic_write(path, lambda f: torch.save(payload, f))
+    return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=path, trained=True)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        try:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, path)
+
+
+def _load_cached(path: Path, device: torch.device) -> DenseCheckpoint:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {payload.get('format')!r}; this version reads {FORMAT_VERSION}")
+    info = DatasetInfo(**payload["info"])
+    model = models.create(payload["model"], info.num_classes, info.in_chans, info.image_size)
+    model.load_state_dict(payload["state_dict"])
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=path, trained=False)
+
+
+def _load_user_checkpoint(
+    path: Path, model_name: str, splits: Callable[[], Splits], device: torch.device
+) -> DenseCheckpoint:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    written_here = isinstance(payload, dict) and {"format", "model", "info", "state_dict"} <= payload.keys()
+    if written_here:
+        if payload["model"] != model_name:
+            raise ValueError(f"{path} holds a {payload['model']!r} model, not {model_name!r}")
+        if path.with_suffix(".json").is_file():
+            return _load_cached(path, device)
+    state = payload["state_dict"] if written_here else payload
+    split_data = splits()
+    info = split_data.info
+    model = models.create(model_name, info.num_classes, info.in_chans, info.image_size)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    metadata = {
+        "model": model_name,
+        "dataset": info.name,
+        "source": str(path),
+        "info": asdict(info),
+        "val": evaluate(model, split_data.val),
+        "test": evaluate(model, split_data.test),
+    }
+    return DenseCheckpoint(model=model, info=info, metadata=metadata, path=path, trained=False)

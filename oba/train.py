@@ -1,0 +1,280 @@
+"""Dense training, fine-tuning and evaluation with validation-based model selection.
+
+One loop serves both: :func:`train` runs a :class:`Recipe` on the train split,
+evaluates the validation split after every epoch (and before the first), keeps
+the state with the best validation top-1 (ties: lower validation loss, then the
+earlier epoch) and restores it at the end; the test split is evaluated once, on
+the kept state, for reporting. It runs on CUDA when available, else on the CPU,
+and on the CPU it is deterministic given ``recipe.seed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, Dataset
+
+from .data import Splits, make_loader
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "none")
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe; everything that changes the trained weights, and nothing else.
+
+    ``schedule``: "cosine" anneals to zero over all steps, "step" multiplies the
+    rate by ``gamma`` at each fraction of ``epochs`` in ``milestones``, "none"
+    keeps it constant; all follow ``warmup_epochs`` of linear warm-up. Weight
+    decay skips biases, normalisation parameters and the model's
+    ``no_weight_decay()`` names (timm's position embedding and class token).
+    ``momentum`` is SGD's; AdamW uses its default betas.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup_epochs <= max(self.epochs, 0):
+            raise ValueError(f"invalid recipe: {self}")
+        if not all(0.0 < m <= 1.0 for m in self.milestones) or self.gamma <= 0:
+            raise ValueError(f"step milestones must be fractions of the epochs in (0, 1] and gamma positive: {self}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (the canonical form used in cache keys)."""
+        data = dataclasses.asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """The recipe described by ``data``; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe fields {unknown}; valid fields: {', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) if k == "milestones" else v for k, v in data.items()})
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`: metrics of the kept (best-validation) state and the per-epoch history."""
+
+    val: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Dataset | DataLoader, device: torch.device | str | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy, top-5 accuracy (only when there are ≥ 5 classes) and mean cross-entropy of ``model`` on ``data``.
+
+    Accuracies are fractions in [0, 1]. The model is run in eval mode on
+    ``device`` (default: where its parameters are, and it is not moved) and
+    its train/eval mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    loader = data if isinstance(data, DataLoader) else make_loader(data, EVAL_BATCH_SIZE, device=device)
+    was_training = model.training
+    model.eval()
+    count, correct1, correct5, loss_sum, num_classes = 0, 0, 0, 0.0, 0
+    try:
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            logits = model(inputs)
+            num_classes = logits.shape[1]
+            loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+            top = logits.topk(min(5, num_classes), dim=1).indices
+            hits = top == targets[:, None]
+            correct1 += hits[:, 0].sum().item()
+            correct5 += hits.any(dim=1).sum().item()
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    metrics = {"top1": correct1 / count, "loss": loss_sum / count}
+    if num_classes >= 5:
+        metrics["top5"] = correct5 / count
+    return metrics
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    no_decay_names = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name in no_decay_names:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = _param_groups(model, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """The multiplier of ``recipe.lr`` for optimiser step ``step`` (0-based)."""
+    warmup = recipe.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if recipe.schedule == "step":
+        epoch = step / steps_per_epoch
+        return recipe.gamma ** sum(epoch >= m * recipe.epochs for m in recipe.milestones)
+    return 1.0
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    criterion: nn.Module,
+    device: torch.device,
+) -> float:
+    model.train()
+    loss_sum, count = 0.0, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        loss = criterion(model(inputs), targets)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"training diverged: loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.item() * targets.numel()
+        count += targets.numel()
+    return loss_sum / max(count, 1)
+
+
+def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
+    return metrics["top1"], -metrics["loss"]
+
+
+def train(
+    model: nn.Module,
+    data: Splits,
+    recipe: Recipe,
+    device: torch.device | str | None = None,
+    num_workers: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` with ``recipe``; keep the best-validation state.
+
+    Epoch 0 (the model as given) is a candidate too, so a recipe never returns
+    a model worse on validation than its input. The model ends on ``device``
+    (default: CUDA when available) in eval mode, holding the kept state.
+    ``num_workers`` is passed to :func:`oba.data.make_loader`.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    start = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    model.to(device)
+    train_loader = make_loader(
+        data.train, recipe.batch_size, shuffle=True, seed=recipe.seed, num_workers=num_workers, device=device
+    )
+    val_loader = make_loader(data.val, EVAL_BATCH_SIZE, num_workers=num_workers, device=device)
+    optimizer = _optimizer(model, recipe)
+    steps_per_epoch = len(train_loader)
+    scheduler = LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    best_val = evaluate(model, val_loader, device)
+    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, recipe.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = _train_epoch(model, train_loader, optimizer, scheduler, criterion, device)
+        val = evaluate(model, val_loader, device)
+        history.append(
+            {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_top1": val["top1"], "val_loss": val["loss"]}
+        )
+        log.info("epoch %d/%d: train loss %.4f, val top1 %.4f", epoch, recipe.epochs, train_loss, val["top1"])
+        if _selection_key(val) > _selection_key(best_val):
+            best_val, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
+    model.load_state_dict(best_state)
+    model.eval()
+    test = evaluate(model, make_loader(data.test, EVAL_BATCH_SIZE, num_workers=num_workers, device=device), device)
+    return TrainResult(
+        val=best_val,
+        test=test,
+        best_epoch=best_epoch,
+        epochs=recipe.epochs,
+        seconds=time.perf_counter() - start,
+        history=history,
+    )
+
+
+def fine_tune(
+    model: nn.Module,
+    data: Splits,
+    recipe: Recipe,
+    device: torch.device | str | None = None,
+    num_workers: int | None = None,
+) -> TrainResult:
+    """Fine-tune a (pruned) model: :func:`train` with a usually shorter recipe, same model selection.
+
+    With ``recipe.epochs == 0`` it only evaluates (validation and test) the model as given.
+    """
+    return train(model, data, recipe, device=device, num_workers=num_workers)
