@@ -46,8 +46,9 @@ def _load_builtins() -> None:
 def _load_entry_points() -> None:
     """Register criteria that installed packages advertise in the ``oba.criteria`` entry-point group.
 
-    Scanned on every lookup, so a package installed (or put on ``sys.path``)
-    after the first lookup is still found. Built-in names win over entry points.
+    Scanned by :func:`names` and whenever :func:`get` meets an unknown name, so a
+    package installed (or put on ``sys.path``) after the first lookup is still
+    found. Built-in names win over entry points.
     """
     for entry in entry_points(group=_ENTRY_POINT_GROUP):
         if entry.name not in _REGISTRY:
@@ -82,7 +83,8 @@ def get(name: str, **options: Any) -> Criterion:
     valid names.
     """
     _load_builtins()
-    _load_entry_points()
+    if name not in _REGISTRY:
+        _load_entry_points()
     if name in _REGISTRY:
         factory = _REGISTRY[name]
     elif ":" in name:

@@ -1,0 +1,201 @@
+"""oba-group: the exact second-order loss change of removing each group alone.
+
+For a group G with parameter elements S and calibration batches b,
+
+    ΔL̂(G) = mean_b [ −g_{b,S}ᵀ θ_S + ½ θ_Sᵀ H_{b,SS} θ_S ],   score(G) = |ΔL̂(G)|
+
+— the block quadratic form with the whole within-group Hessian block, where
+``oba`` keeps only each element's share ``θ_i (Hθ)_i`` of the full product.
+
+``probes=None`` (exact): one HVP per group per batch with ``v = θ ⊙ 1_S``, all
+through one gradient graph per batch; groups may overlap.
+``probes=k``: k random-sign probes per batch, ``v = Σ_G ε_G θ_G`` with ε_G = ±1
+and θ_G = θ on G's elements (zero elsewhere); ``ε_G θ_Gᵀ H v`` estimates
+``θ_Gᵀ H_GG θ_G`` without bias, since ``E[ε_G ε_G'] = δ_GG'``. That holds for
+overlapping groups too (Torch-Pruning's channel units overlap: W[o, i] belongs to
+output channel o and input channel i), so disjointness is not required; a group
+must select each parameter along a single dim. The variance per probe is
+``Σ_{G'≠G} (θ_Gᵀ H θ_{G'})²``, shrinking as 1/k.
+
+``parameter_scores`` returns the per-parameter ``oba`` quantity; the group form
+(:meth:`OBAGroup.group_scores`) is where this criterion differs from ``oba``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..curvature import gradient_and_hvp_map
+from ..groups import Group, check_groups
+from .base import Batch, LossFn, require_batches, scoring_context, trainable_parameters
+from .oba import OBA
+from .registry import register
+
+
+Membership = dict[tuple[str, int | None], tuple[Tensor, Tensor]]
+
+
+def group_membership(groups: Sequence[Group], shapes: dict[str, torch.Size]) -> Membership:
+    """Which groups hold which parameter elements, as ``(index, group id)`` pairs per ``(name, dim)``.
+
+    A slice along ``dim`` selects whole hyperplanes, so one index along ``dim``
+    stands for all of them (``dim=None``: flat indices). Pairs are unique, so a
+    group's repeated indices count once. Groups may overlap one another; a group
+    selecting one parameter along two different dims raises ``ValueError``.
+    """
+    pairs: dict[tuple[str, int | None], list[tuple[Tensor, int]]] = defaultdict(list)
+    dims: dict[tuple[int, str], int | None] = {}
+    for gid, group in enumerate(groups):
+        for s in group.slices:
+            if dims.setdefault((gid, s.name), s.dim) != s.dim:
+                raise ValueError(
+                    f"group {group.label!r} selects {s.name!r} along two dims; the probed oba-group "
+                    "estimator needs one dim per parameter and group (use probes=None)"
+                )
+            pairs[(s.name, s.dim)].append((s.index.reshape(-1).cpu(), gid))
+    membership: Membership = {}
+    for (name, dim), items in pairs.items():
+        size = shapes[name].numel() if dim is None else shapes[name][dim]
+        index = torch.cat([i for i, _ in items])
+        gid = torch.cat([torch.full_like(i, g) for i, g in items])
+        key = torch.unique(gid * size + index)
+        membership[(name, dim)] = (key % size, key // size)
+    return membership
+
+
+def _along(values: Tensor, shape: torch.Size, dim: int | None) -> Tensor:
+    """A per-index vector along ``dim`` (or per flat element) broadcast to ``shape``."""
+    if dim is None:
+        return values.view(shape)
+    return values.view([-1 if d == dim else 1 for d in range(len(shape))])
+
+
+def _per_index(tensor: Tensor, dim: int | None) -> Tensor:
+    """Sums of ``tensor`` per index along ``dim`` (the flattened tensor when ``dim`` is None)."""
+    if dim is None:
+        return tensor.reshape(-1)
+    return tensor.transpose(0, dim).reshape(tensor.shape[dim], -1).sum(1)
+
+
+def group_sums(membership: Membership, tensors: dict[str, Tensor], num_groups: int) -> Tensor:
+    """``Σ_{i∈G} t_i`` for every group (float64, CPU), ``tensors`` keyed by parameter name."""
+    sums = torch.zeros(num_groups, dtype=torch.float64)
+    for (name, dim), (index, gid) in membership.items():
+        per_index = _per_index(tensors[name], dim).double().cpu()
+        sums.index_add_(0, gid, per_index[index])
+    return sums
+
+
+def sign_probe(membership: Membership, signs: Tensor, theta: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``v = Σ_G ε_G θ_G`` (θ_G: θ on G's elements, zero elsewhere), keyed by parameter name."""
+    coefficients: dict[str, Tensor] = {}
+    for (name, dim), (index, gid) in membership.items():
+        shape = theta[name].shape
+        size = shape.numel() if dim is None else shape[dim]
+        along = torch.zeros(size, dtype=torch.float64).index_add_(0, index, signs[gid])
+        term = _along(along.to(theta[name]), shape, dim)
+        coefficients[name] = coefficients[name] + term if name in coefficients else term
+    return {name: theta[name] * c for name, c in coefficients.items()}
+
+
+@register("oba-group")
+class OBAGroup(OBA):
+    """Group score ``|mean_b(−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S)|``; exact, or estimated with ``probes`` sign probes."""
+
+    def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None) -> None:
+        super().__init__(mode)
+        if probes is not None and probes < 1:
+            raise ValueError(f"probes must be None (exact) or positive, got {probes}")
+        self.probes = probes
+        self.seed = seed
+
+    def group_scores(
+        self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
+    ) -> Tensor:
+        """``|ΔL̂(G)|`` per group, as a float64 CPU tensor."""
+        return self.group_loss_changes(model, batches, loss_fn, groups).abs()
+
+    def group_loss_changes(
+        self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
+    ) -> Tensor:
+        """The signed predicted loss change ``ΔL̂(G)`` of removing each group alone (float64, CPU)."""
+        require_batches(batches)
+        named = trainable_parameters(model)
+        groups = check_groups(groups, named)
+        if not groups:
+            return torch.zeros(0, dtype=torch.float64)
+        total = torch.zeros(len(groups), dtype=torch.float64)
+        with scoring_context(model, self.mode):
+            theta = {name: p.detach().clone() for name, p in named.items()}
+            if self.probes is None:
+                for batch in batches:
+                    total += self._exact(model, batch, loss_fn, named, theta, groups)
+            else:
+                membership = group_membership(groups, {name: t.shape for name, t in theta.items()})
+                generator = torch.Generator().manual_seed(self.seed)
+                for batch in batches:
+                    total += self._probed(model, batch, loss_fn, named, theta, membership, len(groups), generator)
+        return total / len(batches)
+
+    def _exact(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        loss_fn: LossFn,
+        named: dict[str, nn.Parameter],
+        theta: dict[str, Tensor],
+        groups: Sequence[Group],
+    ) -> Tensor:
+        shapes = {name: t.shape for name, t in theta.items()}
+        device = next(iter(theta.values())).device
+
+        def vectors() -> Iterator[list[Tensor]]:
+            for group in groups:
+                masks = group.masks(shapes, device)
+                yield [theta[n] * masks[n] if n in masks else torch.zeros_like(theta[n]) for n in named]
+
+        def quadratic(v: Sequence[Tensor], hv: list[Tensor]) -> Tensor:
+            return torch.stack([(vi * hvi).sum() for vi, hvi in zip(v, hv)]).sum().double().cpu()
+
+        _, grads, quads = gradient_and_hvp_map(model, batch, loss_fn, list(named.values()), vectors(), quadratic)
+        minus_g_theta = {n: -g * theta[n] for n, g in zip(named, grads)}
+        linear = []
+        for group in groups:
+            masks = group.masks(shapes, device)
+            linear.append(torch.stack([minus_g_theta[n][m].sum() for n, m in masks.items()]).sum().double().cpu())
+        return torch.stack(linear) + 0.5 * torch.stack(quads)
+
+    def _probed(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        loss_fn: LossFn,
+        named: dict[str, nn.Parameter],
+        theta: dict[str, Tensor],
+        membership: Membership,
+        num_groups: int,
+        generator: torch.Generator,
+    ) -> Tensor:
+        members = {name for name, _ in membership}
+        signs_of_probe: list[Tensor] = []
+
+        def vectors() -> Iterator[list[Tensor]]:
+            for _ in range(self.probes):
+                signs = torch.randint(0, 2, (num_groups,), generator=generator).double() * 2 - 1
+                signs_of_probe.append(signs)
+                v = sign_probe(membership, signs, theta)
+                yield [v[n] if n in v else torch.zeros_like(theta[n]) for n in named]
+
+        def quadratic(v: Sequence[Tensor], hv: list[Tensor]) -> Tensor:
+            return group_sums(membership, {n: theta[n] * h for n, h in zip(named, hv) if n in members}, num_groups)
+
+        _, grads, sums = gradient_and_hvp_map(model, batch, loss_fn, list(named.values()), vectors(), quadratic)
+        linear = group_sums(membership, {n: -g * theta[n] for n, g in zip(named, grads) if n in members}, num_groups)
+        estimates = torch.stack([signs * total for signs, total in zip(signs_of_probe, sums)])
+        return linear + 0.5 * estimates.mean(0)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "probes": self.probes, "seed": self.seed}

@@ -1,0 +1,185 @@
+"""oba-group against the explicitly built Hessian, and its probed estimator's unbiasedness."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import oba.criteria as criteria
+from oba import Group, ParamSlice
+from oba.criteria.oba_group import OBAGroup, group_membership
+
+LOSS = nn.CrossEntropyLoss()
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+
+
+def batches_for(sizes=(4, 6)):
+    generator = torch.Generator().manual_seed(1)
+    return [
+        (torch.randn(n, 4, generator=generator, dtype=torch.float64), torch.randint(0, 3, (n,), generator=generator))
+        for n in sizes
+    ]
+
+
+def neuron_groups() -> list[Group]:
+    """Hidden neuron j: row j of the first layer, its bias, column j of the second layer."""
+    return [
+        Group(
+            (
+                ParamSlice("0.weight", 0, torch.tensor([j])),
+                ParamSlice("0.bias", 0, torch.tensor([j])),
+                ParamSlice("2.weight", 1, torch.tensor([j])),
+            ),
+            f"neuron{j}",
+        )
+        for j in range(5)
+    ] + [Group((ParamSlice("2.bias", None, torch.tensor([0, 2])),), "bias02")]
+
+
+def flat_masks(model: nn.Module, groups: list[Group]) -> torch.Tensor:
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    rows = []
+    for group in groups:
+        masks = group.masks(shapes)
+        rows.append(torch.cat([masks.get(n, torch.zeros(s, dtype=torch.bool)).reshape(-1) for n, s in shapes.items()]))
+    return torch.stack(rows)
+
+
+def gradient_and_hessian(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    named = {n: p.detach() for n, p in model.named_parameters()}
+    x, y = batch
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        params, offset = {}, 0
+        for name, p in named.items():
+            params[name] = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        return LOSS(functional_call(model, params, (x,)), y)
+
+    theta = torch.cat([p.reshape(-1) for p in named.values()])
+    return torch.autograd.functional.jacobian(loss, theta), torch.autograd.functional.hessian(loss, theta)
+
+
+def explicit_changes(model: nn.Module, batches, groups: list[Group]) -> torch.Tensor:
+    """mean_b (−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S) with the explicit Hessian."""
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    vectors = flat_masks(model, groups) * theta
+    total = torch.zeros(len(groups), dtype=torch.float64)
+    for batch in batches:
+        g, h = gradient_and_hessian(model, batch)
+        total += -vectors @ g + 0.5 * ((vectors @ h) * vectors).sum(1)
+    return total / len(batches)
+
+
+def test_exact_equals_explicit_hessian_block() -> None:
+    model, batches, groups = mlp(), batches_for(), neuron_groups()
+    criterion = criteria.get("oba-group")
+    expected = explicit_changes(model, batches, groups)
+    torch.testing.assert_close(criterion.group_loss_changes(model, batches, LOSS, groups), expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(criterion.group_scores(model, batches, LOSS, groups), expected.abs(), rtol=1e-10, atol=1e-14)
+
+
+def test_exact_allows_overlapping_groups() -> None:
+    model, batches = mlp(), batches_for()
+    groups = neuron_groups()[:2] + [Group((ParamSlice("0.weight", None, torch.arange(6)),), "overlap")]
+    torch.testing.assert_close(
+        criteria.get("oba-group").group_loss_changes(model, batches, LOSS, groups),
+        explicit_changes(model, batches, groups),
+        rtol=1e-10,
+        atol=1e-14,
+    )
+
+
+def test_probed_rejects_a_group_spanning_two_dims_of_one_parameter() -> None:
+    model, batches = mlp(), batches_for()
+    both = Group((ParamSlice("0.weight", 0, torch.tensor([0])), ParamSlice("0.weight", 1, torch.tensor([0]))), "cross")
+    with pytest.raises(ValueError, match="two dims"):
+        criteria.get("oba-group", probes=2).group_scores(model, batches, LOSS, [both])
+
+
+def test_group_membership_lists_each_group_element_once() -> None:
+    shapes = {n: p.shape for n, p in mlp().named_parameters()}
+    groups = neuron_groups() + [Group((ParamSlice("2.bias", None, torch.tensor([2, 2, 1])),), "dup")]
+    membership = group_membership(groups, shapes)
+    assert set(membership) == {("0.weight", 0), ("0.bias", 0), ("2.weight", 1), ("2.bias", None)}
+    index, gid = membership[("2.weight", 1)]
+    assert sorted(zip(gid.tolist(), index.tolist())) == [(j, j) for j in range(5)]
+    index, gid = membership[("2.bias", None)]
+    assert sorted(zip(gid.tolist(), index.tolist())) == [(5, 0), (5, 2), (6, 1), (6, 2)]
+
+
+def probed_estimates(model: nn.Module, batches, groups: list[Group], probes: int, seeds: int) -> torch.Tensor:
+    return torch.stack(
+        [
+            OBAGroup(probes=probes, seed=seed).group_loss_changes(model, batches, LOSS, groups)
+            for seed in range(seeds)
+        ]
+    )
+
+
+def probe_variance(model: nn.Module, batches, groups: list[Group], probes: int) -> torch.Tensor:
+    """Variance of one estimate: per batch and probe, ε_G θ_Gᵀ H θ_G' (G' ≠ G) has variance
+    Σ_{G'≠G} (θ_Gᵀ H θ_G')², halved by the ½, averaged over probes and batches."""
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    vectors = flat_masks(model, groups) * theta
+    variance = torch.zeros(len(groups), dtype=torch.float64)
+    for batch in batches:
+        cross = vectors @ gradient_and_hessian(model, batch)[1] @ vectors.T
+        variance += 0.25 * (cross.square().sum(1) - cross.diagonal().square()) / probes
+    return variance / len(batches) ** 2
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_probed_estimator_is_unbiased(overlapping: bool) -> None:
+    model, batches, groups = mlp(), batches_for(), neuron_groups()
+    if overlapping:
+        # Input feature i of the first layer overlaps every neuron group (it holds W1[:, i]).
+        groups += [Group((ParamSlice("0.weight", 1, torch.tensor([i])),), f"in{i}") for i in range(4)]
+    exact = explicit_changes(model, batches, groups)
+    probes, seeds = 4, 100
+    estimates = probed_estimates(model, batches, groups, probes, seeds)
+    variance = probe_variance(model, batches, groups, probes)
+    assert bool((variance > 0).all())
+    torch.testing.assert_close(estimates.var(0), variance, rtol=0.5, atol=0)
+    standard_error = (variance / seeds).sqrt()
+    assert bool(((estimates.mean(0) - exact).abs() <= 4 * standard_error).all())
+
+
+def test_options_are_recorded() -> None:
+    assert criteria.get("oba-group", probes=3, seed=7).config() == {
+        "name": "oba-group",
+        "mode": None,
+        "probes": 3,
+        "seed": 7,
+    }
+
+
+def test_quadratic_loss_prediction_is_exact() -> None:
+    """A linear model with MSE is exactly quadratic in θ: ΔL̂ equals the real ΔL."""
+    from oba.fidelity import fidelity, loss_changes
+
+    torch.manual_seed(0)
+    model = nn.Linear(6, 8).double()
+    generator = torch.Generator().manual_seed(2)
+    batches = []
+    for n in (5, 7):
+        x = torch.randn(n, 6, generator=generator, dtype=torch.float64)
+        batches.append((x, model(x).detach() + 0.1 * torch.randn(n, 8, generator=generator, dtype=torch.float64)))
+    loss = nn.MSELoss()
+    rows = [
+        Group((ParamSlice("weight", 0, torch.tensor([o])), ParamSlice("bias", 0, torch.tensor([o]))), f"out{o}")
+        for o in range(8)
+    ]
+    columns = [Group((ParamSlice("weight", 1, torch.tensor([i])),), f"in{i}") for i in range(6)]
+    for groups in (rows, columns):
+        predicted = criteria.get("oba-group").group_loss_changes(model, batches, loss, groups)
+        actual = loss_changes(model, batches, loss, groups)
+        torch.testing.assert_close(predicted, actual, rtol=0, atol=1e-10)
+        assert bool((actual > 0).all())
+        scores = criteria.get("oba-group").group_scores(model, batches, loss, groups)
+        assert fidelity(model, batches, loss, groups, scores) == pytest.approx(1.0, abs=1e-12)
