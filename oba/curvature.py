@@ -42,21 +42,7 @@ def gradient_and_hvps(
     ``vectors[k]`` holds one tensor per parameter. The gradient graph is built
     once (``create_graph=True``) and each HVP is one extra backward through it.
     """
-    params = list(params)
-    loss = batch_loss(model, batch, loss_fn)
-    grads = _zeros_for_none(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True), params)
-    differentiable = [i for i, g in enumerate(grads) if g.requires_grad]
-    products: list[list[Tensor]] = []
-    for k, vector in enumerate(vectors):
-        if not differentiable:
-            products.append([torch.zeros_like(p) for p in params])
-            continue
-        dot = sum((grads[i] * vector[i].detach()).sum() for i in differentiable)
-        hv = torch.autograd.grad(
-            dot, params, retain_graph=k < len(vectors) - 1, allow_unused=True
-        )
-        products.append([h.detach() for h in _zeros_for_none(hv, params)])
-    return loss.detach(), [g.detach() for g in grads], products
+    return gradient_and_hvp_map(model, batch, loss_fn, params, vectors, lambda _v, hv: hv)
 
 
 def hvp(model: torch.nn.Module, batch: Batch, loss_fn: LossFn, params: Sequence[Tensor], vector: Sequence[Tensor]) -> list[Tensor]:
