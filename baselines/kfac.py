@@ -37,12 +37,16 @@ norm in train mode), ``fallback="zero"`` scores them 0.
 from __future__ import annotations
 
 from abc import abstractmethod
+import warnings
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from curvlinops import KFACLinearOperator
 from torch import Tensor, nn
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from curvlinops import KFACLinearOperator  # its dependency linear_operator still calls torch.jit.script
 
 from oba.criteria.base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
 from oba.criteria.registry import register

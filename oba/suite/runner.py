@@ -225,7 +225,7 @@ def _fit(cells: list[Cell], suite: Suite, results: str, cache_dir: str, sha: str
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{suite.name}-{int(time.time())}",
             storage_path=tempfile.mkdtemp(prefix="oba-tune-"),
