@@ -139,3 +139,18 @@ def test_unstructured_masks_the_lowest_scores_and_keeps_them_masked() -> None:
 def test_bad_pruning_options_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         oba.prune(vgg_style(), torch.randn(1, 3, 32, 32), _data((3, 32, 32)), LOSS, "taylor", **kwargs)
+
+
+def test_unstructured_masks_survive_fine_tuning() -> None:
+    from oba.train import Recipe, fine_tune
+
+    data = oba.data.load("synthetic", num_classes=3, image_size=8, channels=1, n=96)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    batch = next(iter(torch.utils.data.DataLoader(data.train, batch_size=16)))
+    model, record = oba.prune(model, torch.randn(1, 1, 8, 8), [batch], LOSS, "magnitude-l1", ratio=0.5,
+                              structure="unstructured", steps=2)
+    fine_tune(model, data, Recipe(epochs=2, batch_size=16, lr=0.1, weight_decay=5e-4), device="cpu")
+    params = dict(model.named_parameters())
+    for name, mask in record.masks.items():
+        assert torch.all(params[name][~mask] == 0), name
+        assert torch.any(params[name][mask] != 0), name
