@@ -114,3 +114,14 @@ def test_pages_are_written_from_a_parquet_store(tmp_path: Path) -> None:
     assert "paired Student-t interval" in markdown and "paired Student-t interval" in page
     assert "0123456789abcdef0123456789abcdef01234567" in markdown and "torch 2.14.1" in page
     assert page.count('<table class="board">') == 2
+
+
+def test_identical_small_per_seed_differences_are_ties_not_orders() -> None:
+    from oba.report.leaderboard import compare
+
+    a = pd.Series([0.9000, 0.8000], index=[0, 1])
+    one_image = compare(a, a - 1 / 750)
+    assert one_image.low == one_image.high, "zero spread collapses the t interval"
+    assert one_image.tied, "a one-test-image gap on both seeds (0.13 pp) is below the 0.5 pp floor"
+    two_points = compare(a, a - 0.02)
+    assert not two_points.tied and two_points.difference == pytest.approx(0.02)

@@ -12,7 +12,10 @@ Tie method (deterministic, no resampling):
   difference removes checkpoint-to-checkpoint variation.
 * With n ≥ 2 seeds that both criteria completed, A and B are **tied** when the
   two-sided 95 % Student-t interval of the mean paired difference,
-  d̄ ± t(0.975, n−1) · s_d / √n, contains 0. The t interval is used rather than
+  d̄ ± t(0.975, n−1) · s_d / √n, contains 0, or when |d̄| is below ``MARGIN``
+  (0.5 percentage points): with few seeds and accuracies on a finite test set,
+  per-seed differences can coincide (s_d = 0) and collapse the interval onto a
+  difference of one or two test images, which is no evidence of an order. The t interval is used rather than
   a bootstrap because suites have few seeds (2–5): a percentile bootstrap over
   2–3 pairs has only a handful of distinct resamples and under-covers, while the
   t interval is exact under normal differences and widens honestly as n shrinks.
@@ -53,7 +56,8 @@ MARGIN = 0.005
 METHOD = (
     "Ranked by mean top-1 accuracy after fine-tuning over seeds. Two criteria are tied when the "
     "95% paired Student-t interval of their per-seed accuracy difference contains 0 (pairs are seeds that "
-    "both completed; every criterion of a seed starts from the same dense checkpoint). With fewer than 2 shared "
+    "both completed; every criterion of a seed starts from the same dense checkpoint), or when their mean "
+    f"difference is below {MARGIN * 100:.1f} percentage points. With fewer than 2 shared "
     f"seeds there is no noise estimate: criteria are tied when they differ by less than {MARGIN * 100:.1f} "
     "percentage points (on the one shared seed, or in their means when they share none). Groups are "
     "formed from the top: a criterion joins the group of the best criterion above it while it is tied with that "
@@ -82,7 +86,7 @@ def compare(a: pd.Series, b: pd.Series) -> Comparison:
         n = len(differences)
         mean = float(differences.mean())
         half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
-        return Comparison(n, mean, mean - half, mean + half, mean - half <= 0.0 <= mean + half)
+        return Comparison(n, mean, mean - half, mean + half, mean - half <= 0.0 <= mean + half or abs(mean) < MARGIN)
     if len(shared) == 1:
         difference = float(a.loc[shared[0]] - b.loc[shared[0]])
     else:
