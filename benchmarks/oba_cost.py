@@ -77,8 +77,8 @@ def main() -> None:
     grad = med["gradient pass"]
     print(f"ResNet-32, {args.batches}x{args.batch_size}, {args.threads} threads, {device}, "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, rounds={args.rounds}")
-    print(f"| variant | median seconds | × gradient pass |")
-    print(f"|---|---|---|")
+    print("| variant | median seconds | × gradient pass |")
+    print("|---|---|---|")
     for name, sec in med.items():
         print(f"| {name} | {sec:.3f} | {sec / grad:.2f} |")
     print(f"oba / bare HVP = {med['oba'] / med['bare HVP (double backward)']:.3f}; "

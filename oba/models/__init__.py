@@ -10,7 +10,6 @@ Torch-Pruning's dependency graph can trace them and double backward works.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from torch import nn

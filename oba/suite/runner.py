@@ -154,7 +154,6 @@ def run_suite(
 ) -> RunSummary:
     """Run every unfinished cell of ``suite``, storing rows under ``results``."""
     import ray
-    from ray import tune
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.monotonic()
