@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 import oba.criteria as criteria
 from baselines.kfac import kronecker_factors
 from oba import Group, ParamSlice
+from reference import as_dict, per_batch_terms
 
 LOSS = nn.CrossEntropyLoss()
 
@@ -55,25 +55,7 @@ def per_sample_fisher(model: nn.Module, batches) -> dict[str, torch.Tensor]:
 
 def hessian_diagonal(model: nn.Module, batches) -> dict[str, torch.Tensor]:
     """Mean over batches of the exact Hessian diagonal, from the explicit flattened Hessian."""
-    named = {n: p.detach() for n, p in model.named_parameters()}
-    theta = torch.cat([p.reshape(-1) for p in named.values()])
-    diagonal = torch.zeros_like(theta)
-    for x, y in batches:
-
-        def loss(flat: torch.Tensor) -> torch.Tensor:
-            params, offset = {}, 0
-            for name, p in named.items():
-                params[name] = flat[offset : offset + p.numel()].view_as(p)
-                offset += p.numel()
-            return LOSS(functional_call(model, params, (x,)), y)
-
-        diagonal += torch.autograd.functional.hessian(loss, theta).diagonal()
-    diagonal /= len(batches)
-    out, offset = {}, 0
-    for name, p in named.items():
-        out[name] = diagonal[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
-    return out
+    return as_dict(model, sum(h.diagonal() for _, h in per_batch_terms(model, batches, LOSS)) / len(batches))
 
 
 def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[bool]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import oba.criteria as criteria
 from oba import Group, ParamSlice
 from oba.criteria.oba_group import OBAGroup, group_membership
+from reference import gradient_and_hessian
 
 LOSS = nn.CrossEntropyLoss()
 
@@ -50,28 +50,13 @@ def flat_masks(model: nn.Module, groups: list[Group]) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def gradient_and_hessian(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    named = {n: p.detach() for n, p in model.named_parameters()}
-    x, y = batch
-
-    def loss(flat: torch.Tensor) -> torch.Tensor:
-        params, offset = {}, 0
-        for name, p in named.items():
-            params[name] = flat[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
-        return LOSS(functional_call(model, params, (x,)), y)
-
-    theta = torch.cat([p.reshape(-1) for p in named.values()])
-    return torch.autograd.functional.jacobian(loss, theta), torch.autograd.functional.hessian(loss, theta)
-
-
 def explicit_changes(model: nn.Module, batches, groups: list[Group]) -> torch.Tensor:
     """mean_b (−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S) with the explicit Hessian."""
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     vectors = flat_masks(model, groups) * theta
     total = torch.zeros(len(groups), dtype=torch.float64)
     for batch in batches:
-        g, h = gradient_and_hessian(model, batch)
+        g, h = gradient_and_hessian(model, batch, LOSS)
         total += -vectors @ g + 0.5 * ((vectors @ h) * vectors).sum(1)
     return total / len(batches)
 
@@ -129,7 +114,7 @@ def probe_variance(model: nn.Module, batches, groups: list[Group], probes: int) 
     vectors = flat_masks(model, groups) * theta
     variance = torch.zeros(len(groups), dtype=torch.float64)
     for batch in batches:
-        cross = vectors @ gradient_and_hessian(model, batch)[1] @ vectors.T
+        cross = vectors @ gradient_and_hessian(model, batch, LOSS)[1] @ vectors.T
         variance += 0.25 * (cross.square().sum(1) - cross.diagonal().square()) / probes
     return variance / len(batches) ** 2
 
