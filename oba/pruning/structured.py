@@ -50,9 +50,9 @@ def prune_structured(
 ) -> dict[str, Any]:
     """Prune ``model`` in place; return measurements of what was done.
 
-    The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds``,
-    ``score_calls`` and ``layer_widths`` (group name → kind, dense and
-    remaining units).
+    The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` and
+    ``layer_widths`` (group name → kind, dense and remaining units). The
+    dependency graph is traced again only after units were removed.
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
@@ -63,13 +63,12 @@ def prune_structured(
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     macs_dense = count_macs(model, example_inputs)
-    _, groups = find_groups(model, example_inputs, ignored_layers)
+    dg, groups = find_groups(model, example_inputs, ignored_layers)
     dense_units = {g.name: len(g) for g in groups}
     kinds = {g.name: g.kind for g in groups}
     scoring_seconds = 0.0
     for step in range(1, steps + 1):
         target_removed = ratio * step / steps * macs_dense
-        dg, groups = find_groups(model, example_inputs, ignored_layers)
         start = time.perf_counter()
         all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
         scoring_seconds += time.perf_counter() - start
@@ -104,13 +103,11 @@ def prune_structured(
                 scores[g.name] = scores[g.name][keep]
             sync_attention_heads(model)
             dg, groups = find_groups(model, example_inputs, ignored_layers)
-    _, groups = find_groups(model, example_inputs, ignored_layers)
     remaining = {g.name: len(g) for g in groups}
     return {
         "macs_dense": macs_dense,
         "macs_pruned": count_macs(model, example_inputs),
         "scoring_seconds": scoring_seconds,
-        "score_calls": steps,
         "layer_widths": {
             name: {"kind": kinds[name], "dense": dense, "remaining": remaining.get(name, dense)}
             for name, dense in dense_units.items()

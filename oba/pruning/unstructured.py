@@ -75,7 +75,6 @@ def prune_unstructured(
     return {
         "masks": masks,
         "scoring_seconds": scoring_seconds,
-        "score_calls": steps,
         "layer_widths": {
             name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
         },
