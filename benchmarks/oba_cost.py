@@ -3,7 +3,8 @@
 Model: CIFAR-shaped ResNet-32 (3×32×32, 10 classes), eval mode, float32,
 4 calibration batches of 64. Each round times, in turn: one plain gradient pass
 over the 4 batches, one bare double-backward Hessian-vector product per batch
-(v = θ), one `oba` scoring pass and one `taylor` scoring pass. Rounds are
+(v = θ), one `oba` scoring pass and one `taylor` scoring pass, plus the same HVPs by
+forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``). Rounds are
 interleaved so machine noise hits every variant alike; medians are reported,
 with ratios to the gradient pass.
 
@@ -19,6 +20,7 @@ import time
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad, jvp
 
 import oba
 import oba.models
@@ -40,6 +42,17 @@ def bare_hvp(model: nn.Module, batches) -> None:
         torch.autograd.grad(sum((g * t).sum() for g, t in zip(grads, theta)), params)
 
 
+def forward_over_reverse_hvp(model: nn.Module, batches) -> None:
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p, x, y):
+        return LOSS(functional_call(model, (p, buffers), (x,)), y)
+
+    for x, y in batches:
+        jvp(lambda p: grad(loss)(p, x, y), (params,), (params,))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -58,6 +71,7 @@ def main() -> None:
     variants = {
         "gradient pass": lambda: gradient_pass(model, batches),
         "bare HVP (double backward)": lambda: bare_hvp(model, batches),
+        "bare HVP (forward-over-reverse, torch.func)": lambda: forward_over_reverse_hvp(model, batches),
         "oba": lambda: oba.criteria.get("oba").parameter_scores(model, batches, LOSS),
         "taylor": lambda: oba.criteria.get("taylor").parameter_scores(model, batches, LOSS),
     }
