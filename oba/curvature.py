@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from .criteria.base import Batch, LossFn, batch_loss
+from .batches import Batch, LossFn, batch_loss
 
 _R = TypeVar("_R")
 

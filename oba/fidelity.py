@@ -13,7 +13,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from .criteria.base import Batch, LossFn, batch_loss, require_batches, scoring_context, trainable_parameters
+from .batches import Batch, LossFn, batch_loss, require_batches, scoring_context, trainable_parameters
 from .groups import Group, check_groups
 
 
@@ -46,6 +46,20 @@ def loss_changes(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, gr
     return changes
 
 
+def sample_groups(count: int, sample: int, seed: int) -> Tensor:
+    """Sorted indices of ``sample`` of ``count`` groups, drawn without replacement with ``seed`` (all when fewer)."""
+    if count > sample:
+        return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:sample].sort().values
+    return torch.arange(count)
+
+
+def rank_correlation(scores: Tensor | Sequence[float], changes: Tensor | Sequence[float]) -> float:
+    """Spearman correlation of group scores with loss changes (NaN when either side is constant)."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    changes = torch.as_tensor(changes, dtype=torch.float64).cpu()
+    return float(spearmanr(scores.numpy(), changes.numpy()).statistic)
+
+
 def fidelity(
     model: nn.Module,
     batches: Sequence[Batch],
@@ -66,9 +80,6 @@ def fidelity(
         raise ValueError(f"need one score per group: {len(groups)} groups, scores of shape {tuple(scores.shape)}")
     if len(groups) < 2:
         raise ValueError("fidelity needs at least two groups")
-    if len(groups) > sample:
-        chosen = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))[:sample].sort().values
-    else:
-        chosen = torch.arange(len(groups))
+    chosen = sample_groups(len(groups), sample, seed)
     actual = loss_changes(model, batches, loss_fn, [groups[i] for i in chosen.tolist()])
-    return float(spearmanr(scores[chosen].numpy(), actual.numpy()).statistic)
+    return rank_correlation(scores[chosen], actual)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .criteria.base import forward
+from .batches import forward
 
 
 @contextlib.contextmanager

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
+Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``."""
 
 SCHEMA = pa.schema(
     [
@@ -36,6 +38,7 @@ SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("dense_acc", pa.float64()),
+        ("pruned_acc_raw", pa.float64()),
         ("pruned_acc", pa.float64()),
         ("final_acc", pa.float64()),
         ("dense_top5", pa.float64()),
@@ -132,14 +135,20 @@ class ResultStore:
             return pq.read_table(source).to_pylist()[0]
 
     def read(self) -> pd.DataFrame:
-        """Every stored cell as one table (empty, with all columns, when nothing is stored)."""
+        """Every stored cell as one table (empty, with all columns, when nothing is stored).
+
+        A part that cannot be read raises ``OSError`` naming that part's path.
+        """
         parts = self._parts()
         if not parts:
             return SCHEMA.empty_table().to_pandas()
         tables = []
         for path in parts:
-            with self.fs.open_input_file(path) as source:
-                tables.append(pq.read_table(source))
+            try:
+                with self.fs.open_input_file(path) as source:
+                    tables.append(pq.read_table(source))
+            except (OSError, pa.ArrowException) as err:
+                raise OSError(f"unreadable result part {path}: {err}") from err
         return pa.concat_tables(tables, promote_options="default").to_pandas()
 
     def statuses(self) -> dict[str, str]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from oba.store import COLUMNS, SCHEMA_VERSION, ResultStore
+from oba.report import load_results
+from oba.store import COLUMNS, SCHEMA, SCHEMA_VERSION, ResultStore
+from results_fixtures import row
 
 
 def _row(cell_id: str, status: str = "ok", acc: float = 0.5) -> dict:
@@ -75,3 +79,17 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(tmp_path: Path) -
     frame = ResultStore(location).read()
     assert sorted(frame["cell_id"]) == [f"cell{i}" for i in range(5)]
     assert sorted(p.name for p in Path(location).iterdir()) == [f"cell{i}.parquet" for i in range(5)]
+
+
+def test_version_one_rows_read_their_pruned_accuracy_as_raw(tmp_path: Path) -> None:
+    """Schema 1 had no batch-norm recalibration: its pruned_acc is the raw accuracy."""
+    new = row(cell_id="new", pruned_acc_raw=0.31, pruned_acc=0.87)
+    store = ResultStore(str(tmp_path))
+    store.write(new)
+    old = row(cell_id="old", pruned_acc=0.42)
+    old.update(schema_version=1, config="{}", package_versions="{}")
+    version_one = pa.schema([f for f in SCHEMA if f.name != "pruned_acc_raw"])
+    pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_one.names}], schema=version_one), tmp_path / "old.parquet")
+    table = load_results(str(tmp_path)).set_index("cell_id")
+    assert table.loc["new", "pruned_acc_raw"] == 0.31 and table.loc["new", "pruned_acc"] == 0.87
+    assert table.loc["old", "pruned_acc_raw"] == 0.42 and pd.isna(table.loc["old", "pruned_acc"])

@@ -57,6 +57,7 @@ def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
         ("steps = 1", "steps = 0", "steps =", "at least 1"),
         ("steps = 1", 'steps = "five"', "steps =", "expected int"),
         ("steps = 1", "stpes = 1", "stpes =", "unknown key; valid keys: steps"),
+        ("steps = 1", "steps = 1\nrecalibration_batches = -1", "recalibration_batches =", "must be 0 \\(off\\) or more"),
         ("lr = 0.05", 'optimizer = "lion"\nlr = 0.05', "[dense]", "unknown optimizer 'lion'"),
     ],
 )

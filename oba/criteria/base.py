@@ -6,67 +6,19 @@ score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``.
 """
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scoring_context, trainable_parameters
 from ..groups import Group, check_groups
 
-Batch = tuple[Any, Tensor]
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Trainable parameters in ``named_parameters()`` order."""
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def forward(model: nn.Module, inputs: Any) -> Tensor:
-    """Run ``model`` on ``inputs`` moved to the model's device (tuples are unpacked)."""
-    device = next(model.parameters()).device
-    if isinstance(inputs, (tuple, list)):
-        return model(*(x.to(device) for x in inputs))
-    return model(inputs.to(device))
-
-
-def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn) -> Tensor:
-    """The batch-mean loss ``loss_fn(model(inputs), targets)``."""
-    inputs, targets = batch
-    outputs = forward(model, inputs)
-    return loss_fn(outputs, targets.to(outputs.device))
-
-
-@contextlib.contextmanager
-def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]:
-    """Score without side effects.
-
-    Inside: the model is in ``mode`` ("eval", "train", or None for its current
-    mode), attention runs through the math SDPA kernel (the only one with a
-    double backward). On exit every parameter, buffer and module's train flag is
-    restored exactly.
-    """
-    if mode not in (None, "eval", "train"):
-        raise ValueError(f"mode must be 'eval', 'train' or None, got {mode!r}")
-    flags = [(m, m.training) for m in model.modules()]
-    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    if mode is not None:
-        model.train(mode == "train")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    try:
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
-    finally:
-        with torch.no_grad():
-            for key, tensor in model.state_dict(keep_vars=True).items():
-                if key in saved:
-                    tensor.copy_(saved[key])
-        for module, training in flags:
-            module.training = training
-        model.zero_grad(set_to_none=True)
+__all__ = [
+    "Batch", "LossFn", "Criterion", "batch_loss", "forward", "reduce_groups", "require_batches", "scoring_context",
+    "trainable_parameters",
+]
 
 
 class Criterion(ABC):
@@ -107,10 +59,3 @@ def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group]) -> Tensor:
     if not groups:
         return torch.zeros(0, dtype=torch.float64)
     return torch.stack([g.sum(scores).detach().double().cpu() for g in groups]).abs()
-
-
-def require_batches(batches: Sequence[Batch]) -> Sequence[Batch]:
-    """Reject an empty calibration set with a clear message."""
-    if len(batches) == 0:
-        raise ValueError("scoring needs at least one calibration batch of (inputs, targets)")
-    return batches

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from .. import criteria as criteria_registry
-from ..criteria.base import Batch, Criterion, LossFn
+from ..batches import Batch, LossFn
+from ..criteria.base import Criterion
 from ..measure import count_macs, count_params
 from .structured import prune_structured
 from .unstructured import prune_unstructured
@@ -32,9 +33,12 @@ class PruneRecord:
     params_dense: int
     params_pruned: int
     scoring_seconds: float
+    dense_scoring_seconds: float = 0.0
+    recalibration_batches: int = 0
     layer_widths: dict[str, dict[str, Any]] = field(default_factory=dict)
     criterion_config: dict[str, Any] = field(default_factory=dict)
     masks: dict[str, Tensor] | None = field(default=None, repr=False)
+    dense_unit_scores: Tensor | None = field(default=None, repr=False)
 
     @property
     def macs_speedup(self) -> float:
@@ -47,9 +51,10 @@ class PruneRecord:
         return 1.0 - self.macs_pruned / self.macs_dense
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (masks left out)."""
+        """JSON-friendly view (masks and unit scores left out)."""
         out = asdict(self)
         out.pop("masks")
+        out.pop("dense_unit_scores")
         out["macs_speedup"] = self.macs_speedup
         return out
 
@@ -69,6 +74,7 @@ def prune(
     mode: str = "eval",
     ignored_layers: Sequence[nn.Module] = (),
     criterion_options: dict[str, Any] | None = None,
+    recalibration: Sequence[Batch] | None = None,
 ) -> tuple[nn.Module, PruneRecord]:
     """Prune ``model`` **in place** and return it with a :class:`PruneRecord`.
 
@@ -76,6 +82,9 @@ def prune(
     (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the
     dense MACs is gone; ``"unstructured"`` masks ``ratio`` of Conv/Linear
     weights. Scoring runs in ``mode`` ("eval" or "train") on ``batches``.
+    ``recalibration`` batches, when given, recompute batch-norm statistics before
+    every round after the first (the statistics after the last round are left
+    to the caller: see :func:`oba.recalibration.recalibrate_batchnorm`).
     """
     if structure not in STRUCTURES:
         raise ValueError(f"unknown structure {structure!r}; valid: {', '.join(STRUCTURES)}")
@@ -88,11 +97,11 @@ def prune(
     if structure == "channels":
         result = prune_structured(
             model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
-            normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
+            normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers, recalibration=recalibration,
         )
         params_pruned = count_params(model)
     else:
-        result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps)
+        result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)
         params_pruned = count_params(model, nonzero=True)
     record = PruneRecord(
         criterion=criterion.name,
@@ -108,8 +117,11 @@ def prune(
         params_dense=params_dense,
         params_pruned=params_pruned,
         scoring_seconds=result["scoring_seconds"],
+        dense_scoring_seconds=result["dense_scoring_seconds"],
+        recalibration_batches=len(recalibration) if recalibration is not None else 0,
         layer_widths=result["layer_widths"],
         criterion_config=criterion.config(),
         masks=result.get("masks"),
+        dense_unit_scores=result.get("dense_unit_scores"),
     )
     return model, record

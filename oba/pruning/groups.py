@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from ..criteria.base import forward
+from ..batches import forward
 from ..groups import Group, ParamSlice
 from ..measure import macs_by_module
 

@@ -7,6 +7,10 @@ exactly with FlopCounterMode and repeat with the remaining scores until the
 round's target is met within ``tolerance`` (per-unit estimates ignore that a
 layer shrinking on both sides loses less than the sum of its parts, so the
 first pick falls short; the last pick lands within half a unit of the target).
+
+With ``recalibration`` batches, every round after the first starts by
+recomputing batch-norm statistics (:mod:`oba.recalibration`), so each round
+scores a model whose statistics match its structure; the same for every criterion.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..criteria.base import Batch, Criterion, LossFn
+from ..batches import Batch, LossFn
+from ..criteria.base import Criterion
+from ..recalibration import recalibrate_batchnorm
 from .allocation import GroupState, allocate_global, allocate_uniform
 from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
 from ..measure import count_macs
@@ -47,12 +53,15 @@ def prune_structured(
     ignored_layers: Sequence[nn.Module] = (),
     tolerance: float = 0.005,
     max_rounds: int = 8,
+    recalibration: Sequence[Batch] | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place; return measurements of what was done.
 
-    The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` and
-    ``layer_widths`` (group name → kind, dense and remaining units). The
-    dependency graph is traced again only after units were removed.
+    The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` (all
+    rounds), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
+    round, on the dense model: one score per unit of ``find_groups(dense)``, in
+    that order) and ``layer_widths`` (group name → kind, dense and remaining
+    units). The dependency graph is traced again only after units were removed.
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
@@ -66,13 +75,20 @@ def prune_structured(
     dg, groups = find_groups(model, example_inputs, ignored_layers)
     dense_units = {g.name: len(g) for g in groups}
     kinds = {g.name: g.kind for g in groups}
-    scoring_seconds = 0.0
+    scoring_seconds = dense_scoring_seconds = 0.0
+    dense_unit_scores = torch.zeros(0, dtype=torch.float64)
     for step in range(1, steps + 1):
         target_removed = ratio * step / steps * macs_dense
+        if step > 1 and recalibration is not None:
+            recalibrate_batchnorm(model, recalibration)
         start = time.perf_counter()
         all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
-        scoring_seconds += time.perf_counter() - start
-        scores = _split(all_scores.double().cpu(), groups)
+        seconds = time.perf_counter() - start
+        scoring_seconds += seconds
+        all_scores = all_scores.double().cpu()
+        if step == 1:
+            dense_scoring_seconds, dense_unit_scores = seconds, all_scores
+        scores = _split(all_scores, groups)
         for _ in range(max_rounds):
             deficit = target_removed - (macs_dense - count_macs(model, example_inputs))
             if deficit <= tolerance * macs_dense:
@@ -108,6 +124,8 @@ def prune_structured(
         "macs_dense": macs_dense,
         "macs_pruned": count_macs(model, example_inputs),
         "scoring_seconds": scoring_seconds,
+        "dense_scoring_seconds": dense_scoring_seconds,
+        "dense_unit_scores": dense_unit_scores,
         "layer_widths": {
             name: {"kind": kinds[name], "dense": dense, "remaining": remaining.get(name, dense)}
             for name, dense in dense_units.items()

@@ -4,6 +4,8 @@ The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
 per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` masks
 ``ratio * k / steps`` of those weights; masked weights stay masked. Masked
 weights are zeroed and a gradient hook keeps them at zero during fine-tuning.
+With ``recalibration`` batches, batch-norm statistics are recomputed before
+every round after the first (as in structured pruning).
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..criteria.base import Batch, Criterion, LossFn
+from ..batches import Batch, LossFn
+from ..criteria.base import Criterion
+from ..recalibration import recalibrate_batchnorm
 
 
 def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -45,18 +49,27 @@ def prune_unstructured(
     criterion: Criterion,
     ratio: float,
     steps: int = 5,
+    recalibration: Sequence[Batch] | None = None,
 ) -> dict:
-    """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds."""
+    """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds.
+
+    ``dense_scoring_seconds`` in the result is the first round's scoring time (on the dense model).
+    """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
     weights = maskable_weights(model)
     masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
-    scoring_seconds = 0.0
+    scoring_seconds = dense_scoring_seconds = 0.0
     for step in range(1, steps + 1):
+        if step > 1 and recalibration is not None:
+            recalibrate_batchnorm(model, recalibration)
         start = time.perf_counter()
         scores = criterion.parameter_scores(model, batches, loss_fn)
-        scoring_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        scoring_seconds += seconds
+        if step == 1:
+            dense_scoring_seconds = seconds
         flat = torch.cat(
             [torch.where(masks[n], scores[n].abs().double(), torch.full_like(scores[n], -1.0, dtype=torch.float64)).reshape(-1).cpu() for n in weights]
         )
@@ -75,6 +88,7 @@ def prune_unstructured(
     return {
         "masks": masks,
         "scoring_seconds": scoring_seconds,
+        "dense_scoring_seconds": dense_scoring_seconds,
         "layer_widths": {
             name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
         },

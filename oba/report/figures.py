@@ -107,7 +107,7 @@ def accuracy_vs_speedup(rows: pd.DataFrame, style: Style, subtitle: str) -> go.F
 
 
 def pruned_accuracy_vs_ratio(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) -> go.Figure | None:
-    """Accuracy right after pruning (before fine-tuning) against the target ratio."""
+    """Accuracy right after pruning, batch-norm recalibrated (before fine-tuning), against the target ratio."""
     data = seed_summary(rows, ["criterion", "ratio"], "pruned_acc", 100.0)
     if data.empty:
         return None
@@ -121,14 +121,14 @@ def pruned_accuracy_vs_ratio(rows: pd.DataFrame, style: Style, subtitle: str, st
                 line,
                 "ratio_pct",
                 "mean",
-                "ratio %{x:.0f}%<br>accuracy before fine-tuning %{y:.2f}% ± %{customdata[0]:.2f}<br>seeds %{customdata[1]}",
+                "ratio %{x:.0f}%<br>accuracy before fine-tuning (BN-recalibrated) %{y:.2f}% ± %{customdata[0]:.2f}<br>seeds %{customdata[1]}",
                 error_y={"type": "data", "array": line["std"].fillna(0), "thickness": 1.5},
                 customdata=list(zip(line["std"].fillna(0), line["n"])),
             )
         )
     figure.update_xaxes(title_text=_ratio_label(structure), ticksuffix="%")
-    figure.update_yaxes(title_text="top-1 accuracy before fine-tuning (%)")
-    return _layout(figure, "Accuracy right after pruning (no fine-tuning)", subtitle)
+    figure.update_yaxes(title_text="top-1 accuracy before fine-tuning, BN-recalibrated (%)")
+    return _layout(figure, "Accuracy right after pruning, BN-recalibrated (no fine-tuning)", subtitle)
 
 
 def _dot(style: Style, criterion: str, data: pd.Series, hover: str) -> go.Scatter:

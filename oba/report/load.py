@@ -20,6 +20,7 @@ from ..store import COLUMNS, ResultStore
 NUMERIC_COLUMNS = (
     "ratio",
     "dense_acc",
+    "pruned_acc_raw",
     "pruned_acc",
     "final_acc",
     "dense_top5",
@@ -68,7 +69,11 @@ def _read_location(location: str) -> pd.DataFrame:
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy with every schema column present, metrics as floats and keys as strings."""
+    """Return a copy with every schema column present, metrics as floats and keys as strings.
+
+    Rows of schema version 1 had no batch-norm recalibration: their ``pruned_acc``
+    becomes ``pruned_acc_raw`` and ``pruned_acc`` is left empty.
+    """
     table = frame.copy()
     for name in COLUMNS:
         if name not in table.columns:
@@ -78,6 +83,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     for name in TEXT_KEYS:
         table[name] = table[name].astype(object).where(table[name].notna(), "").astype(str)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
+    version_one = pd.to_numeric(table["schema_version"], errors="coerce") == 1
+    table.loc[version_one, "pruned_acc_raw"] = table.loc[version_one, "pruned_acc"]
+    table.loc[version_one, "pruned_acc"] = float("nan")
     return table.reset_index(drop=True)
 
 

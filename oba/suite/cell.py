@@ -1,8 +1,18 @@
-"""One trial's pipeline: dense checkpoint → score → prune → measure → fine-tune → evaluate → fidelity.
+"""One cell's pipeline: dense context → score → prune → recalibrate BN → measure → fine-tune → evaluate.
+
+The criterion-independent part (data, dense model, batches, dense latency,
+fidelity's ground truth) comes from :mod:`oba.suite.context`, computed once per
+dense model and process. ``pruned_acc_raw`` is the test accuracy right after
+pruning; ``pruned_acc`` the same after batch-norm statistics were recomputed on
+the context's fixed recalibration batches (identical for every criterion; equal
+to the raw accuracy when the suite sets ``recalibration_batches = 0`` or the
+model has no batch norm). Fine-tuning starts from the recalibrated model.
 
 ``scoring_seconds`` is the criterion's time over every pruning round;
-``scoring_seconds_per_grad`` is one scoring pass on the dense model divided by
-one plain gradient pass on the same model and calibration batches.
+``scoring_seconds_per_grad`` is the first round (on the dense model) divided by
+one plain gradient pass on the same model and calibration batches. Fidelity is
+the Spearman correlation of the first round's unit scores with the actual loss
+change of removing each sampled unit alone.
 
 :func:`run_cell` never raises for a failure inside the cell: it returns a row
 with ``status="error"`` and the message, so a failed cell is kept, visible,
@@ -21,21 +31,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from .. import criteria as criteria_registry
-from .. import data as datasets
-from ..checkpoints import dense_checkpoint
-from ..criteria.base import scoring_context
-from ..fidelity import fidelity
-from ..groups import Group, ParamSlice
+from ..batches import scoring_context
+from ..fidelity import rank_correlation
 from ..measure import measure_latency
-from ..pruning import find_groups, prune
-from ..pruning.unstructured import maskable_weights
+from ..pruning import prune
+from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
+from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
 
-LOSS = nn.functional.cross_entropy
 PACKAGES = ("torch", "torchvision", "timm", "torch-pruning", "ray", "numpy", "curvlinops-for-pytorch", "oba-bench")
 
 
@@ -69,22 +75,6 @@ def ray_node() -> str:
     return socket.gethostname()
 
 
-def calibration_batches(train: Dataset, batches: int, batch_size: int, seed: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:
-    """``batches`` batches drawn without replacement from the train split, fixed by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    n = min(len(train), batches * batch_size)
-    order = torch.randperm(len(train), generator=generator)[:n].tolist()
-    torch.manual_seed(seed)
-    items = [train[i] for i in order]
-    out = []
-    for start in range(0, n, batch_size):
-        chunk = items[start : start + batch_size]
-        inputs = torch.stack([x for x, _ in chunk]).to(device)
-        targets = torch.tensor([int(y) for _, y in chunk], device=device)
-        out.append((inputs, targets))
-    return out
-
-
 def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: str) -> float:
     """Wall time of one plain gradient pass over ``batches`` (the unit scoring time is reported in)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -96,23 +86,6 @@ def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mod
             torch.autograd.grad(LOSS(model(x), y), params)
         sync()
         return time.perf_counter() - start
-
-
-def fidelity_groups(model: nn.Module, example: Tensor, structure: str, sample: int, seed: int) -> list[Group]:
-    """The groups fidelity is measured on: structured units, or single weights for masks."""
-    if structure == "channels":
-        _, groups = find_groups(model, example)
-        return [u for g in groups for u in g.units]
-    generator = torch.Generator().manual_seed(seed)
-    weights = maskable_weights(model)
-    names = list(weights)
-    sizes = torch.tensor([weights[n].numel() for n in names], dtype=torch.float64)
-    picks = torch.multinomial(sizes / sizes.sum(), sample, replacement=True, generator=generator).tolist()
-    groups = []
-    for k, i in enumerate(picks):
-        flat = int(torch.randint(weights[names[i]].numel(), (1,), generator=generator))
-        groups.append(Group((ParamSlice(names[i], None, torch.tensor([flat])),), label=f"{names[i]}#{flat}#{k}"))
-    return groups
 
 
 def _identity(cell: Cell) -> dict[str, Any]:
@@ -135,41 +108,49 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _fidelity(context: DenseContext, model: nn.Module, criterion: Any, mode: str, unit_scores: Tensor | None) -> float:
+    """Spearman of the criterion's dense scores of the sampled units with their actual loss changes."""
+    index = context.fidelity_index
+    if unit_scores is None:
+        with scoring_context(model, mode):
+            sampled = [context.fidelity_groups[i] for i in index.tolist()]
+            return rank_correlation(criterion.group_scores(model, context.calibration, LOSS, sampled), context.fidelity_changes)
+    if len(unit_scores) != len(context.fidelity_groups):
+        raise RuntimeError(f"pruning scored {len(unit_scores)} units but the dense model has {len(context.fidelity_groups)}")
+    return rank_correlation(unit_scores[index], context.fidelity_changes)
+
+
 def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> dict[str, Any]:
     c = cell.config
-    seed = c["seed"]
-    splits = datasets.load(c["dataset"], root=data_root, download=download, **c["dataset_options"])
-    dense = dense_checkpoint(
-        c["model"], c["dataset"], Recipe.from_dict(c["dense"]), seed, cache_dir,
-        dataset_options=c["dataset_options"], data=splits, device=device,
-    )
-    model = dense.model.eval()
-    calib = calibration_batches(splits.train, c["calibration"]["batches"], c["calibration"]["batch_size"], seed, device)
-    example = calib[0][0][:1]
-    latency_input = calib[0][0][:1].expand(c["measure"]["latency_batch_size"], *example.shape[1:]).contiguous()
+    context = dense_context(cell, data_root, download, cache_dir, device)
+    model = context.fresh_model()
     mode = c["prune"]["mode"]
     criterion = criteria_registry.get(c["criterion"], mode=mode, **c["criterion_options"])
-
-    grad_seconds = gradient_seconds(model, calib, mode)
-    groups = fidelity_groups(model, example, c["structure"], c["measure"]["fidelity_sample"], seed)
-    with scoring_context(model, mode):
-        start = time.perf_counter()
-        group_scores = criterion.group_scores(model, calib, LOSS, groups)
-        dense_scoring_seconds = time.perf_counter() - start
-        score_fidelity = fidelity(model, calib, LOSS, groups, group_scores, sample=c["measure"]["fidelity_sample"], seed=seed)
-    latency_dense = measure_latency(model, latency_input, repeats=c["measure"]["latency_repeats"])
-
+    grad_seconds = gradient_seconds(model, context.calibration, mode)
+    unstructured_fidelity = None
+    if c["structure"] != "channels":
+        unstructured_fidelity = _fidelity(context, model, criterion, mode, None)
+    recalibration = context.recalibration if context.recalibration else None
     pruned, record = prune(
-        model, example, calib, LOSS, criterion, ratio=c["ratio"], structure=c["structure"], steps=c["prune"]["steps"],
-        allocation=c["allocation"], normalisation=c["prune"]["normalisation"], layer_cap=c["prune"]["layer_cap"], mode=mode,
+        model, context.example, context.calibration, LOSS, criterion, ratio=c["ratio"], structure=c["structure"],
+        steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
+        layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
     )
-    pruned_metrics = evaluate(pruned, splits.test)
-    latency_pruned = measure_latency(pruned, latency_input, repeats=c["measure"]["latency_repeats"])
-    tuned = fine_tune(pruned, splits, replace(Recipe.from_dict(c["finetune"]), seed=seed), device=device)
+    score_fidelity = (
+        unstructured_fidelity if unstructured_fidelity is not None
+        else _fidelity(context, model, criterion, mode, record.dense_unit_scores)
+    )
+    raw = evaluate(pruned, context.splits.test)
+    recalibrated = raw
+    if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
+        recalibrated = evaluate(pruned, context.splits.test)
+    latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
+    tuned = fine_tune(pruned, context.splits, replace(Recipe.from_dict(c["finetune"]), seed=c["seed"]), device=device)
     return {
-        "dense_acc": dense.metadata["test"]["top1"],
-        "dense_top5": dense.metadata["test"].get("top5"),
-        "pruned_acc": pruned_metrics["top1"],
+        "dense_acc": context.metadata["test"]["top1"],
+        "dense_top5": context.metadata["test"].get("top5"),
+        "pruned_acc_raw": raw["top1"],
+        "pruned_acc": recalibrated["top1"],
         "final_acc": tuned.test["top1"],
         "final_top5": tuned.test.get("top5"),
         "macs_dense": record.macs_dense,
@@ -177,12 +158,12 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
         "params_dense": record.params_dense,
         "params_pruned": record.params_pruned,
         "macs_speedup": record.macs_speedup,
-        "latency_dense_ms": latency_dense,
+        "latency_dense_ms": context.latency_dense_ms,
         "latency_pruned_ms": latency_pruned,
-        "latency_speedup": latency_dense / latency_pruned,
+        "latency_speedup": context.latency_dense_ms / latency_pruned,
         "scoring_seconds": record.scoring_seconds,
         "gradient_seconds": grad_seconds,
-        "scoring_seconds_per_grad": dense_scoring_seconds / grad_seconds,
+        "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
         "fidelity": score_fidelity,
         "layer_widths": record.layer_widths,
     }

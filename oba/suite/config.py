@@ -31,7 +31,7 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "models": list, "datasets": list, "criteria": list, "ratios": list, "seeds": list,
         "structures": list, "allocations": list,
     },
-    "prune": {"steps": int, "layer_cap": (int, float), "normalisation": str, "mode": str},
+    "prune": {"steps": int, "layer_cap": (int, float), "normalisation": str, "mode": str, "recalibration_batches": int},
     "calibration": {"batches": int, "batch_size": int},
     "criterion_options": {},
     "dense": {},
@@ -69,7 +69,7 @@ class Suite:
     run: dict[str, Any] = field(default_factory=dict)
 
 
-PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "mean", "mode": "eval"}
+PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "mean", "mode": "eval", "recalibration_batches": 16}
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
@@ -210,6 +210,8 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         raise loc.error("prune", "layer_cap", f"must be in (0, 1), got {prune['layer_cap']}")
     if prune["steps"] < 1:
         raise loc.error("prune", "steps", f"must be at least 1, got {prune['steps']}")
+    if prune["recalibration_batches"] < 0:
+        raise loc.error("prune", "recalibration_batches", f"must be 0 (off) or more batches, got {prune['recalibration_batches']}")
     resources = {**RESOURCE_DEFAULTS, **raw.get("resources", {})}
     if resources["cpu"] < 0 or resources["gpu"] < 0:
         raise loc.error("resources", None, f"resources must be non-negative, got {resources}")

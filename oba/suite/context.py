@@ -1,0 +1,152 @@
+"""What every cell of one dense model shares, computed once per process and reused.
+
+A :class:`DenseContext` holds what does not depend on the criterion: the data
+splits, the dense model, the calibration batches (scoring) and the
+recalibration batches (batch-norm statistics after pruning), the example and
+latency inputs, the dense latency, and fidelity's ground truth — the actual
+loss change of removing each sampled unit alone. Ray reuses trial actors, so
+the cells of one dense model that land on the same worker pay for this once.
+Cells must not modify ``context.model``: they prune a copy (:meth:`DenseContext.fresh_model`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .. import data as datasets
+from ..batches import Batch, scoring_context
+from ..checkpoints import dense_checkpoint
+from ..fidelity import loss_changes, sample_groups
+from ..groups import Group, ParamSlice
+from ..measure import measure_latency
+from ..pruning import find_groups
+from ..pruning.unstructured import maskable_weights
+from ..train import Recipe
+from .grid import Cell
+
+LOSS = torch.nn.functional.cross_entropy
+_CACHE_SIZE = 8
+_contexts: OrderedDict[str, DenseContext] = OrderedDict()
+
+
+@dataclass
+class DenseContext:
+    """The criterion-independent part of a cell (see the module docstring)."""
+
+    splits: datasets.Splits
+    model: nn.Module
+    metadata: dict[str, Any]
+    calibration: list[Batch]
+    recalibration: list[Batch]
+    example: Tensor
+    latency_input: Tensor
+    latency_dense_ms: float
+    fidelity_groups: list[Group]
+    fidelity_index: Tensor
+    fidelity_changes: Tensor
+
+    def fresh_model(self) -> nn.Module:
+        """A private copy of the dense model, to prune."""
+        return copy.deepcopy(self.model)
+
+
+def draw_batches(
+    train: Dataset, counts: tuple[int, ...], batch_size: int, seed: int, device: torch.device
+) -> list[list[Batch]]:
+    """Disjoint runs of ``counts[k]`` batches from one seeded permutation of the train split.
+
+    The k-th list takes the next ``counts[k] * batch_size`` indices of the
+    permutation (wrapping around when the split is too small), so calibration and
+    recalibration batches are fixed by ``seed`` and identical for every criterion.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=generator)
+    torch.manual_seed(seed)
+    out, offset = [], 0
+    for count in counts:
+        n = min(count * batch_size, len(train))
+        index = order[(offset + torch.arange(n)) % len(train)].tolist()
+        offset += n
+        batches = []
+        for start in range(0, n, batch_size):
+            chunk = [train[i] for i in index[start : start + batch_size]]
+            inputs = torch.stack([x for x, _ in chunk]).to(device)
+            targets = torch.tensor([int(y) for _, y in chunk], device=device)
+            batches.append((inputs, targets))
+        out.append(batches)
+    return out
+
+
+def _unstructured_groups(model: nn.Module, sample: int, seed: int) -> list[Group]:
+    """``sample`` single weights, drawn in proportion to each maskable layer's size."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = maskable_weights(model)
+    names = list(weights)
+    sizes = torch.tensor([weights[n].numel() for n in names], dtype=torch.float64)
+    picks = torch.multinomial(sizes / sizes.sum(), sample, replacement=True, generator=generator).tolist()
+    groups = []
+    for k, i in enumerate(picks):
+        flat = int(torch.randint(weights[names[i]].numel(), (1,), generator=generator))
+        groups.append(Group((ParamSlice(names[i], None, torch.tensor([flat])),), label=f"{names[i]}#{flat}#{k}"))
+    return groups
+
+
+def _key(cell: Cell, data_root: str | None, cache_dir: str | None, device: torch.device) -> str:
+    c = cell.config
+    shared = {k: c[k] for k in ("model", "dataset", "dataset_options", "seed", "structure", "calibration", "dense", "measure")}
+    shared.update(mode=c["prune"]["mode"], recalibration=c["prune"]["recalibration_batches"], data_root=data_root,
+                  cache_dir=cache_dir, device=str(device))
+    return json.dumps(shared, sort_keys=True)
+
+
+def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> DenseContext:
+    c = cell.config
+    seed, mode, measure = c["seed"], c["prune"]["mode"], c["measure"]
+    splits = datasets.load(c["dataset"], root=data_root, download=download, **c["dataset_options"])
+    dense = dense_checkpoint(
+        c["model"], c["dataset"], Recipe.from_dict(c["dense"]), seed, cache_dir,
+        dataset_options=c["dataset_options"], data=splits, device=device,
+    )
+    model = dense.model.eval()
+    calibration, recalibration = draw_batches(
+        splits.train, (c["calibration"]["batches"], c["prune"]["recalibration_batches"]),
+        c["calibration"]["batch_size"], seed, device,
+    )
+    example = calibration[0][0][:1]
+    latency_input = example.expand(measure["latency_batch_size"], *example.shape[1:]).contiguous()
+    if c["structure"] == "channels":
+        _, groups = find_groups(model, example)
+        units = [u for g in groups for u in g.units]
+    else:
+        units = _unstructured_groups(model, measure["fidelity_sample"], seed)
+    index = sample_groups(len(units), measure["fidelity_sample"], seed)
+    with scoring_context(model, mode):
+        changes = loss_changes(model, calibration, LOSS, [units[i] for i in index.tolist()])
+    return DenseContext(
+        splits=splits, model=model, metadata=dense.metadata, calibration=calibration, recalibration=recalibration,
+        example=example, latency_input=latency_input,
+        latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
+        fidelity_groups=units, fidelity_index=index, fidelity_changes=changes,
+    )
+
+
+def dense_context(
+    cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device
+) -> DenseContext:
+    """The cell's :class:`DenseContext`: built on first use, then served from this process's cache."""
+    key = _key(cell, data_root, cache_dir, device)
+    if key in _contexts:
+        _contexts.move_to_end(key)
+        return _contexts[key]
+    context = _build(cell, data_root, download, cache_dir, device)
+    _contexts[key] = context
+    while len(_contexts) > _CACHE_SIZE:
+        _contexts.popitem(last=False)
+    return context

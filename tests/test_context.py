@@ -1,0 +1,31 @@
+"""Calibration and recalibration batches: fixed by the seed, disjoint, the same for every criterion."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import TensorDataset
+
+from oba.suite.context import draw_batches
+
+
+def _train(n: int = 50) -> TensorDataset:
+    return TensorDataset(torch.arange(n, dtype=torch.float32)[:, None], torch.arange(n) % 10)
+
+
+def test_batches_are_disjoint_seeded_and_cover_the_requested_counts() -> None:
+    calibration, recalibration = draw_batches(_train(), (2, 3), 8, seed=4, device=torch.device("cpu"))
+    assert [len(x) for x, _ in calibration] == [8, 8] and [len(x) for x, _ in recalibration] == [8, 8, 8]
+    first = {int(v) for x, _ in calibration for v in x.flatten()}
+    second = {int(v) for x, _ in recalibration for v in x.flatten()}
+    assert len(first) == 16 and len(second) == 24 and not first & second
+    for x, y in calibration + recalibration:
+        assert torch.equal(y, x.flatten().long() % 10), "targets travel with their inputs"
+    again = draw_batches(_train(), (2, 3), 8, seed=4, device=torch.device("cpu"))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(calibration + recalibration, again[0] + again[1]))
+    other = draw_batches(_train(), (2, 3), 8, seed=5, device=torch.device("cpu"))
+    assert not torch.equal(calibration[0][0], other[0][0][0])
+
+
+def test_a_small_split_wraps_around_and_zero_batches_is_empty() -> None:
+    calibration, recalibration, none = draw_batches(_train(20), (2, 2, 0), 8, seed=0, device=torch.device("cpu"))
+    assert [len(x) for x, _ in calibration] == [8, 8] and [len(x) for x, _ in recalibration] == [8, 8]
+    assert none == []
