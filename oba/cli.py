@@ -1,16 +1,20 @@
 """Command line: a thin layer over the public API.
 
     oba list models|datasets|criteria
-    oba run SUITE [--results DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
+    oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR]
     oba leaderboard RESULTS -o reports/leaderboard/
-    oba check RESULTS --baseline FILE_OR_DIR [--tolerance POINTS] [--suite SUITE]
+    oba check RESULTS --baseline FILE_OR_DIR [--band FILE] [--tolerance POINTS] [--suite SUITE]
+    oba band REFERENCE [--machine NAME=RESULTS ...] [--z Z] [--floor POINTS] [-o FILE]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from .report.band import Band
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -49,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {cell.label()}")
         print(f"{len(cells)} cells, {len(cells) - len(todo)} stored, {len(todo)} to run", file=sys.stderr)
         return 0
-    summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent)
+    summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache)
     print(f"suite {suite.name}: {summary.total} cells, {summary.skipped} already stored, {summary.ran} run, "
           f"{summary.failed} failed, {summary.seconds:.0f} s; results in {results}")
     for label in summary.failures:
@@ -95,9 +99,44 @@ def _check(args: argparse.Namespace) -> int:
         if baseline.empty:
             print(f"oba check: no baseline cell belongs to suite {args.suite}", file=sys.stderr)
             return 2
-    outcome = check(args.results, baseline, tolerance=args.tolerance)
+    band = _band_for(args.baseline, args.band)
+    outcome = check(args.results, baseline, tolerance=args.tolerance, band=band)
     print(outcome.render())
     return outcome.exit_code
+
+
+def _band_for(baseline: str, explicit: str | None) -> Band | None:
+    """The band file given, else ``band.json`` inside a baseline folder when there is one, else None."""
+    import os
+
+    from .report.band import BAND_FILE, Band
+
+    if explicit:
+        return Band.read(explicit)
+    beside = os.path.join(baseline, BAND_FILE)
+    return Band.read(beside) if "://" not in baseline and os.path.isfile(beside) else None
+
+
+@command("band")
+def _band(args: argparse.Namespace) -> int:
+    import os
+
+    from .report import load_results
+    from .report.band import BAND_FILE, measure_band
+
+    names, runs = [args.name], []
+    for item in args.machine:
+        name, sep, location = item.partition("=")
+        if not sep or not name or not location:
+            raise ValueError(f"--machine takes NAME=RESULTS, got {item!r}")
+        names.append(name)
+        runs.append(load_results(location))
+    band = measure_band(load_results(args.reference), runs, names, z=args.z, floor=args.floor)
+    target = args.output or os.path.join(args.reference, BAND_FILE)
+    band.write(target)
+    widest = max((b.band for s in band.settings.values() for b in s.metrics.values()), default=float("nan"))
+    print(f"band: {target} ({len(band.settings)} settings, machines {', '.join(names)}, widest band {widest:.2f} pp)")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results", help="results folder or pyarrow filesystem URI (default results/<suite name>)")
     run.add_argument("--address", help="address of an existing Ray cluster to join")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--cache", help="dense-checkpoint cache folder (default: the suite's [run] cache_dir, "
+                                     "else .cache/checkpoints)")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is stored, run nothing")
     rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rep.add_argument("results", help="results folder, Parquet file or URI")
@@ -118,11 +159,22 @@ def parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="write index.html and leaderboard.md ranking criteria per setting")
     board.add_argument("results", help="results folder, Parquet file or URI")
     board.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/leaderboard/")
-    chk = sub.add_parser("check", help="fail (exit 1) when final accuracy dropped against a baseline; exit 2 on missing cells")
+    chk = sub.add_parser("check", help="fail (exit 1) when a setting's seed mean dropped beyond its noise band; "
+                                          "exit 2 on missing cells")
     chk.add_argument("results", help="results folder, Parquet file or URI")
     chk.add_argument("--baseline", required=True, help="reference results (folder of parts or a Parquet file)")
-    chk.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in final accuracy, percentage points")
+    chk.add_argument("--band", help="band file (default: band.json inside the baseline folder, when present)")
+    chk.add_argument("--tolerance", type=float, default=0.5,
+                     help="smallest allowed drop of a seed mean, percentage points (a floor under the measured band)")
     chk.add_argument("--suite", help="compare only the baseline cells of this suite (a subset of the baseline's grid)")
+    bnd = sub.add_parser("band", help="write a reference's noise band (seed spread and machine spread) for check")
+    bnd.add_argument("reference", help="reference results folder (the band is written inside it by default)")
+    bnd.add_argument("--name", default="reference", help="name of the reference's machine (default: reference)")
+    bnd.add_argument("--machine", action="append", default=[], metavar="NAME=RESULTS",
+                     help="the same suite run under another (emulated) CPU; repeat for each machine")
+    bnd.add_argument("--z", type=float, default=3.0, help="band width in standard deviations (default 3)")
+    bnd.add_argument("--floor", type=float, default=0.5, help="smallest band, percentage points (default 0.5)")
+    bnd.add_argument("-o", "--output", help="band file to write (default REFERENCE/band.json)")
     return p
 
 

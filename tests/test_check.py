@@ -1,130 +1,161 @@
-"""The regression gate: exit codes 0 / 1 / 2 on real Parquet results and baselines."""
+"""The regression gate on seed means with noise bands, on real Parquet results; bands computed by hand.
+
+Grid: 2 criteria × 2 ratios × 3 seeds. Per cell, pruned_acc = base − 0.1·ratio and
+final_acc = base + 0.3 − 0.1·ratio with a per-seed offset, so every setting has seed
+values {m − 0.5, m, m + 0.5} points around its mean m: seed std 0.5 points.
+"""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 
-from oba.report import check
-from oba.store import ResultStore
+from oba.report import check, load_results
+from oba.report.band import Band, measure_band
 from results_fixtures import error_row, row, write_store
 
 CRITERIA = ("magnitude-l2", "oba")
 RATIOS = (0.3, 0.6)
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
+SEED_OFFSET = {0: -0.005, 1: 0.0, 2: 0.005}
 
 
-def _grid(cells: dict[tuple, dict] | None = None) -> list[dict]:
-    """2 criteria × 2 ratios × 2 seeds; ``cells[(criterion, ratio, seed)]`` overrides fields of a cell."""
+def _grid(shift: dict[tuple, float] | None = None, metric_shift: float = 0.0, machine: float = 0.0) -> list[dict]:
+    """Rows of the grid; ``shift[(criterion, ratio, seed)]`` moves both metrics of one cell (fractions)."""
     rows = []
     for criterion in CRITERIA:
         for ratio in RATIOS:
             for seed in SEEDS:
-                key = (criterion, ratio, seed)
-                fields = {"criterion": criterion, "ratio": ratio, "seed": seed, "final_acc": 0.95 - ratio / 10}
-                fields.update((cells or {}).get(key, {}))
-                rows.append(row(**fields))
+                delta = (shift or {}).get((criterion, ratio, seed), 0.0) + metric_shift + machine * (seed - 1)
+                pruned = 0.90 - ratio / 10 + SEED_OFFSET[seed] + delta
+                rows.append(row(criterion=criterion, ratio=ratio, seed=seed, pruned_acc=pruned, final_acc=pruned + 0.03))
     return rows
 
 
-@pytest.fixture()
-def baseline(tmp_path: Path) -> str:
-    return write_store(tmp_path / "baseline", _grid())
+def _store(tmp_path: Path, name: str, rows: list[dict]) -> str:
+    return write_store(tmp_path / name, rows)
 
 
-def _results(tmp_path: Path, rows: list[dict]) -> str:
-    return write_store(tmp_path / "results", rows)
-
-
-def test_identical_results_pass(tmp_path: Path, baseline: str) -> None:
-    outcome = check(_results(tmp_path, _grid()), baseline)
+def test_fallback_band_from_the_baseline_seed_spread(tmp_path: Path) -> None:
+    # No band file: allowed drop = max(floor, 3·√2·s_seed/√n) = 3·√2·0.5/√3 = 1.2247 points.
+    outcome = check(_store(tmp_path, "r", _grid()), _store(tmp_path, "b", _grid()), tolerance=0.5)
     assert outcome.exit_code == 0
-    assert outcome.compared == 8 and not outcome.regressions
+    assert len(outcome.comparisons) == 2 * 2 * 2
+    assert {round(c.allowed, 4) for c in outcome.comparisons} == {round(3 * math.sqrt(2) * 0.5 / math.sqrt(3), 4)}
     assert outcome.render().startswith("PASS")
-    assert check(_results(tmp_path, _grid()), Path(baseline).as_uri()).exit_code == 0  # a pyarrow file:// URI
 
 
-def test_drop_beyond_tolerance_is_a_regression(tmp_path: Path, baseline: str) -> None:
-    # Baseline oba/0.6/seed 1 is 89.0 %; 87.5 % is a 1.5-point drop, over the 1-point tolerance.
-    rows = _grid(cells={("oba", 0.6, 1): {"final_acc": 0.875}})
-    outcome = check(_results(tmp_path, rows), baseline, tolerance=1.0)
+def test_measured_band_by_hand(tmp_path: Path) -> None:
+    reference = load_results(pd.DataFrame(_grid()))
+    # Machine B moves seed 0 down and seed 2 up by 0.3 points (seed mean unchanged) and, for oba at 0.6 only,
+    # every seed up by 0.2 points: that setting's seed means are m and m + 0.2 → std 0.2/√2 = 0.14142.
+    other = load_results(pd.DataFrame(_grid(shift={("oba", 0.6, s): 0.002 for s in SEEDS}, machine=0.003)))
+    band = measure_band(reference, [other], ["a", "b"], z=3.0, floor=0.5)
+    oba = band.settings[("cnn", "digits", "oba", "structured", "global", 0.6)].metrics["final_acc"]
+    assert oba.machine_std == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
+    assert oba.seed_std == pytest.approx(0.5, abs=1e-9)
+    # Family pool (the 4 settings of cnn/digits/structured/global): RMS of (0, 0, 0, 0.14142) = 0.070711;
+    # oba's own spread is larger, so σ = 0.14142 and band = max(0.5, 3·√2·0.14142) = 0.6.
+    assert oba.sigma == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
+    assert oba.band == pytest.approx(0.6, abs=1e-9)
+    flat = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.3)].metrics["pruned_acc"]
+    # Own spread 0 → the family's pooled 0.070711 → 3·√2·0.070711 = 0.3 → the floor 0.5 wins.
+    assert flat.sigma == pytest.approx(0.2 / math.sqrt(2) / 2, abs=1e-9)
+    assert flat.band == pytest.approx(0.5)
+    path = band.write(tmp_path / "band.json")
+    again = Band.read(path)
+    assert again.allowed_drop(("cnn", "digits", "oba", "structured", "global", 0.6), "final_acc") == pytest.approx(0.6)
+    assert json.loads(path.read_text())["machines"] == ["a", "b"]
+
+
+@pytest.fixture()
+def gate(tmp_path: Path) -> tuple[str, Band]:
+    baseline = _store(tmp_path, "baseline", _grid())
+    band = measure_band(load_results(baseline), [load_results(pd.DataFrame(_grid(machine=0.002)))], ["a", "b"])
+    return baseline, band
+
+
+def test_planted_three_point_drop_of_every_seed_fails(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    baseline, band = gate
+    lowered = _grid(shift={("oba", 0.3, s): -0.03 for s in SEEDS})
+    outcome = check(_store(tmp_path, "r", lowered), baseline, band=band)
     assert outcome.exit_code == 1
-    assert len(outcome.regressions) == 1
-    key, base, current = outcome.regressions[0]
-    assert key == ("cnn", "digits", "oba", "structured", "global", 0.6, 1.0)
-    assert (base, current) == (pytest.approx(89.0), pytest.approx(87.5))
+    assert {(c.key[2], c.key[5], c.metric) for c in outcome.regressions} == {("oba", 0.3, "pruned_acc"), ("oba", 0.3, "final_acc")}
+    assert all(c.drop == pytest.approx(3.0) for c in outcome.regressions)
     text = outcome.render()
-    assert "Regressions (1)" in text and "89.00" in text and "87.50" in text and "1.50" in text
-    # The same drop passes a looser gate.
-    assert check(_results(tmp_path, rows), baseline, tolerance=2.0).exit_code == 0
+    assert "REGRESSION" in text and "allowed drop (pp)" in text and "-3.00" in text
 
 
-def test_drops_within_tolerance_and_improvements_pass(tmp_path: Path) -> None:
-    baseline = write_store(tmp_path / "baseline", _grid(cells={("oba", 0.3, 0): {"final_acc": 0.513}}))
-    rows = _grid(
-        cells={
-            ("oba", 0.6, 1): {"final_acc": 0.882},  # 0.8-point drop from 89.0 %
-            # Exactly 1.0 point (51.3 → 50.3) at a 1-point tolerance; in floats 51.3 − 50.3 = 1.000000000000007.
-            ("oba", 0.3, 0): {"final_acc": 0.503},
-            ("magnitude-l2", 0.3, 1): {"final_acc": 0.99},  # improvement
-        }
-    )
-    outcome = check(_results(tmp_path, rows), baseline, tolerance=1.0)
+def test_one_cell_moving_inside_a_stable_seed_mean_passes(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    # One seed 2 points down and another 2 points up: the cell moved, the seed mean did not.
+    baseline, band = gate
+    moved = _grid(shift={("oba", 0.6, 0): -0.02, ("oba", 0.6, 2): 0.02})
+    outcome = check(_store(tmp_path, "r", moved), baseline, band=band)
     assert outcome.exit_code == 0, outcome.render()
-    assert outcome.compared == 8
 
 
-def test_missing_cell_is_incomplete(tmp_path: Path, baseline: str) -> None:
+def test_improvements_never_fail(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    baseline, band = gate
+    assert check(_store(tmp_path, "r", _grid(metric_shift=0.05)), baseline, band=band).exit_code == 0
+
+
+def test_missing_or_failed_seed_is_incomplete(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    baseline, band = gate
     rows = [r for r in _grid() if not (r["criterion"] == "oba" and r["ratio"] == 0.3 and r["seed"] == 1)]
-    outcome = check(_results(tmp_path, rows), baseline)
+    outcome = check(_store(tmp_path, "missing", rows), baseline, band=band)
     assert outcome.exit_code == 2
-    assert outcome.missing == [("cnn", "digits", "oba", "structured", "global", 0.3, 1.0)]
-    assert "Missing from the results (1)" in outcome.render()
+    assert outcome.missing == [("cnn", "digits", "oba", "structured", "global", 0.3, 1)]
+    rows.append(error_row(criterion="oba", ratio=0.3, seed=1, error="RuntimeError: out of memory"))
+    failed = check(_store(tmp_path, "failed", rows), baseline, band=band)
+    assert failed.exit_code == 2 and "out of memory" in failed.render()
 
 
-def test_errored_cell_is_incomplete_even_with_a_regression(tmp_path: Path, baseline: str) -> None:
-    rows = [
-        r
-        for r in _grid(cells={("oba", 0.6, 0): {"final_acc": 0.5}})
-        if not (r["criterion"] == "magnitude-l2" and r["ratio"] == 0.3 and r["seed"] == 0)
-    ]
-    rows.append(error_row(criterion="magnitude-l2", ratio=0.3, seed=0, error="RuntimeError: out of memory"))
-    outcome = check(_results(tmp_path, rows), baseline)
+def test_corrupt_part_is_named_by_file(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    baseline, band = gate
+    results = _store(tmp_path, "r", _grid())
+    broken = sorted(Path(results).glob("*.parquet"))[3]
+    broken.write_bytes(broken.read_bytes()[:40])
+    outcome = check(results, baseline, band=band)
     assert outcome.exit_code == 2
-    assert [message for _, message in outcome.errored] == ["RuntimeError: out of memory"]
-    assert len(outcome.regressions) == 1
-    assert "out of memory" in outcome.render()
+    assert broken.name in outcome.render()
+
+
+def test_duplicate_seed_cells_are_ambiguous(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    baseline, band = gate
+    rows = _grid() + [row(criterion="oba", ratio=0.3, seed=0, pruned_acc=0.5, final_acc=0.5, suite="other")]
+    outcome = check(_store(tmp_path, "r", rows), baseline, band=band)
+    assert outcome.exit_code == 2
+    assert outcome.ambiguous == [("cnn", "digits", "oba", "structured", "global", 0.3, 0)]
 
 
 def test_unreadable_or_absent_baseline(tmp_path: Path) -> None:
-    results = _results(tmp_path, _grid())
+    results = _store(tmp_path, "r", _grid())
     garbage = tmp_path / "baseline.parquet"
     garbage.write_bytes(b"this is not a parquet file")
     outcome = check(results, str(garbage))
-    assert outcome.exit_code == 2
-    assert outcome.unreadable and str(garbage) in outcome.unreadable[0]
-    absent = check(results, str(tmp_path / "nowhere"))
-    assert absent.exit_code == 2 and "no such file or folder" in absent.render()
+    assert outcome.exit_code == 2 and str(garbage) in outcome.unreadable[0]
+    assert "no such file or folder" in check(results, str(tmp_path / "nowhere")).render()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert check(results, str(empty)).exit_code == 2
 
 
-def test_single_file_baseline_and_extra_cells(tmp_path: Path, baseline: str) -> None:
-    single = tmp_path / "reference.parquet"
-    table = ResultStore(baseline).read()
-    pq.write_table(pa.Table.from_pandas(table[table["criterion"] == "oba"]), single)
-    outcome = check(_results(tmp_path, _grid()), str(single))
-    assert outcome.exit_code == 0
-    assert outcome.compared == 4
-    assert len(outcome.extra) == 4
-    assert "4 result cell(s) have no baseline" in outcome.render()
+def test_band_and_check_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from oba.cli import main
 
-
-def test_duplicate_keys_are_ambiguous(tmp_path: Path, baseline: str) -> None:
-    rows = _grid() + [row(criterion="oba", ratio=0.3, seed=0, final_acc=0.5, suite="other")]
-    outcome = check(_results(tmp_path, rows), baseline)
-    assert outcome.exit_code == 2
-    assert outcome.ambiguous == [("cnn", "digits", "oba", "structured", "global", 0.3, 0.0)]
+    baseline = _store(tmp_path, "baseline", _grid())
+    other = _store(tmp_path, "other", _grid(machine=0.002))
+    assert main(["band", baseline, "--name", "here", "--machine", f"there={other}"]) == 0
+    assert (Path(baseline) / "band.json").is_file()
+    assert "machines here, there" in capsys.readouterr().out
+    assert Band.read(Path(baseline) / "band.json").machines == ["here", "there"]
+    assert main(["check", _store(tmp_path, "same", _grid()), "--baseline", baseline]) == 0
+    assert "bands: band file (z=3, machines: here, there)" in capsys.readouterr().out
+    lowered = _store(tmp_path, "lowered", _grid(shift={("magnitude-l2", 0.6, s): -0.03 for s in SEEDS}))
+    assert main(["check", lowered, "--baseline", baseline]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert main(["band", baseline, "--machine", "no-equals-sign"]) == 2
+    assert "NAME=RESULTS" in capsys.readouterr().err

@@ -113,7 +113,11 @@ def test_pages_are_written_from_a_parquet_store(tmp_path: Path) -> None:
     assert "| A | 1.50 | 2 | 1 | 0 |" in markdown
     assert "paired Student-t interval" in markdown and "paired Student-t interval" in page
     assert "0123456789abcdef0123456789abcdef01234567" in markdown and "torch 2.14.1" in page
-    assert page.count('<table class="board">') == 2
+    # Two boards after fine-tuning and the same two before it (recalibrated pruned accuracy).
+    assert page.count('<table class="board">') == 4
+    assert "## Accuracy after fine-tuning" in markdown
+    assert "## Accuracy after pruning, batch-norm recalibrated, before fine-tuning" in markdown
+    assert "dense 95.00 ± 0.00 % (3 seeds)" in markdown
 
 
 def test_identical_small_per_seed_differences_are_ties_not_orders() -> None:
@@ -125,3 +129,38 @@ def test_identical_small_per_seed_differences_are_ties_not_orders() -> None:
     assert one_image.tied, "a one-test-image gap on both seeds (0.13 pp) is below the 0.5 pp floor"
     two_points = compare(a, a - 0.02)
     assert not two_points.tied and two_points.difference == pytest.approx(0.02)
+
+
+def test_a_criterion_tied_with_the_leader_ranks_with_it_even_below_a_separated_one() -> None:
+    # L leads. M: L−M per seed 0.5, 0.5, 0.5 → zero-width interval [0.5, 0.5] excludes 0 and is not below
+    # the 0.5 pp margin → M is separated from L. N: L−N per seed −1.0, 3.0, 0.1 → d̄ 0.7, s_d 2.0518,
+    # half 4.3027·2.0518/√3 = 5.097 → [−4.40, 5.80] contains 0 → N is tied with the leader: "=1", not "=3".
+    accuracies = {"L": [90.0, 91.0, 92.0], "M": [89.5, 90.5, 91.5], "N": [91.0, 88.0, 91.9]}
+    (board,) = boards(load_results(pd.DataFrame(_rows(accuracies))))
+    assert _ranks(board) == {"L": "=1", "N": "=1", "M": "3"}
+
+
+def test_boards_say_when_they_cannot_tell() -> None:
+    (few,) = boards(load_results(pd.DataFrame(_rows({"A": [90.0, 91.0], "B": [80.0, 81.5]}))))
+    assert any("Only 2 seed(s)" in note for note in few.notes)
+    (tied,) = boards(load_results(pd.DataFrame(_rows({"A": [90.0, 91.0, 92.0], "B": [90.5, 90.0, 92.2]}))))
+    assert _ranks(tied) == {"A": "=1", "B": "=1"}
+    assert tied.notes == ["Every criterion is tied with the leader: the seeds cannot separate any of them on this board."]
+    (clear,) = boards(load_results(pd.DataFrame(_rows(BOARD_ONE))))
+    assert clear.notes == []
+
+
+def test_pre_fine_tune_boards_rank_recalibrated_accuracy_and_show_dense_accuracy() -> None:
+    rows = [
+        row(criterion=name, seed=seed, pruned_acc=value / 100, final_acc=0.95, dense_acc=0.96 + seed / 100)
+        for name, values in {"A": [70.0, 72.0, 71.0], "B": [80.0, 83.0, 81.5]}.items()
+        for seed, value in enumerate(values)
+    ]
+    table = load_results(pd.DataFrame(rows))
+    (before,) = boards(table, "pruned_acc")
+    assert [e.criterion for e in before.entries] == ["B", "A"] and _ranks(before) == {"B": "1", "A": "2"}
+    assert before.dense_label == "dense 97.00 ± 1.00 % (3 seeds)"
+    (after,) = boards(table, "final_acc")
+    assert _ranks(after) == {"A": "=1", "B": "=1"}
+    with pytest.raises(ValueError, match="valid: final_acc, pruned_acc"):
+        boards(table, "fidelity")

@@ -1,21 +1,22 @@
-"""Regression gate: compare a results table with a baseline, cell by cell.
+"""Regression gate: compare each setting's seed mean with the reference's, within its noise band.
 
-Cells are matched on (model, dataset, criterion, structure, allocation, ratio,
-seed). Allocation is part of the key so that a global and a uniform cell of the
-same setting are never compared with each other.
+A setting is (model, dataset, criterion, structure, allocation, ratio). For every
+setting of the baseline and every gated metric (:data:`~oba.report.band.GATED_METRICS`:
+the BN-recalibrated accuracy after pruning and the accuracy after fine-tuning),
+the mean over the baseline's seeds is compared with the mean over the same seeds
+in the results. The allowed drop is the setting's band from the reference's band
+file (:mod:`oba.report.band`: measured seed and machine spread), never less than
+``tolerance``; without a band file it falls back to ``z·√2·s_seed/√n`` from the
+baseline's own seeds. Single cells are never compared to a fixed tolerance: one
+cell can move by many points on another CPU while the seed mean stays put.
 
 Exit codes (:attr:`CheckResult.exit_code`):
 
-* 0 — every compared baseline cell is present in the results with status ok and
-  a final accuracy at most ``tolerance`` percentage points below the baseline's
-  (improvements never fail);
-* 1 — some cells dropped by more than ``tolerance`` points (the regressions);
-* 2 — the check could not be completed: a source is unreadable, the baseline has
-  no ok cell, baseline cells are missing from the results or failed there, or a
-  key matches several cells (ambiguous). This outranks 1.
-
-Cells in the results that the baseline lacks, and baseline cells that failed in
-the baseline itself, are reported as notes and do not affect the exit code.
+* 0 — every setting's seed mean is present and within its band (improvements never fail);
+* 1 — some seed mean dropped by more than its band (the regressions);
+* 2 — the check could not be completed: a source or one of its parts is
+  unreadable, the baseline has no ok cell, a baseline seed is missing or failed
+  in the results, or a (setting, seed) matches several cells. This outranks 1.
 """
 from __future__ import annotations
 
@@ -25,26 +26,55 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .band import DEFAULT_Z, GATED_METRICS, SETTING_KEYS, Band, setting_key
 from .load import ResultsUnreadable, load_results
 
-KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")
-# Float slack so that a drop of exactly ``tolerance`` points passes despite rounding.
+KEYS = (*SETTING_KEYS, "seed")
+# Float slack so that a drop of exactly the band passes despite rounding.
 _SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One setting and metric: seed means in percent, the allowed drop and where it came from."""
+
+    key: tuple
+    metric: str
+    seeds: int
+    baseline: float
+    current: float
+    allowed: float
+    source: str
+
+    @property
+    def drop(self) -> float:
+        """Baseline mean − current mean (positive: worse now)."""
+        return self.baseline - self.current
+
+    @property
+    def regressed(self) -> bool:
+        """Whether the drop exceeds the allowed band."""
+        return self.drop > self.allowed + _SLACK
 
 
 @dataclass
 class CheckResult:
-    """Outcome of :func:`check`. Key tuples follow :data:`KEYS`; accuracies are in percent."""
+    """Outcome of :func:`check`. Keys follow :data:`KEYS` (seed last) or :data:`SETTING_KEYS`."""
 
     tolerance: float
-    compared: int = 0
-    regressions: list[tuple[tuple, float, float]] = field(default_factory=list)
+    band_source: str = ""
+    comparisons: list[Comparison] = field(default_factory=list)
     missing: list[tuple] = field(default_factory=list)
     errored: list[tuple[tuple, str]] = field(default_factory=list)
     ambiguous: list[tuple] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     extra: list[tuple] = field(default_factory=list)
     baseline_failed: list[tuple] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        """The comparisons whose drop exceeds their band."""
+        return [c for c in self.comparisons if c.regressed]
 
     @property
     def exit_code(self) -> int:
@@ -54,49 +84,49 @@ class CheckResult:
         return 1 if self.regressions else 0
 
     def render(self) -> str:
-        """Plain-text report: a verdict line, then a table per kind of finding."""
+        """Plain-text report: a verdict line, the comparison table, then other findings."""
         verdict = {0: "PASS", 1: "FAIL: regressions", 2: "ERROR: check incomplete"}[self.exit_code]
+        settings = len({c.key for c in self.comparisons})
         lines = [
-            f"{verdict} — {self.compared} cell(s) compared, tolerance {self.tolerance:g} percentage points",
+            f"{verdict} — {settings} setting(s) compared by seed mean, {len(self.regressions)} regression(s); "
+            f"bands: {self.band_source}; floor {self.tolerance:g} percentage points",
         ]
         for problem in self.unreadable:
             lines += ["", f"unreadable: {problem}"]
-        if self.regressions:
+        if self.comparisons:
             rows = [
-                [*_key_cells(key), f"{base:.2f}", f"{current:.2f}", f"{base - current:.2f}"]
-                for key, base, current in self.regressions
+                [*_key_cells(c.key, SETTING_KEYS), c.metric, str(c.seeds), f"{c.baseline:.2f}", f"{c.current:.2f}",
+                 f"{-c.drop:+.2f}", f"{c.allowed:.2f}", "REGRESSION" if c.regressed else "ok"]
+                for c in self.comparisons
             ]
-            lines += ["", f"Regressions ({len(rows)}):", _table([*KEYS, "baseline %", "current %", "drop (pp)"], rows)]
+            headers = [*SETTING_KEYS, "metric", "seeds", "baseline %", "current %", "change (pp)", "allowed drop (pp)",
+                       "verdict"]
+            lines += ["", _table(headers, rows)]
         if self.missing:
-            lines += ["", f"Missing from the results ({len(self.missing)}):", _table(list(KEYS), [_key_cells(k) for k in self.missing])]
+            lines += ["", f"Missing from the results ({len(self.missing)}):",
+                      _table(list(KEYS), [_key_cells(k, KEYS) for k in self.missing])]
         if self.errored:
-            rows = [[*_key_cells(key), message] for key, message in self.errored]
+            rows = [[*_key_cells(key, KEYS), message] for key, message in self.errored]
             lines += ["", f"Failed or without accuracy in the results ({len(rows)}):", _table([*KEYS, "error"], rows)]
         if self.ambiguous:
-            rows = [_key_cells(k) for k in self.ambiguous]
+            rows = [_key_cells(k, KEYS) for k in self.ambiguous]
             lines += ["", f"Ambiguous: several cells share the key ({len(rows)}):", _table(list(KEYS), rows)]
         if self.baseline_failed:
-            lines += [
-                "",
-                f"Note: {len(self.baseline_failed)} baseline cell(s) failed in the baseline itself and were not compared:",
-                _table(list(KEYS), [_key_cells(k) for k in self.baseline_failed]),
-            ]
+            lines += ["", f"Note: {len(self.baseline_failed)} baseline cell(s) failed in the baseline itself and were "
+                          "not compared:", _table(list(KEYS), [_key_cells(k, KEYS) for k in self.baseline_failed])]
         if self.extra:
-            lines += [
-                "",
-                f"Note: {len(self.extra)} result cell(s) have no baseline and were not compared:",
-                _table(list(KEYS), [_key_cells(k) for k in self.extra]),
-            ]
+            lines += ["", f"Note: {len(self.extra)} result setting(s) have no baseline and were not compared:",
+                      _table(list(SETTING_KEYS), [_key_cells(k, SETTING_KEYS) for k in self.extra])]
         return "\n".join(lines)
 
 
-def _key_cells(key: tuple) -> list[str]:
+def _key_cells(key: tuple, names: tuple[str, ...]) -> list[str]:
     cells = []
-    for name, value in zip(KEYS, key):
+    for name, value in zip(names, key):
         if name == "ratio":
             cells.append(f"{value:g}")
         elif name == "seed":
-            cells.append(str(int(value)) if not math.isnan(value) else "–")
+            cells.append(str(int(value)))
         else:
             cells.append(str(value))
     return cells
@@ -111,27 +141,40 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _keyed(table: pd.DataFrame) -> dict[tuple, list[pd.Series]]:
+def _cells(table: pd.DataFrame) -> dict[tuple, list[pd.Series]]:
     cells: dict[tuple, list[pd.Series]] = {}
     for _, row in table.iterrows():
-        key = tuple(
-            round(float(row[k]), 9) if k == "ratio" else float(row[k]) if k == "seed" else str(row[k]) for k in KEYS
-        )
-        cells.setdefault(key, []).append(row)
+        cells.setdefault((*setting_key(row), int(row["seed"])), []).append(row)
     return cells
+
+
+def _ok(row: pd.Series) -> bool:
+    return row["status"] == "ok" and all(pd.notna(row[m]) for m in GATED_METRICS)
+
+
+def _fallback_band(values: list[float], tolerance: float, z: float) -> float:
+    if len(values) < 2:
+        return tolerance
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return max(tolerance, z * math.sqrt(2.0) * std / math.sqrt(len(values)))
 
 
 def check(
     results: str | os.PathLike[str] | pd.DataFrame,
     baseline: str | os.PathLike[str] | pd.DataFrame,
-    tolerance: float = 1.0,
+    tolerance: float = 0.5,
+    band: Band | None = None,
 ) -> CheckResult:
-    """Compare ``results`` with ``baseline`` (tables, result folders, Parquet files or URIs).
+    """Compare ``results`` with ``baseline`` by seed mean per setting and gated metric.
 
-    ``tolerance`` is the largest allowed drop of final accuracy, in percentage points.
-    Never raises for unreadable sources: they are reported in the result (exit code 2).
+    ``band`` holds the reference's measured bands; ``tolerance`` (percentage
+    points) is the smallest allowed drop. Never raises for unreadable sources:
+    they are reported in the result (exit code 2).
     """
-    outcome = CheckResult(tolerance=tolerance)
+    outcome = CheckResult(tolerance=tolerance,
+                          band_source=f"band file (z={band.z:g}, machines: {', '.join(band.machines)})" if band
+                          else f"baseline seed spread only (z={DEFAULT_Z:g}, no band file)")
     tables = {}
     for role, source in (("baseline", baseline), ("results", results)):
         try:
@@ -140,31 +183,38 @@ def check(
             outcome.unreadable.append(f"{role}: {exc}")
     if outcome.unreadable:
         return outcome
-    base_cells = _keyed(tables["baseline"])
-    current_cells = _keyed(tables["results"])
-    usable = 0
-    for key, base_rows in sorted(base_cells.items()):
-        if len(base_rows) > 1 or len(current_cells.get(key, [])) > 1:
-            outcome.ambiguous.append(key)
+    base_cells, current_cells = _cells(tables["baseline"]), _cells(tables["results"])
+    outcome.ambiguous = sorted(k for k in set(base_cells) | set(current_cells)
+                               if len(base_cells.get(k, [])) > 1 or len(current_cells.get(k, [])) > 1)
+    settings: dict[tuple, list[int]] = {}
+    for key, rows in sorted(base_cells.items()):
+        if key in outcome.ambiguous:
             continue
-        base = base_rows[0]
-        if base["status"] != "ok" or pd.isna(base["final_acc"]):
+        if not _ok(rows[0]):
             outcome.baseline_failed.append(key)
             continue
-        usable += 1
-        if key not in current_cells:
+        settings.setdefault(key[:-1], []).append(key[-1])
+        current = current_cells.get(key)
+        if current is None:
             outcome.missing.append(key)
-            continue
-        current = current_cells[key][0]
-        if current["status"] != "ok" or pd.isna(current["final_acc"]):
-            message = current["error"] if isinstance(current["error"], str) and current["error"] else f"status {current['status']}, no final accuracy"
-            outcome.errored.append((key, message))
-            continue
-        outcome.compared += 1
-        base_pct, current_pct = float(base["final_acc"]) * 100, float(current["final_acc"]) * 100
-        if base_pct - current_pct > tolerance + _SLACK:
-            outcome.regressions.append((key, base_pct, current_pct))
-    if usable == 0:
+        elif not _ok(current[0]):
+            error = current[0]["error"]
+            outcome.errored.append((key, error if isinstance(error, str) and error else f"status {current[0]['status']}"))
+    if not settings:
         outcome.unreadable.append("baseline: holds no ok cell to compare against")
-    outcome.extra = sorted(set(current_cells) - set(base_cells))
+        return outcome
+    incomplete = {k[:-1] for k in outcome.missing} | {k[:-1] for k, _ in outcome.errored}
+    for setting, seeds in settings.items():
+        if setting in incomplete:
+            continue
+        for metric in GATED_METRICS:
+            before = [float(base_cells[(*setting, s)][0][metric]) * 100 for s in seeds]
+            after = [float(current_cells[(*setting, s)][0][metric]) * 100 for s in seeds]
+            measured = band.allowed_drop(setting, metric) if band is not None else None
+            allowed = max(tolerance, measured) if measured is not None else _fallback_band(before, tolerance, DEFAULT_Z)
+            outcome.comparisons.append(Comparison(
+                key=setting, metric=metric, seeds=len(seeds), baseline=sum(before) / len(before),
+                current=sum(after) / len(after), allowed=allowed, source="band" if measured is not None else "seeds",
+            ))
+    outcome.extra = sorted({k[:-1] for k in current_cells} - {k[:-1] for k in base_cells})
     return outcome

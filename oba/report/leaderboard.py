@@ -1,14 +1,18 @@
 """Leaderboard: criteria ranked per setting, with statistical ties, as HTML and Markdown.
 
-A *board* is one (model, dataset, structure, allocation, ratio); allocation is
-part of the key because global and uniform allocation are different experiments.
-On a board, each criterion's final (fine-tuned) accuracy is summarised over its
-``ok`` seeds.
+A *board* is one (model, dataset, structure, allocation, ratio) and one metric;
+allocation is part of the key because global and uniform allocation are
+different experiments. Two metrics get boards (:data:`BOARD_METRICS`): the
+accuracy after fine-tuning, and the accuracy right after pruning with
+batch-norm statistics recalibrated (before any fine-tuning: the purest signal of
+a criterion). On a board, each criterion's accuracy is summarised over its
+``ok`` seeds; the board also shows the dense models' accuracy, and says in words
+when it has fewer than :data:`MIN_SEEDS` seeds or cannot separate any criterion.
 
 Tie method (deterministic, no resampling):
 
 * Criteria are compared **paired by seed**: every criterion of a board starts
-  from the same dense checkpoint per seed (DESIGN 2.3), so the per-seed
+  from the same dense checkpoint per seed (docs/protocol.md), so the per-seed
   difference removes checkpoint-to-checkpoint variation.
 * With n ≥ 2 seeds that both criteria completed, A and B are **tied** when the
   two-sided 95 % Student-t interval of the mean paired difference,
@@ -23,14 +27,16 @@ Tie method (deterministic, no resampling):
   tied when their difference is less than ``MARGIN`` (0.5 percentage points) —
   the paired difference on the one shared seed, or with no shared seed the
   difference of their means.
-* Ranking: criteria are sorted by mean final accuracy (descending, name breaks
-  exact equality). Groups are formed greedily from the top: the best criterion
-  not yet placed leads a group, and each following criterion joins it while it
-  is tied *with the leader*. Comparing with the leader rather than the previous
-  criterion keeps chains (A≈B, B≈C, but A clearly above C) from merging
-  criteria that are distinguishable. Every member of a group gets the
-  competition rank 1 + (number of criteria in earlier groups); a group of two or
-  more is shown as ``=r``.
+* Ranking: criteria are sorted by mean accuracy (descending, name breaks
+  exact equality). Groups are formed from the top: the best criterion not yet
+  placed leads a group, and *every* criterion not yet placed that is tied with
+  that leader joins it, wherever it sits in the order (a criterion is tied with
+  the board's leader exactly when its interval to the leader contains 0 or is
+  within the margin; a clearly separated criterion between them does not break
+  that). Comparing with the leader rather than the previous criterion keeps
+  chains (A≈B, B≈C, but A clearly above C) from merging criteria that are
+  distinguishable. Every member of a group gets the competition rank
+  1 + (number of criteria in earlier groups); a group of two or more is shown as ``=r``.
 * Criteria with no ``ok`` seed on a board are listed without a rank.
 * Overall table: per criterion, the mean of its competition ranks over the
   boards where it was ranked, with the number of such boards.
@@ -50,20 +56,27 @@ from .load import load_results
 from .provenance import provenance
 
 BOARD_KEYS = ("model", "dataset", "structure", "allocation", "ratio")
+BOARD_METRICS = {
+    "final_acc": "after fine-tuning",
+    "pruned_acc": "after pruning, batch-norm recalibrated, before fine-tuning",
+}
 CONFIDENCE = 0.95
 MARGIN = 0.005
+MIN_SEEDS = 3
 
 METHOD = (
-    "Ranked by mean top-1 accuracy after fine-tuning over seeds. Two criteria are tied when the "
+    "Ranked by mean top-1 test accuracy over seeds, on two kinds of boards: after fine-tuning, and right after "
+    "pruning with batch-norm statistics recalibrated (before any fine-tuning). Two criteria are tied when the "
     "95% paired Student-t interval of their per-seed accuracy difference contains 0 (pairs are seeds that "
     "both completed; every criterion of a seed starts from the same dense checkpoint), or when their mean "
     f"difference is below {MARGIN * 100:.1f} percentage points. With fewer than 2 shared "
     f"seeds there is no noise estimate: criteria are tied when they differ by less than {MARGIN * 100:.1f} "
     "percentage points (on the one shared seed, or in their means when they share none). Groups are "
-    "formed from the top: a criterion joins the group of the best criterion above it while it is tied with that "
-    "group's leader. Ranks are competition ranks (1, =2, =2, 4); '=r' marks a tie. "
+    "formed from the top: every criterion tied with the best criterion not yet placed joins its group, wherever it "
+    "sits in the order. Ranks are competition ranks (1, =2, =2, 4); '=r' marks a tie. "
     "'Δ to #1' is the paired mean difference to the board's leader with its 95% interval, in percentage points. "
-    "The overall rank is the mean rank over the boards where a criterion was ranked."
+    "The overall rank is the mean rank over the boards where a criterion was ranked. "
+    f"A board with fewer than {MIN_SEEDS} seeds, or on which every criterion is tied, says so: its order is not evidence."
 )
 
 
@@ -121,7 +134,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Board:
-    """The ranked criteria of one (model, dataset, structure, allocation, ratio)."""
+    """The ranked criteria of one (model, dataset, structure, allocation, ratio) on one metric."""
 
     model: str
     dataset: str
@@ -129,6 +142,30 @@ class Board:
     allocation: str
     ratio: float
     entries: list[Entry]
+    metric: str = "final_acc"
+    dense_mean: float = math.nan
+    dense_std: float = math.nan
+    dense_seeds: int = 0
+
+    @property
+    def notes(self) -> list[str]:
+        """What the board cannot tell, in words (empty when its order is evidence)."""
+        ranked = [e for e in self.entries if e.rank is not None]
+        out = []
+        seeds = max((e.seeds for e in ranked), default=0)
+        if ranked and seeds < MIN_SEEDS:
+            out.append(f"Only {seeds} seed(s): too few to estimate seed noise well; read this order as anecdote.")
+        if len(ranked) > 1 and all(e.rank == 1 for e in ranked):
+            out.append("Every criterion is tied with the leader: the seeds cannot separate any of them on this board.")
+        return out
+
+    @property
+    def dense_label(self) -> str:
+        """The dense models' accuracy over seeds, e.g. ``dense 96.53 ± 0.31 % (3 seeds)``."""
+        if math.isnan(self.dense_mean):
+            return "dense accuracy unknown"
+        spread = "" if math.isnan(self.dense_std) else f" ± {self.dense_std * 100:.2f}"
+        return f"dense {self.dense_mean * 100:.2f}{spread} % ({self.dense_seeds} seed{'s' if self.dense_seeds != 1 else ''})"
 
     @property
     def title(self) -> str:
@@ -142,17 +179,16 @@ class Board:
 
 def rank(accuracies: dict[str, pd.Series]) -> dict[str, tuple[int, bool]]:
     """``criterion → (competition rank, tied)`` from per-seed accuracies, by the module's rule."""
-    order = sorted(accuracies, key=lambda name: (-float(accuracies[name].mean()), name))
+    remaining = sorted(accuracies, key=lambda name: (-float(accuracies[name].mean()), name))
     ranks: dict[str, tuple[int, bool]] = {}
-    start = 0
-    while start < len(order):
-        leader = accuracies[order[start]]
-        end = start + 1
-        while end < len(order) and compare(leader, accuracies[order[end]]).tied:
-            end += 1
-        for name in order[start:end]:
-            ranks[name] = (start + 1, end - start > 1)
-        start = end
+    placed = 0
+    while remaining:
+        leader = accuracies[remaining[0]]
+        group = [remaining[0]] + [name for name in remaining[1:] if compare(leader, accuracies[name]).tied]
+        for name in group:
+            ranks[name] = (placed + 1, len(group) > 1)
+        placed += len(group)
+        remaining = [name for name in remaining if name not in group]
     return ranks
 
 
@@ -161,10 +197,10 @@ def _mean(rows: pd.DataFrame, column: str) -> float:
     return float(values.mean()) if not values.empty else math.nan
 
 
-def _board(key: tuple, rows: pd.DataFrame) -> Board:
-    ok = rows[(rows["status"] == "ok") & rows["final_acc"].notna()]
+def _board(key: tuple, rows: pd.DataFrame, metric: str) -> Board:
+    ok = rows[(rows["status"] == "ok") & rows[metric].notna()]
     accuracies = {
-        name: group.groupby("seed")["final_acc"].mean() for name, group in ok.groupby("criterion", sort=True)
+        name: group.groupby("seed")[metric].mean() for name, group in ok.groupby("criterion", sort=True)
     }
     ranks = rank(accuracies)
     leader = min(ranks, key=lambda name: (ranks[name][0], -float(accuracies[name].mean()), name)) if ranks else None
@@ -191,12 +227,27 @@ def _board(key: tuple, rows: pd.DataFrame) -> Board:
         )
     entries.sort(key=lambda e: (e.rank is None, e.rank or 0, -e.mean if not math.isnan(e.mean) else 0.0, e.criterion))
     model, dataset, structure, allocation, ratio = key
-    return Board(str(model), str(dataset), str(structure), str(allocation), float(ratio), entries)
+    dense = rows[rows["dense_acc"].notna()].groupby("seed")["dense_acc"].mean()
+    return Board(
+        str(model), str(dataset), str(structure), str(allocation), float(ratio), entries, metric=metric,
+        dense_mean=float(dense.mean()) if len(dense) else math.nan,
+        dense_std=float(dense.std(ddof=1)) if len(dense) > 1 else math.nan, dense_seeds=len(dense),
+    )
 
 
-def boards(results: pd.DataFrame) -> list[Board]:
-    """Every board of a normalised results table, in sorted key order."""
-    return [_board(key, rows) for key, rows in results.groupby(list(BOARD_KEYS), sort=True, dropna=False)]
+def boards(results: pd.DataFrame, metric: str = "final_acc") -> list[Board]:
+    """Every board of a normalised results table for ``metric`` (a key of :data:`BOARD_METRICS`), in key order.
+
+    Boards on which no cell has the metric (e.g. recalibrated accuracy in results
+    older than schema version 2) are left out.
+    """
+    if metric not in BOARD_METRICS:
+        raise ValueError(f"unknown board metric {metric!r}; valid: {', '.join(BOARD_METRICS)}")
+    out = []
+    for key, rows in results.groupby(list(BOARD_KEYS), sort=True, dropna=False):
+        if rows[metric].notna().any() or not (rows["status"] == "ok").any():
+            out.append(_board(key, rows, metric))
+    return out
 
 
 def overall(ranked: list[Board]) -> pd.DataFrame:
@@ -246,7 +297,7 @@ def _delta(entry: Entry) -> str:
 BOARD_HEADERS = [
     "rank",
     "criterion",
-    "final acc (%) mean ± std",
+    "accuracy (%) mean ± std",
     "seeds",
     "failed",
     "Δ to #1 (pp) [95% CI]",
@@ -301,15 +352,28 @@ def _html_table(headers: list[str], rows: list[list[str]], css: str) -> str:
     )
 
 
+def _sections(results: pd.DataFrame) -> list[tuple[str, str, list[Board]]]:
+    """(metric, heading, boards) for every board metric that has boards, fine-tuned first."""
+    out = []
+    for metric, label in BOARD_METRICS.items():
+        ranked = boards(results, metric)
+        if ranked:
+            out.append((metric, f"Accuracy {label}", ranked))
+    return out
+
+
 def render_markdown(results: pd.DataFrame) -> str:
     """The leaderboard of a normalised results table as Markdown."""
-    ranked = boards(results)
     lines = ["# Pruning criteria leaderboard", ""]
     lines += [f"- **{label}**: {value}" for label, value in provenance(results).items()]
-    lines += ["", "## Method", "", METHOD, "", "## Overall", ""]
-    lines += [_markdown_table(OVERALL_HEADERS, overall_rows(overall(ranked))), ""]
-    for board in ranked:
-        lines += [f"## {board.title}", "", _markdown_table(BOARD_HEADERS, board_rows(board)), ""]
+    lines += ["", "## Method", "", METHOD, ""]
+    for _, heading, ranked in _sections(results):
+        lines += [f"## {heading}", "", "### Overall", ""]
+        lines += [_markdown_table(OVERALL_HEADERS, overall_rows(overall(ranked))), ""]
+        for board in ranked:
+            lines += [f"### {board.title}", "", f"{board.dense_label}.", ""]
+            lines += [f"> {note}" for note in board.notes] + ([""] if board.notes else [])
+            lines += [_markdown_table(BOARD_HEADERS, board_rows(board)), ""]
     return "\n".join(lines)
 
 
@@ -326,25 +390,34 @@ td:nth-child(2), th:nth-child(2) { text-align: left; }
 table.overall td:first-child, table.overall th:first-child { text-align: left; }
 table.overall td:nth-child(2), table.overall th:nth-child(2) { text-align: right; }
 .scroll { overflow-x: auto; }
+.dense { color: #555; font-size: 14px; margin: 4px 0; }
+.note { background: #fff6e5; border-left: 4px solid #e49444; padding: 4px 12px; font-size: 14px; margin: 6px 0; }
 """
+
+
+def _html_board(board: Board) -> str:
+    notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in board.notes)
+    return (
+        f"<section><h3>{html.escape(board.title)}</h3><p class=\"dense\">{html.escape(board.dense_label)}</p>{notes}"
+        f"{_html_table(BOARD_HEADERS, board_rows(board), 'board')}</section>"
+    )
 
 
 def render_html(results: pd.DataFrame) -> str:
     """The leaderboard of a normalised results table as a self-contained HTML page."""
-    ranked = boards(results)
     facts = "".join(
         f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in provenance(results).items()
     )
     sections = "".join(
-        f"<section><h2>{html.escape(b.title)}</h2>{_html_table(BOARD_HEADERS, board_rows(b), 'board')}</section>"
-        for b in ranked
+        f'<h2 id="{metric}">{html.escape(heading)}</h2><h3>Overall</h3>'
+        f"{_html_table(OVERALL_HEADERS, overall_rows(overall(ranked)), 'overall')}"
+        + "".join(_html_board(b) for b in ranked)
+        for metric, heading, ranked in _sections(results)
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Pruning criteria leaderboard</title>'
         f"<style>{_STYLE}</style></head><body><h1>Pruning criteria leaderboard</h1><dl>{facts}</dl>"
-        f'<h2>Method</h2><p class="method">{html.escape(METHOD)}</p>'
-        f"<h2>Overall</h2>{_html_table(OVERALL_HEADERS, overall_rows(overall(ranked)), 'overall')}"
-        f"{sections}</body></html>"
+        f'<h2>Method</h2><p class="method">{html.escape(METHOD)}</p>{sections}</body></html>'
     )
 
 

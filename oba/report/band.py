@@ -1,0 +1,205 @@
+"""Noise bands: how far a setting's seed mean may move without a change of code.
+
+A *setting* is (model, dataset, criterion, structure, allocation, ratio); its
+outcome is the mean over seeds of a gated metric (:data:`GATED_METRICS`, in
+percent). The same commit on another CPU changes every dense weight in its last
+bits, and pruning plus fine-tuning turn that into a different seed mean. Two
+spreads describe it:
+
+* the **seed spread** s_seed: the standard deviation over the reference's seeds;
+  s_seed/√n is what a machine change that re-randomised every seed would do to
+  the seed mean (an upper bound);
+* the **machine spread** s_machine: the standard deviation of the seed mean over
+  runs of the same suite under different (emulated) CPUs, measured.
+
+The band of a setting is the drop in its seed mean that the gate still accepts:
+
+    σ     = max(s_machine(setting), s_machine pooled over its family)   when measured,
+            s_seed / √n                                                 otherwise
+    band  = max(floor, z · √2 · σ)
+
+The family is the setting's (model, dataset, structure, allocation, metric);
+pooling is the root mean square over the family's settings, so a setting whose
+own three-machine estimate came out small by chance still gets its family's
+spread. √2 because the gate compares two runs that each carry machine noise.
+With z = 3 a single setting of an unchanged commit fails about once in 700.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio")
+FAMILY_KEYS = ("model", "dataset", "structure", "allocation")
+GATED_METRICS = ("pruned_acc", "final_acc")
+METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "final_acc": "accuracy after fine-tuning"}
+BAND_FILE = "band.json"
+FORMAT = 1
+DEFAULT_Z = 3.0
+
+
+def setting_key(row: pd.Series | dict) -> tuple:
+    """The setting of a row, with the ratio rounded so that float noise never splits a setting."""
+    return tuple(round(float(row[k]), 9) if k == "ratio" else str(row[k]) for k in SETTING_KEYS)
+
+
+def seed_values(table: pd.DataFrame, metric: str) -> dict[tuple, pd.Series]:
+    """Per setting, the ok cells' ``metric`` in percent, indexed by seed (NaN metrics dropped)."""
+    ok = table[(table["status"] == "ok") & table[metric].notna()]
+    out: dict[tuple, pd.Series] = {}
+    for _, row in ok.iterrows():
+        out.setdefault(setting_key(row), {})[int(row["seed"])] = float(row[metric]) * 100.0
+    return {key: pd.Series(values).sort_index() for key, values in out.items()}
+
+
+@dataclass(frozen=True)
+class MetricBand:
+    """One gated metric of one setting in the reference (percent)."""
+
+    mean: float
+    seeds: int
+    seed_std: float
+    machine_std: float | None
+    machines: int
+    sigma: float
+    band: float
+
+
+@dataclass(frozen=True)
+class SettingBand:
+    """The bands of one setting, one per gated metric."""
+
+    key: tuple
+    metrics: dict[str, MetricBand]
+
+
+@dataclass
+class Band:
+    """The bands of every setting of a reference, and how they were made."""
+
+    z: float
+    floor: float
+    machines: list[str]
+    settings: dict[tuple, SettingBand] = field(default_factory=dict)
+    created: str = ""
+
+    def allowed_drop(self, key: tuple, metric: str) -> float | None:
+        """The band of ``key`` for ``metric``, or None when the reference has no band for it."""
+        setting = self.settings.get(key)
+        if setting is None or metric not in setting.metrics:
+            return None
+        return setting.metrics[metric].band
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the band as JSON (a small file kept beside the reference)."""
+        payload = {
+            "format": FORMAT,
+            "z": self.z,
+            "floor": self.floor,
+            "machines": self.machines,
+            "created": self.created,
+            "formula": "band = max(floor, z * sqrt(2) * sigma); sigma = max(machine std of the seed mean, its family's "
+                       "pooled machine std), or seed std / sqrt(seeds) where no machine spread was measured",
+            "settings": [
+                {**dict(zip(SETTING_KEYS, s.key)), **{m: asdict(b) for m, b in s.metrics.items()}}
+                for s in self.settings.values()
+            ],
+        }
+        target = Path(path)
+        target.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        return target
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Band:
+        """Read a band file; ``ValueError`` naming the file when it is not one."""
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+            if payload.get("format") != FORMAT:
+                raise ValueError(f"format {payload.get('format')!r}, this version reads {FORMAT}")
+            band = cls(z=float(payload["z"]), floor=float(payload["floor"]), machines=list(payload["machines"]),
+                       created=str(payload.get("created", "")))
+            for entry in payload["settings"]:
+                key = setting_key(entry)
+                band.settings[key] = SettingBand(
+                    key, {m: MetricBand(**entry[m]) for m in GATED_METRICS if m in entry}
+                )
+            return band
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable band file ({err})") from err
+
+
+def _std(values: Iterable[float]) -> float:
+    values = list(values)
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def machine_spreads(runs: list[pd.DataFrame], metric: str) -> dict[tuple, tuple[float, int]]:
+    """Per setting: the std over runs of the seed mean (over the seeds every run has), and the number of runs."""
+    per_run = [seed_values(run, metric) for run in runs]
+    out = {}
+    for key in set().union(*per_run):
+        present = [values[key] for values in per_run if key in values]
+        if len(present) < 2:
+            continue
+        shared = set(present[0].index).intersection(*(set(v.index) for v in present[1:]))
+        if not shared:
+            continue
+        means = [float(v.loc[sorted(shared)].mean()) for v in present]
+        out[key] = (_std(means), len(present))
+    return out
+
+
+def _family(key: tuple) -> tuple:
+    named = dict(zip(SETTING_KEYS, key))
+    return tuple(named[k] for k in FAMILY_KEYS)
+
+
+def measure_band(
+    reference: pd.DataFrame,
+    machine_runs: list[pd.DataFrame] | None = None,
+    machine_names: list[str] | None = None,
+    z: float = DEFAULT_Z,
+    floor: float = 0.5,
+) -> Band:
+    """The band of every setting of ``reference`` (normalised results tables).
+
+    ``machine_runs`` are runs of the same suite under other CPUs; the reference
+    is one of the machines. Without them every band falls back to the seed spread.
+    """
+    runs = [reference, *(machine_runs or [])]
+    band = Band(z=z, floor=floor, machines=list(machine_names or [f"run {i}" for i in range(len(runs))]),
+                created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    metrics: dict[tuple, dict[str, MetricBand]] = {}
+    for metric in GATED_METRICS:
+        seeds = seed_values(reference, metric)
+        spreads = machine_spreads(runs, metric) if len(runs) > 1 else {}
+        pooled: dict[tuple, list[float]] = {}
+        for key, (std, _) in spreads.items():
+            if not math.isnan(std):
+                pooled.setdefault(_family(key), []).append(std ** 2)
+        for key, values in seeds.items():
+            seed_std = _std(values)
+            own = spreads.get(key)
+            family = pooled.get(_family(key))
+            if own is not None and not math.isnan(own[0]):
+                sigma = max(own[0], math.sqrt(sum(family) / len(family))) if family else own[0]
+            else:
+                sigma = seed_std / math.sqrt(len(values)) if not math.isnan(seed_std) else math.nan
+            allowed = floor if math.isnan(sigma) else max(floor, z * math.sqrt(2.0) * sigma)
+            metrics.setdefault(key, {})[metric] = MetricBand(
+                mean=float(values.mean()), seeds=len(values), seed_std=seed_std,
+                machine_std=None if own is None else own[0], machines=1 if own is None else own[1],
+                sigma=sigma, band=allowed,
+            )
+    band.settings = {key: SettingBand(key, m) for key, m in sorted(metrics.items())}
+    return band
