@@ -57,13 +57,13 @@ def test_measured_band_by_hand(tmp_path: Path) -> None:
     oba = band.settings[("cnn", "digits", "oba", "structured", "global", 0.6)].metrics["final_acc"]
     assert oba.machine_std == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.seed_std == pytest.approx(0.5, abs=1e-9)
-    # Family pool (the 4 settings of cnn/digits/structured/global): RMS of (0, 0, 0, 0.14142) = 0.070711;
+    # Family (the 4 settings of cnn/digits/structured/global): median of (0, 0, 0, 0.14142) = 0;
     # oba's own spread is larger, so σ = 0.14142 and band = max(0.5, 3·√2·0.14142) = 0.6.
     assert oba.sigma == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.band == pytest.approx(0.6, abs=1e-9)
     flat = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.3)].metrics["pruned_acc"]
-    # Own spread 0 → the family's pooled 0.070711 → 3·√2·0.070711 = 0.3 → the floor 0.5 wins.
-    assert flat.sigma == pytest.approx(0.2 / math.sqrt(2) / 2, abs=1e-9)
+    # Own spread 0 and the family's median 0 → σ = 0 → the floor 0.5.
+    assert flat.sigma == pytest.approx(0.0, abs=1e-9)
     assert flat.band == pytest.approx(0.5)
     path = band.write(tmp_path / "band.json")
     again = Band.read(path)
