@@ -1,5 +1,6 @@
 """Command line: a thin layer over the public API.
 
+    oba --version
     oba list models|datasets|criteria
     oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR]
@@ -140,7 +141,10 @@ def _band(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="oba", description="Optimal Brain Apoptosis pruning and the pruning-criteria benchmark suite")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     lst = sub.add_parser("list", help="print registered models, datasets or criteria")
     lst.add_argument("what", choices=["models", "datasets", "criteria"])
