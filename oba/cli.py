@@ -14,7 +14,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .errors import UserError
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .report.band import Band
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -62,11 +66,21 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _readable_results(command_name: str, location: str) -> pd.DataFrame:
+    """The results at ``location``; each unreadable part is skipped with a one-line warning."""
+    from .report import read_results
+
+    loaded = read_results(location)
+    for part in loaded.skipped:
+        print(f"oba {command_name}: warning: skipped {part}", file=sys.stderr)
+    return loaded.table
+
+
 @command("report")
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.results, args.output, png_dir=args.png)
+    path = write_report(_readable_results("report", args.results), args.output, png_dir=args.png)
     print(f"report: {path}")
     return 0
 
@@ -75,7 +89,7 @@ def _report(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from .report import write_leaderboard
 
-    paths = write_leaderboard(args.results, args.output)
+    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output)
     for kind, path in paths.items():
         print(f"leaderboard ({kind}): {path}")
     return 0
@@ -102,6 +116,10 @@ def _check(args: argparse.Namespace) -> int:
             return 2
     band = _band_for(args.baseline, args.band)
     outcome = check(args.results, baseline, tolerance=args.tolerance, band=band)
+    if outcome.unreadable:
+        for problem in outcome.unreadable:
+            print(f"oba check: error: {problem}", file=sys.stderr)
+        return 2
     print(outcome.render())
     return outcome.exit_code
 
@@ -186,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError, OSError) as err:
         print(f"oba {args.command}: error: {err}", file=sys.stderr)
         return 2
 
