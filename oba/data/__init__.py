@@ -8,7 +8,8 @@ made together because they are carved from the same data with a fixed seed
 split only for reporting. Augmentation, where a source has any, is applied to
 the train split only. ``options`` are source-specific (e.g. the synthetic
 set's size) and, unlike ``root``, change the data: callers that key results
-on a dataset include them.
+on a dataset include them. :func:`check_files` tells whether an on-disk
+dataset's files are where :func:`load` will look, without reading them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class DatasetSource(Protocol):
     def __call__(self, root: str | None, download: bool) -> Splits: ...
 
 
+class FilesCheck(Protocol):
+    def __call__(self, root: str | None, download: bool) -> None: ...
+
+
 BUILTINS = {
     "mnist5k": f"{__name__}.embedded", "digits": f"{__name__}.embedded", "synthetic": f"{__name__}.synthetic",
     "cifar10": f"{__name__}.cifar", "cifar100": f"{__name__}.cifar", "imagenet": f"{__name__}.imagenet",
@@ -65,16 +70,45 @@ BUILTINS = {
 """Every built-in dataset and the module that registers it."""
 
 _DATASETS: Registry[DatasetSource] = Registry("dataset", "datasets", BUILTINS)
+_FILE_CHECKS: dict[str, FilesCheck] = {}
 names = _DATASETS.names
 
 
-def register(name: str) -> Callable[[DatasetSource], DatasetSource]:
+def register(name: str, files: FilesCheck | None = None) -> Callable[[DatasetSource], DatasetSource]:
     """Decorator: make ``name`` resolve to the decorated loader ``(root, download, **options) -> Splits``.
 
     The loader's keyword parameters other than ``root`` and ``download`` are
-    the dataset's options; :func:`load` rejects any others by name.
+    the dataset's options; :func:`load` rejects any others by name. A source
+    read from disk gives ``files(root, download)``: it raises what the loader
+    would for missing files (``FileNotFoundError`` naming the expected files and
+    layout, ``ValueError`` without a root) and reads no data.
     """
-    return _DATASETS.register(name)
+    add = _DATASETS.register(name)
+
+    def decorate(source: DatasetSource) -> DatasetSource:
+        add(source)
+        if files is not None:
+            _FILE_CHECKS[name] = files
+        return source
+
+    return decorate
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> str | None:
+    """Where on-disk datasets are read from: ``root``, else the ``OBA_DATA`` environment variable, else None."""
+    return os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
+
+
+def check_files(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> None:
+    """Raise, as :func:`load` would, when dataset ``name``'s files are not under ``root``; read nothing.
+
+    Embedded and synthetic sets always pass; so do sources that will download
+    what is missing (``download=True``).
+    """
+    _DATASETS.get(name)
+    check = _FILE_CHECKS.get(name)
+    if check is not None:
+        check(root=data_root(root), download=download)
 
 
 def load(name: str, root: str | os.PathLike[str] | None = None, download: bool = False, **options: Any) -> Splits:
@@ -88,8 +122,7 @@ def load(name: str, root: str | os.PathLike[str] | None = None, download: bool =
     """
     source = _DATASETS.get(name)
     resolved_options = resolve_options(name, options)
-    resolved_root = os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
-    return source(root=resolved_root, download=download, **resolved_options)
+    return source(root=data_root(root), download=download, **resolved_options)
 
 
 def resolve_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -114,12 +147,14 @@ def require_root(name: str, root: str | None) -> str:
     """``root``, or a ``ValueError`` telling the user how to give one for dataset ``name``."""
     if root is None:
         raise ValueError(
-            f"dataset {name!r} is read from disk: pass root=... or set the {DATA_ROOT_ENV} environment variable"
+            f"dataset {name!r} is read from disk and no root is given: set [data] root in the suite, pass root=..., "
+            f"or set the {DATA_ROOT_ENV} environment variable"
         )
     return root
 
 
 _SPLITTING = {name: ".splits" for name in ("SPLIT_SEED", "carve_validation", "is_in_memory", "make_loader",
                                             "stratified_split", "tensor_splits")}
-__all__ = ["DatasetInfo", "Splits", "load", "names", "register", "resolve_options", *_SPLITTING]
+__all__ = ["DatasetInfo", "Splits", "check_files", "data_root", "load", "names", "register", "resolve_options",
+           *_SPLITTING]
 __getattr__ = lazy_exports(__name__, _SPLITTING)
