@@ -21,6 +21,7 @@ import pytest
 
 from oba.store import ResultStore
 from oba.suite.config import load_suite
+from oba.suite.cluster import probe
 from oba.suite.grid import expand
 from oba.suite.plan import writable_folder_problem
 from suites import tiny_suite
@@ -116,6 +117,17 @@ def test_a_port_where_no_ray_head_answers_is_an_error_within_seconds(tmp_path: P
 
 
 # Runs on Ray.
+
+@pytest.mark.ray
+def test_the_probe_accepts_a_live_ray_head() -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        probe(cluster.address)
+    finally:
+        cluster.shutdown()
+
 
 @pytest.mark.ray
 @pytest.mark.slow
