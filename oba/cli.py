@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = plan_run(suite, results, args.cache, args.address)
         for part in plan.unreadable:
-            print(f"oba run: warning: {part}; its cell runs again", file=sys.stderr)
+            print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
         pending = {c.cell_id for c in plan.todo}
         for cell in plan.cells:
             print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {cell.label()}")

@@ -23,7 +23,7 @@ from oba.store import ResultStore
 from oba.suite.config import load_suite
 from oba.suite.cluster import probe
 from oba.suite.grid import expand
-from oba.suite.plan import writable_folder_problem
+from oba.suite.plan import plan_run, writable_folder_problem
 from suites import tiny_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,17 @@ def test_missing_data_and_an_unwritable_cache_are_named_before_anything_runs(tmp
         assert f"batches.meta in {empty_root / 'cifar-10-batches-py'}" in lines[0] and "[data] download = true" in lines[0]
         assert lines[1] == f"oba run: error: checkpoint cache {tmp_path / 'cache'} is a file, not a folder"
     assert not list((tmp_path / "results").glob("*.parquet"))
+
+
+def test_a_corrupt_stored_part_is_named_and_its_cell_runs_again(tmp_path: Path) -> None:
+    suite = load_suite(tiny_suite(tmp_path))
+    cells = expand(suite)
+    store = ResultStore(str(tmp_path / "results"))
+    parts = [Path(store.write({"cell_id": c.cell_id, "status": "ok", "criterion": c.config["criterion"]})) for c in cells]
+    parts[1].write_bytes(parts[1].read_bytes()[:30])
+    plan = plan_run(suite, str(tmp_path / "results"))
+    assert [c.cell_id for c in plan.todo] == [cells[1].cell_id]
+    assert [u.path for u in plan.unreadable] == [str(parts[1])]
 
 
 @pytest.mark.parametrize("address,flags,expected", [

@@ -83,7 +83,10 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     Raises :class:`PreflightError` listing every problem found.
     """
     results = resolve_results(results)
-    store = ResultStore(results)
+    try:
+        store = ResultStore(results)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise PreflightError([f"results location {results}: {one_line(str(err))}"]) from err
     problem = writable_folder_problem(store.fs, store.root, "results location")
     if problem:
         raise PreflightError([problem])

@@ -201,7 +201,7 @@ def run_suite(
     start = time.monotonic()
     plan = plan_run(suite, results, cache_dir, address if not ray.is_initialized() else None)
     for part in plan.unreadable:
-        stream.write(f"warning: {part}; its cell runs again\n")
+        stream.write(f"warning: skipped {part}; a cell without a readable part runs again\n")
     stream.write(f"suite {suite.name}: {len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} already stored, "
                  f"{len(plan.todo)} to run\n")
     if not plan.todo:
