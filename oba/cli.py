@@ -1,5 +1,6 @@
 """Command line: a thin layer over the public API.
 
+    oba --version
     oba list models|datasets|criteria
     oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR]
@@ -13,8 +14,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .errors import UserError
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .report.band import Band
+    from .suite.runner import RunSummary
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -42,30 +48,62 @@ def _list(args: argparse.Namespace) -> int:
 @command("run")
 def _run(args: argparse.Namespace) -> int:
     from .suite.config import load_suite
-    from .suite.runner import pending_cells, run_suite
+    from .suite.plan import plan_run
+    from .suite.runner import RunInterrupted, run_suite
 
     suite = load_suite(args.suite)
     results = args.results or f"results/{suite.name}"
     if args.dry_run:
-        cells, todo = pending_cells(suite, results)
-        pending = {c.cell_id for c in todo}
-        for cell in cells:
+        plan = plan_run(suite, results, args.cache, args.address)
+        for part in plan.unreadable:
+            print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
+        pending = {c.cell_id for c in plan.todo}
+        for cell in plan.cells:
             print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {cell.label()}")
-        print(f"{len(cells)} cells, {len(cells) - len(todo)} stored, {len(todo)} to run", file=sys.stderr)
+        print(f"{len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} stored, {len(plan.todo)} to run", file=sys.stderr)
         return 0
-    summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache)
+    try:
+        summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache)
+    except RunInterrupted as stop:
+        _print_failures(stop.summary)
+        stored = stop.summary.ran - stop.summary.failed
+        print(f"oba run: stopped by {stop.signal.name} after {stop.summary.seconds:.0f} s: {stored} of the "
+              f"{stop.summary.ran} cells to run stored in {results}; run the same command again to resume",
+              file=sys.stderr)
+        return stop.exit_code
     print(f"suite {suite.name}: {summary.total} cells, {summary.skipped} already stored, {summary.ran} run, "
           f"{summary.failed} failed, {summary.seconds:.0f} s; results in {results}")
-    for label in summary.failures:
-        print(f"  failed: {label}", file=sys.stderr)
+    _print_failures(summary)
     return 1 if summary.failed else 0
+
+
+def _print_failures(summary: RunSummary) -> None:
+    """The failed cells grouped by reason, most common first (cells a stopped run never reached are left out)."""
+    from .suite.runner import NOT_RUN
+
+    groups = {why: labels for why, labels in summary.by_reason().items() if why != NOT_RUN}
+    if groups:
+        print(f"failed cells by reason ({sum(map(len, groups.values()))}):", file=sys.stderr)
+    for why, labels in groups.items():
+        shown = ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
+        print(f"  {len(labels)} × {why}\n      {shown}", file=sys.stderr)
+
+
+def _readable_results(command_name: str, location: str) -> pd.DataFrame:
+    """The results at ``location``; each unreadable part is skipped with a one-line warning."""
+    from .report import read_results
+
+    loaded = read_results(location)
+    for part in loaded.skipped:
+        print(f"oba {command_name}: warning: skipped {part}", file=sys.stderr)
+    return loaded.table
 
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.results, args.output, png_dir=args.png)
+    path = write_report(_readable_results("report", args.results), args.output, png_dir=args.png)
     print(f"report: {path}")
     return 0
 
@@ -74,7 +112,7 @@ def _report(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from .report import write_leaderboard
 
-    paths = write_leaderboard(args.results, args.output)
+    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output)
     for kind, path in paths.items():
         print(f"leaderboard ({kind}): {path}")
     return 0
@@ -101,6 +139,10 @@ def _check(args: argparse.Namespace) -> int:
             return 2
     band = _band_for(args.baseline, args.band)
     outcome = check(args.results, baseline, tolerance=args.tolerance, band=band)
+    if outcome.unreadable:
+        for problem in outcome.unreadable:
+            print(f"oba check: error: {problem}", file=sys.stderr)
+        return 2
     print(outcome.render())
     return outcome.exit_code
 
@@ -140,18 +182,24 @@ def _band(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="oba", description="Optimal Brain Apoptosis pruning and the pruning-criteria benchmark suite")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     lst = sub.add_parser("list", help="print registered models, datasets or criteria")
     lst.add_argument("what", choices=["models", "datasets", "criteria"])
     run = sub.add_parser("run", help="run every cell of a suite as Ray Tune trials")
     run.add_argument("suite", help="suite TOML file, e.g. suites/smoke.toml")
     run.add_argument("--results", help="results folder or pyarrow filesystem URI (default results/<suite name>)")
-    run.add_argument("--address", help="address of an existing Ray cluster to join")
+    run.add_argument("--address", help="HOST:PORT (or ray://HOST:PORT) of a running Ray cluster to join; without it "
+                                       "the run starts its own local Ray")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--cache", help="dense-checkpoint cache folder (default: the suite's [run] cache_dir, "
                                      "else .cache/checkpoints)")
-    run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is stored, run nothing")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the results and cache folders (creating them) and the data, list the cells and "
+                          "whether each is stored, run nothing")
     rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rep.add_argument("results", help="results folder, Parquet file or URI")
     rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")
@@ -182,9 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"oba {args.command}: error: {err}", file=sys.stderr)
+    except (UserError, ValueError, OSError) as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            print(f"oba {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"oba {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

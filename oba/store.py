@@ -5,18 +5,22 @@ A results location is a local folder or a pyarrow filesystem URI (``file://``,
 ``cell_id`` lives in ``<root>/<cell_id>.parquet``; it is written to a temporary
 name and renamed, so a reader never sees half a part, a re-run overwrites a
 failed cell's part with its new outcome, and two writers of the same cell leave
-exactly one part.
+exactly one part. Stored error messages are plain text (terminal control codes
+removed).
 """
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .messages import one_line, plain
 
 SCHEMA_VERSION = 2
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
@@ -70,6 +74,17 @@ _JSON_COLUMNS = ("config", "layer_widths", "package_versions")
 """Stored as JSON text; ``layer_widths`` keeps the network's layer order, the others sort their keys."""
 
 
+@dataclass(frozen=True)
+class UnreadablePart:
+    """A stored part that cannot be read, and why (one line)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"unreadable result part {self.path}: {self.reason}"
+
+
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
@@ -100,6 +115,8 @@ class ResultStore:
             raise ValueError("a result row needs a cell_id")
         record = {name: row.get(name) for name in COLUMNS}
         record["schema_version"] = SCHEMA_VERSION
+        if record["error"] is not None:
+            record["error"] = plain(str(record["error"]))
         for name in _JSON_COLUMNS:
             if record[name] is not None and not isinstance(record[name], str):
                 record[name] = json.dumps(record[name], sort_keys=name != "layer_widths")
@@ -134,22 +151,28 @@ class ResultStore:
         with self.fs.open_input_file(self._part(cell_id)) as source:
             return pq.read_table(source).to_pylist()[0]
 
+    def read_readable(self) -> tuple[pd.DataFrame, list[UnreadablePart]]:
+        """Every part that can be read as one table (empty, with all columns, when none), and those that cannot."""
+        tables, unreadable = [], []
+        for path in self._parts():
+            try:
+                with self.fs.open_input_file(path) as source:
+                    tables.append(pq.read_table(source))
+            except (OSError, pa.ArrowException) as err:
+                unreadable.append(UnreadablePart(path, one_line(str(err)) or type(err).__name__))
+        if not tables:
+            return SCHEMA.empty_table().to_pandas(), unreadable
+        return pa.concat_tables(tables, promote_options="default").to_pandas(), unreadable
+
     def read(self) -> pd.DataFrame:
         """Every stored cell as one table (empty, with all columns, when nothing is stored).
 
         A part that cannot be read raises ``OSError`` naming that part's path.
         """
-        parts = self._parts()
-        if not parts:
-            return SCHEMA.empty_table().to_pandas()
-        tables = []
-        for path in parts:
-            try:
-                with self.fs.open_input_file(path) as source:
-                    tables.append(pq.read_table(source))
-            except (OSError, pa.ArrowException) as err:
-                raise OSError(f"unreadable result part {path}: {err}") from err
-        return pa.concat_tables(tables, promote_options="default").to_pandas()
+        frame, unreadable = self.read_readable()
+        if unreadable:
+            raise OSError(str(unreadable[0]))
+        return frame
 
     def statuses(self) -> dict[str, str]:
         """``cell_id → status`` of every stored cell."""

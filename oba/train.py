@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from .data import Splits, make_loader
+from .data import Splits
+from .data.splits import make_loader
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ name = "{name}"
 
 [grid]
 models = {models}
-datasets = ["digits"]
+datasets = {datasets}
 criteria = {criteria}
 ratios = {ratios}
 seeds = {seeds}
@@ -46,12 +46,13 @@ cache_dir = "{cache}"
 
 
 def tiny_suite(folder: Path, name: str = "tiny", models=("resnet8",), criteria=("taylor", "magnitude-l1"),
-               ratios=(0.3,), seeds=(0,)) -> Path:
-    """Write a tiny suite TOML under ``folder`` and return its path."""
+               ratios=(0.3,), seeds=(0,), datasets=("digits",), data_root: Path | None = None) -> Path:
+    """Write a tiny suite TOML under ``folder`` and return its path (``data_root`` adds a ``[data] root``)."""
     def toml_list(values) -> str:
         return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in values) + "]"
 
     path = folder / f"{name}.toml"
-    path.write_text(TINY.format(name=name, models=toml_list(models), criteria=toml_list(criteria),
-                                ratios=toml_list(ratios), seeds=toml_list(seeds), cache=folder / "cache"))
+    text = TINY.format(name=name, models=toml_list(models), criteria=toml_list(criteria), ratios=toml_list(ratios),
+                       seeds=toml_list(seeds), datasets=toml_list(datasets), cache=folder / "cache")
+    path.write_text(text + (f'\n[data]\nroot = "{data_root}"\n' if data_root is not None else ""))
     return path

@@ -258,3 +258,25 @@ def test_imagenet_errors_explain_the_layout(tmp_path: Path) -> None:
         data.load("imagenet", root=tmp_path)
     with pytest.raises(ValueError, match="cannot be downloaded"):
         data.load("imagenet", root=tmp_path, download=True)
+
+
+def test_check_files_raises_what_load_would_without_reading_anything(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
+    for name in ("digits", "mnist5k", "synthetic"):
+        data.check_files(name, root=None)
+    with pytest.raises(FileNotFoundError, match=rf"data_batch_1.*in {tmp_path}/cifar-10-batches-py"):
+        data.check_files("cifar10", root=tmp_path)
+    data.check_files("cifar10", root=tmp_path, download=True)
+    with pytest.raises(ValueError, match=r"no root is given: set \[data\] root in the suite"):
+        data.check_files("cifar100")
+    monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"train, test, meta in {tmp_path}/cifar-100-python"):
+        data.check_files("cifar100")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val" / "n01").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/train holds no class folder.*root/train/<class>"):
+        data.check_files("imagenet", root=tmp_path)
+    (tmp_path / "train" / "n01").mkdir()
+    data.check_files("imagenet", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        data.check_files("nope")

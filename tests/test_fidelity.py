@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from oba import Group, ParamSlice
-from oba.fidelity import fidelity, loss_changes
+from oba.ranking_fidelity import fidelity, loss_changes
 
 LOSS = nn.CrossEntropyLoss()
 

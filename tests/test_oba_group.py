@@ -146,7 +146,7 @@ def test_options_are_recorded() -> None:
 
 def test_quadratic_loss_prediction_is_exact() -> None:
     """A linear model with MSE is exactly quadratic in θ: ΔL̂ equals the real ΔL."""
-    from oba.fidelity import fidelity, loss_changes
+    from oba.ranking_fidelity import fidelity, loss_changes
 
     torch.manual_seed(0)
     model = nn.Linear(6, 8).double()

@@ -93,3 +93,20 @@ def test_version_one_rows_read_their_pruned_accuracy_as_raw(tmp_path: Path) -> N
     table = load_results(str(tmp_path)).set_index("cell_id")
     assert table.loc["new", "pruned_acc_raw"] == 0.31 and table.loc["new", "pruned_acc"] == 0.87
     assert table.loc["old", "pruned_acc_raw"] == 0.42 and pd.isna(table.loc["old", "pruned_acc"])
+
+
+def test_stored_errors_are_plain_text(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write({**_row("bad", status="error"), "error": "\x1b[36mray::_prepare_dense()\x1b[39m (pid=7)\r\n\x1b]0;title\x07boom\x00"})
+    assert store.read_cell("bad")["error"] == "ray::_prepare_dense() (pid=7)\nboom"
+
+
+def test_an_unreadable_part_is_named_by_read_and_skipped_by_read_readable(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write(_row("good"))
+    broken = Path(store.write(_row("broken")))
+    broken.write_bytes(broken.read_bytes()[:30])
+    with pytest.raises(OSError, match=f"unreadable result part {broken}: "):
+        store.read()
+    frame, unreadable = store.read_readable()
+    assert list(frame["cell_id"]) == ["good"] and [u.path for u in unreadable] == [str(broken)]

@@ -2,22 +2,32 @@
 
 Criteria register themselves with :func:`register`; third-party packages can
 add more through the ``oba.criteria`` entry-point group, and any caller can
-name an object directly as ``"package.module:object"``.
+name an object directly as ``"package.module:object"``. Listing the names
+imports nothing: built-in names are declared below, entry points are listed
+from package metadata and loaded only when their criterion is asked for.
 """
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
-from typing import Any, Callable, TypeVar
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..registry import Registry
-from .base import Criterion
+
+if TYPE_CHECKING:
+    from .base import Criterion
 
 T = TypeVar("T", bound=type)
 
-_CRITERIA: Registry[Callable[..., Criterion]] = Registry(
-    "criterion", "criteria", ("oba.criteria.oba", "oba.criteria.taylor", "oba.criteria.oba_group", "baselines")
-)
+BUILTINS = {
+    "oba": "oba.criteria.oba", "oba-hvp": "oba.criteria.oba", "oba-group": "oba.criteria.oba_group",
+    "taylor": "oba.criteria.taylor", "random": "baselines.random",
+    "magnitude-l1": "baselines.magnitude", "magnitude-l2": "baselines.magnitude",
+    "obd": "baselines.obd", "obd-hutchinson": "baselines.obd", "kfac-obd": "baselines.kfac", "kfac-obs": "baselines.kfac",
+}
+"""Every built-in criterion and the module that registers it."""
+
+_CRITERIA: Registry[Callable[..., Criterion]] = Registry("criterion", "criteria", BUILTINS)
 _ENTRY_POINT_GROUP = "oba.criteria"
 _DOTTED_HINT = " (or 'module:object' for a criterion defined elsewhere)"
 
@@ -32,22 +42,18 @@ def register(name: str) -> Callable[[T], T]:
     return decorate
 
 
-def _load_entry_points() -> None:
-    """Register criteria that installed packages advertise in the ``oba.criteria`` entry-point group.
+def _entry_points() -> dict[str, EntryPoint]:
+    """Criteria that installed packages advertise in the ``oba.criteria`` entry-point group (none loaded).
 
-    Scanned by :func:`names` and whenever :func:`get` meets an unknown name, so a
-    package installed (or put on ``sys.path``) after the first lookup is still
-    found. Built-in names win over entry points.
+    Read afresh on every call, so a package installed (or put on ``sys.path``)
+    after the first lookup is still found.
     """
-    for entry in entry_points(group=_ENTRY_POINT_GROUP):
-        if entry.name not in _CRITERIA:
-            register(entry.name)(entry.load())
+    return {entry.name: entry for entry in entry_points(group=_ENTRY_POINT_GROUP)}
 
 
 def names() -> list[str]:
-    """Sorted names of every registered criterion (built-in and entry points)."""
-    _load_entry_points()
-    return _CRITERIA.names()
+    """Sorted names of every registered criterion (built-in and entry points); imports none of them."""
+    return sorted(set(_CRITERIA.names()) | set(_entry_points()))
 
 
 def _resolve_dotted(spec: str) -> Callable[..., Criterion]:
@@ -68,12 +74,16 @@ def get(name: str, **options: Any) -> Criterion:
     criterion's constructor. An unknown name raises ``ValueError`` listing the
     valid names.
     """
-    if name not in _CRITERIA:
-        _load_entry_points()
-    if name not in _CRITERIA and ":" in name:
+    from .base import Criterion
+
+    if name in _CRITERIA:
+        factory = _CRITERIA.get(name)
+    elif name in (advertised := _entry_points()):
+        factory = register(name)(advertised[name].load())
+    elif ":" in name:
         factory = _resolve_dotted(name)
     else:
-        factory = _CRITERIA.get(name, hint=_DOTTED_HINT)
+        raise ValueError(f"unknown criterion {name!r}; valid criteria: {', '.join(names())}{_DOTTED_HINT}")
     criterion = factory(**options)
     if not isinstance(criterion, Criterion):
         raise ValueError(f"{name!r} did not produce an oba.criteria.Criterion (got {type(criterion).__name__})")

@@ -8,24 +8,24 @@ made together because they are carved from the same data with a fixed seed
 split only for reporting. Augmentation, where a source has any, is applied to
 the train split only. ``options`` are source-specific (e.g. the synthetic
 set's size) and, unlike ``root``, change the data: callers that key results
-on a dataset include them.
+on a dataset include them. :func:`check_files` tells whether an on-disk
+dataset's files are where :func:`load` will look, without reading them.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-
+from ..lazy import lazy_exports
 from ..registry import Registry
 
-SPLIT_SEED = 0
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
 DATA_ROOT_ENV = "OBA_DATA"
 
 
@@ -59,19 +59,56 @@ class DatasetSource(Protocol):
     def __call__(self, root: str | None, download: bool) -> Splits: ...
 
 
-_DATASETS: Registry[DatasetSource] = Registry(
-    "dataset", "datasets", tuple(f"{__name__}.{m}" for m in ("embedded", "synthetic", "cifar", "imagenet"))
-)
+class FilesCheck(Protocol):
+    def __call__(self, root: str | None, download: bool) -> None: ...
+
+
+BUILTINS = {
+    "mnist5k": f"{__name__}.embedded", "digits": f"{__name__}.embedded", "synthetic": f"{__name__}.synthetic",
+    "cifar10": f"{__name__}.cifar", "cifar100": f"{__name__}.cifar", "imagenet": f"{__name__}.imagenet",
+}
+"""Every built-in dataset and the module that registers it."""
+
+_DATASETS: Registry[DatasetSource] = Registry("dataset", "datasets", BUILTINS)
+_FILE_CHECKS: dict[str, FilesCheck] = {}
 names = _DATASETS.names
 
 
-def register(name: str) -> Callable[[DatasetSource], DatasetSource]:
+def register(name: str, files: FilesCheck | None = None) -> Callable[[DatasetSource], DatasetSource]:
     """Decorator: make ``name`` resolve to the decorated loader ``(root, download, **options) -> Splits``.
 
     The loader's keyword parameters other than ``root`` and ``download`` are
-    the dataset's options; :func:`load` rejects any others by name.
+    the dataset's options; :func:`load` rejects any others by name. A source
+    read from disk gives ``files(root, download)``: it raises what the loader
+    would for missing files (``FileNotFoundError`` naming the expected files and
+    layout, ``ValueError`` without a root) and reads no data.
     """
-    return _DATASETS.register(name)
+    add = _DATASETS.register(name)
+
+    def decorate(source: DatasetSource) -> DatasetSource:
+        add(source)
+        if files is not None:
+            _FILE_CHECKS[name] = files
+        return source
+
+    return decorate
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> str | None:
+    """Where on-disk datasets are read from: ``root``, else the ``OBA_DATA`` environment variable, else None."""
+    return os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
+
+
+def check_files(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> None:
+    """Raise, as :func:`load` would, when dataset ``name``'s files are not under ``root``; read nothing.
+
+    Embedded and synthetic sets always pass; so do sources that will download
+    what is missing (``download=True``).
+    """
+    _DATASETS.get(name)
+    check = _FILE_CHECKS.get(name)
+    if check is not None:
+        check(root=data_root(root), download=download)
 
 
 def load(name: str, root: str | os.PathLike[str] | None = None, download: bool = False, **options: Any) -> Splits:
@@ -85,8 +122,7 @@ def load(name: str, root: str | os.PathLike[str] | None = None, download: bool =
     """
     source = _DATASETS.get(name)
     resolved_options = resolve_options(name, options)
-    resolved_root = os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
-    return source(root=resolved_root, download=download, **resolved_options)
+    return source(root=data_root(root), download=download, **resolved_options)
 
 
 def resolve_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -111,104 +147,14 @@ def require_root(name: str, root: str | None) -> str:
     """``root``, or a ``ValueError`` telling the user how to give one for dataset ``name``."""
     if root is None:
         raise ValueError(
-            f"dataset {name!r} is read from disk: pass root=... or set the {DATA_ROOT_ENV} environment variable"
+            f"dataset {name!r} is read from disk and no root is given: set [data] root in the suite, pass root=..., "
+            f"or set the {DATA_ROOT_ENV} environment variable"
         )
     return root
 
 
-def stratified_split(
-    labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int = SPLIT_SEED
-) -> list[np.ndarray]:
-    """Disjoint index arrays, one per fraction, covering all indices; every class is split in the same proportions.
-
-    ``fractions`` must sum to 1. Per class, the shuffled indices are cut at the
-    rounded cumulative fractions, so the result depends only on the labels and
-    ``seed``. Each returned array is sorted.
-    """
-    if not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must sum to 1 (got {list(fractions)})")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    bounds = np.cumsum((0.0, *fractions))
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        cuts = np.rint(bounds * len(members)).astype(int)
-        for part, start, stop in zip(parts, cuts[:-1], cuts[1:], strict=True):
-            part.append(members[start:stop])
-    return [np.sort(np.concatenate(part)) for part in parts]
-
-
-def tensor_splits(
-    name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, fractions: Sequence[float] = (0.7, 0.15, 0.15)
-) -> Splits:
-    """In-memory splits of ``images`` (N, C, H, W floats) standardised with the train split's mean and std."""
-    train_idx, val_idx, test_idx = stratified_split(labels, fractions)
-    mean, std = images[train_idx].mean(), images[train_idx].std()
-    x = torch.from_numpy(((images - mean) / std).astype(np.float32))
-    y = torch.from_numpy(labels.astype(np.int64))
-
-    def subset(index: np.ndarray) -> TensorDataset:
-        return TensorDataset(x[index], y[index])
-
-    info = DatasetInfo(name=name, num_classes=num_classes, in_chans=images.shape[1], image_size=images.shape[2])
-    return Splits(train=subset(train_idx), val=subset(val_idx), test=subset(test_idx), info=info)
-
-
-def carve_validation(
-    train_augmented: Dataset, train_plain: Dataset, targets: Sequence[int], val_fraction: float
-) -> tuple[Subset, Subset]:
-    """Split an official train split into (train, val) with a fixed seed.
-
-    ``train_augmented`` and ``train_plain`` are the same files under train and
-    evaluation transforms; validation samples come from the plain one.
-    """
-    train_idx, val_idx = stratified_split(targets, (1.0 - val_fraction, val_fraction))
-    return Subset(train_augmented, train_idx.tolist()), Subset(train_plain, val_idx.tolist())
-
-
-def is_in_memory(dataset: Dataset) -> bool:
-    """Whether ``dataset`` is a tensor dataset (or a subset of one), where loader workers only add overhead."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return isinstance(dataset, TensorDataset)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    num_workers: int | None = None,
-    device: torch.device | str | None = None,
-) -> DataLoader:
-    """A DataLoader; shuffling order is fixed by ``seed``.
-
-    ``num_workers=None`` picks 0 for in-memory data and up to 8 worker
-    processes for file-backed data. Pinned memory is used when ``device`` is CUDA.
-    """
-    if num_workers is None:
-        num_workers = 0 if is_in_memory(dataset) else min(8, os.cpu_count() or 1)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda" if device is not None else False,
-        persistent_workers=num_workers > 0,
-    )
-
-
-__all__ = [
-    "DatasetInfo",
-    "Splits",
-    "carve_validation",
-    "load",
-    "make_loader",
-    "resolve_options",
-    "names",
-    "register",
-    "stratified_split",
-]
+_SPLITTING = {name: ".splits" for name in ("SPLIT_SEED", "carve_validation", "is_in_memory", "make_loader",
+                                            "stratified_split", "tensor_splits")}
+__all__ = ["DatasetInfo", "Splits", "check_files", "data_root", "load", "names", "register", "resolve_options",
+           *_SPLITTING]
+__getattr__ = lazy_exports(__name__, _SPLITTING)

@@ -15,12 +15,14 @@ only drop the md5s; reading is torchvision's own code.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from . import DatasetInfo, Splits, carve_validation, register, require_root
+from . import DatasetInfo, Splits, register, require_root
+from .splits import carve_validation
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -46,6 +48,18 @@ def _expected_files(cls: type[CIFAR10]) -> list[str]:
     return [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
+def _check_files(name: str, label: str, cls: type[CIFAR10], root: str | None, download: bool) -> None:
+    """Raise ``FileNotFoundError`` naming the missing files and the expected folder (unless ``download``)."""
+    root = require_root(name, root)
+    folder = os.path.join(root, cls.base_folder)
+    missing = [f for f in _expected_files(cls) if not os.path.isfile(os.path.join(folder, f))]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"{label} not found: expected {', '.join(missing)} in {folder}. Pass download=True (in a suite: "
+            f"[data] download = true) to fetch {cls.filename} from {cls.url}, or extract that archive into {root}"
+        )
+
+
 def _load(
     name: str,
     label: str,
@@ -58,14 +72,9 @@ def _load(
     val_fraction: float,
     verify_checksums: bool,
 ) -> Splits:
+    _check_files(name, label, cls, root, download)
     root = require_root(name, root)
     folder = os.path.join(root, cls.base_folder)
-    missing = [f for f in _expected_files(cls) if not os.path.isfile(os.path.join(folder, f))]
-    if missing and not download:
-        raise FileNotFoundError(
-            f"{label} not found: expected {', '.join(missing)} in {folder}. Pass download=True to fetch "
-            f"{cls.filename} from {cls.url}, or extract that archive into {root}"
-        )
     dataset_cls = cls if verify_checksums else unchecked
     normalize = transforms.Normalize(*stats)
     plain = transforms.Compose([transforms.ToTensor(), normalize])
@@ -86,7 +95,7 @@ def _load(
     return Splits(train=train, val=val, test=test, info=info)
 
 
-@register("cifar10")
+@register("cifar10", files=functools.partial(_check_files, "cifar10", "CIFAR-10", CIFAR10))
 def cifar10(
     root: str | None = None, download: bool = False, val_fraction: float = 0.1, verify_checksums: bool = True
 ) -> Splits:
@@ -105,7 +114,7 @@ def cifar10(
     )
 
 
-@register("cifar100")
+@register("cifar100", files=functools.partial(_check_files, "cifar100", "CIFAR-100", CIFAR100))
 def cifar100(
     root: str | None = None, download: bool = False, val_fraction: float = 0.1, verify_checksums: bool = True
 ) -> Splits:

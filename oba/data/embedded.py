@@ -12,7 +12,8 @@ import functools
 
 import numpy as np
 
-from . import Splits, register, tensor_splits
+from . import Splits, register
+from .splits import tensor_splits
 
 
 @register("mnist5k")

@@ -16,7 +16,8 @@ import os
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from . import DatasetInfo, Splits, carve_validation, register, require_root
+from . import DatasetInfo, Splits, register, require_root
+from .splits import carve_validation
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LAYOUT_HELP = (
@@ -24,11 +25,8 @@ LAYOUT_HELP = (
 )
 
 
-@register("imagenet")
-def imagenet(
-    root: str | None = None, download: bool = False, val_fraction: float = 0.02, image_size: int = 224
-) -> Splits:
-    """ImageFolder train/val trees under ``root``; number of classes taken from the folders."""
+def _check_layout(root: str | None, download: bool) -> None:
+    """Raise unless ``root/train`` and ``root/val`` are folders holding class folders (``ValueError`` on ``download``)."""
     root = require_root("imagenet", root)
     if download:
         raise ValueError("imagenet cannot be downloaded automatically; " + LAYOUT_HELP)
@@ -36,6 +34,17 @@ def imagenet(
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} does not exist. {LAYOUT_HELP}")
+        if not any(entry.is_dir() for entry in os.scandir(folder)):
+            raise FileNotFoundError(f"{folder} holds no class folder. {LAYOUT_HELP}")
+
+
+@register("imagenet", files=_check_layout)
+def imagenet(
+    root: str | None = None, download: bool = False, val_fraction: float = 0.02, image_size: int = 224
+) -> Splits:
+    """ImageFolder train/val trees under ``root``; number of classes taken from the folders."""
+    _check_layout(root, download)
+    root = require_root("imagenet", root)
     normalize = transforms.Normalize(*IMAGENET_STATS)
     augmented = transforms.Compose(
         [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]

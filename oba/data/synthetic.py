@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Splits, register, tensor_splits
+from . import Splits, register
+from .splits import tensor_splits
 
 
 @register("synthetic")

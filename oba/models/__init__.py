@@ -10,20 +10,27 @@ Torch-Pruning's dependency graph can trace them and double backward works.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from torch import nn
+from typing import TYPE_CHECKING, Protocol
 
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ModelFactory(Protocol):
     def __call__(self, num_classes: int, in_chans: int, image_size: int) -> nn.Module: ...
 
 
-_MODELS: Registry[ModelFactory] = Registry(
-    "model", "models", tuple(f"{__name__}.{m}" for m in ("vgg", "resnet_cifar", "resnet_imagenet", "vit"))
-)
+BUILTINS = {
+    "vgg19": f"{__name__}.vgg", "vgg-tiny": f"{__name__}.vgg",
+    "resnet8": f"{__name__}.resnet_cifar", "resnet32": f"{__name__}.resnet_cifar",
+    "resnet32-wide": f"{__name__}.resnet_cifar", "resnet50": f"{__name__}.resnet_imagenet",
+    "vit_b_16": f"{__name__}.vit", "vit-tiny": f"{__name__}.vit",
+}
+"""Every built-in model and the module that registers it."""
+
+_MODELS: Registry[ModelFactory] = Registry("model", "models", BUILTINS)
 register = _MODELS.register
 names = _MODELS.names
 

@@ -5,19 +5,22 @@ Public API (the CLI is a thin layer over these):
 * :func:`write_report` — self-contained Plotly HTML report (and optional PNGs);
 * :func:`write_leaderboard` — ``index.html`` and ``leaderboard.md`` with tie-aware ranks;
 * :func:`check` — compare results with a baseline; :class:`CheckResult` carries the exit code;
-* :func:`load_results` — read any results source into the store's schema.
+* :func:`load_results` — read any results source into the store's schema;
+  :func:`read_results` — the same, skipping (and naming) unreadable parts.
 """
 from .check import CheckResult, check
 from .html import StaticExportError, write_report
 from .leaderboard import write_leaderboard
-from .load import ResultsUnreadable, load_results
+from .load import LoadedResults, ResultsUnreadable, load_results, read_results
 
 __all__ = [
     "CheckResult",
+    "LoadedResults",
     "ResultsUnreadable",
     "StaticExportError",
     "check",
     "load_results",
+    "read_results",
     "write_leaderboard",
     "write_report",
 ]

@@ -6,16 +6,23 @@ dataset folder, given as a local path or a pyarrow filesystem URI. Whatever the
 source, the table returned has every column of :data:`oba.store.SCHEMA`
 (missing ones filled with nulls), numeric metric columns as floats and the
 identity columns as strings ("" where null).
+
+:func:`load_results` refuses a results folder with an unreadable part;
+:func:`read_results` skips such parts and names them, for readers (report,
+leaderboard) that can show the rest.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..store import COLUMNS, ResultStore
+from ..errors import UserError
+from ..store import COLUMNS, ResultStore, UnreadablePart
 
 NUMERIC_COLUMNS = (
     "ratio",
@@ -38,8 +45,16 @@ NUMERIC_COLUMNS = (
 TEXT_KEYS = ("suite", "model", "dataset", "criterion", "structure", "allocation", "status")
 
 
-class ResultsUnreadable(Exception):
-    """A results source does not exist, is not Parquet, or lacks the identity columns."""
+class ResultsUnreadable(UserError):
+    """A results source does not exist, is not Parquet, holds no results, or lacks the identity columns."""
+
+
+@dataclass(frozen=True)
+class LoadedResults:
+    """A normalised results table and the parts of its folder that were skipped as unreadable."""
+
+    table: pd.DataFrame
+    skipped: list[UnreadablePart] = field(default_factory=list)
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -48,7 +63,7 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
-def _read_location(location: str) -> pd.DataFrame:
+def _read_location(location: str) -> tuple[pd.DataFrame, list[UnreadablePart]]:
     try:
         fs, path = _filesystem(location)
         info = fs.get_file_info(path)
@@ -59,12 +74,17 @@ def _read_location(location: str) -> pd.DataFrame:
     try:
         if info.type == pafs.FileType.File:
             with fs.open_input_file(path) as source:
-                return pq.read_table(source).to_pandas()
+                return pq.read_table(source).to_pandas(), []
         entries = fs.get_file_info(pafs.FileSelector(path, recursive=False))
         if any(e.type == pafs.FileType.File and e.base_name.endswith(".parquet") for e in entries):
-            return ResultStore(location).read()
-        return pq.read_table(path, filesystem=fs).to_pandas()
-    except (OSError, ValueError) as exc:
+            frame, skipped = ResultStore(location).read_readable()
+            if frame.empty and skipped:
+                raise ResultsUnreadable(f"{location}: none of its {len(skipped)} result part(s) can be read; first: {skipped[0]}")
+            return frame, skipped
+        if not any(e.type == pafs.FileType.Directory for e in entries):
+            raise ResultsUnreadable(f"{location}: no results here (a results folder holds one .parquet part per cell)")
+        return pq.read_table(path, filesystem=fs).to_pandas(), []
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise ResultsUnreadable(f"{location}: not readable as Parquet results ({exc})") from exc
 
 
@@ -72,7 +92,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with every schema column present, metrics as floats and keys as strings.
 
     Rows of schema version 1 had no batch-norm recalibration: their ``pruned_acc``
-    becomes ``pruned_acc_raw`` and ``pruned_acc`` is left empty.
+    becomes ``pruned_acc_raw`` and ``pruned_acc`` is left empty (once: a
+    normalised table comes back unchanged).
     """
     table = frame.copy()
     for name in COLUMNS:
@@ -83,19 +104,35 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     for name in TEXT_KEYS:
         table[name] = table[name].astype(object).where(table[name].notna(), "").astype(str)
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
-    version_one = pd.to_numeric(table["schema_version"], errors="coerce") == 1
+    version_one = (pd.to_numeric(table["schema_version"], errors="coerce") == 1) & table["pruned_acc_raw"].isna()
     table.loc[version_one, "pruned_acc_raw"] = table.loc[version_one, "pruned_acc"]
     table.loc[version_one, "pruned_acc"] = float("nan")
     return table.reset_index(drop=True)
 
 
-def load_results(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """Read ``source`` into a normalised results table; raise :class:`ResultsUnreadable` on failure."""
+def read_results(source: str | os.PathLike[str] | pd.DataFrame) -> LoadedResults:
+    """Read ``source`` into a normalised table, skipping (and naming) the unreadable parts of a results folder.
+
+    Raises :class:`ResultsUnreadable` when nothing can be read: no such
+    location, not Parquet, no results in it, or no identity columns.
+    """
     if isinstance(source, pd.DataFrame):
-        frame = source
+        frame, skipped = source, []
     else:
-        frame = _read_location(os.fspath(source))
+        frame, skipped = _read_location(os.fspath(source))
     missing = [c for c in ("model", "dataset", "criterion", "ratio", "seed", "status") if c not in frame.columns]
     if missing:
         raise ResultsUnreadable(f"results lack the columns {missing}")
-    return normalise(frame)
+    return LoadedResults(normalise(frame), skipped)
+
+
+def load_results(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """Read ``source`` into a normalised results table; raise :class:`ResultsUnreadable` on failure.
+
+    Unlike :func:`read_results`, one unreadable part of a results folder fails the
+    whole read (naming that part).
+    """
+    loaded = read_results(source)
+    if loaded.skipped:
+        raise ResultsUnreadable(f"{os.fspath(source)}: {loaded.skipped[0]}")
+    return loaded.table

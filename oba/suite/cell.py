@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import criteria as criteria_registry
 from ..batches import scoring_context
-from ..fidelity import rank_correlation
+from ..ranking_fidelity import rank_correlation
 from ..measure import measure_latency
 from ..pruning import prune
 from ..recalibration import recalibrate_batchnorm

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from .. import data as datasets
 from ..batches import Batch, scoring_context
 from ..checkpoints import dense_checkpoint
-from ..fidelity import loss_changes, sample_groups
+from ..ranking_fidelity import loss_changes, sample_groups
 from ..groups import Group, ParamSlice
 from ..measure import measure_latency
 from ..pruning import find_groups

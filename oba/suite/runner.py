@@ -1,16 +1,22 @@
 """Run a suite: one Ray Tune trial per unfinished cell, each result stored as a Parquet part.
 
-On a laptop Ray starts locally; ``address`` joins an existing cluster. Dense
+Everything checkable is checked before any compute (:mod:`oba.suite.plan`).
+Without ``address`` a fresh local Ray starts; ``address`` joins an existing
+cluster, probed first (:mod:`oba.suite.cluster`). Dense
 checkpoints are prepared first (one Ray task per distinct model × dataset ×
 seed, trained once, cached under a folder every node can read), then the cells
 run as trials asking for the suite's per-trial resources. Cells already stored
 with status "ok" are skipped, so an interrupted run resumes where it stopped;
 failed cells are stored with their error and run again next time. A trial lost
-with its node is retried elsewhere (``run.max_failures``).
+with its node is retried elsewhere (``run.max_failures``). A failed cell's
+one-line reason is printed as it fails; the summary groups failures by reason.
+SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
+stored cells are kept and the next run resumes.
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,21 +26,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ..messages import one_line, reason
 from ..store import ResultStore
+from .cluster import start_ray
 from .config import Suite
-from .grid import Cell, dense_keys, expand
+from .grid import Cell, dense_keys
+from .interrupt import stop_on_signals
+from .plan import Plan, plan_run
+
+NOT_RUN = "not run (the run stopped first)"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A cell that did not end "ok", and the one-line reason."""
+
+    label: str
+    reason: str
 
 
 @dataclass
 class RunSummary:
-    """What a run did: cells in the grid, skipped as already done, run now, and failed."""
+    """What a run did: cells in the grid, skipped as already done, run now, and those that failed."""
 
     total: int
     skipped: int
     ran: int
     failed: int
     seconds: float
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def by_reason(self) -> dict[str, list[str]]:
+        """Labels of the failed cells grouped by reason, the most common reason first."""
+        groups: dict[str, list[str]] = {}
+        for failure in self.failures:
+            groups.setdefault(failure.reason, []).append(failure.label)
+        return dict(sorted(groups.items(), key=lambda item: -len(item[1])))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run after Ray was shut down; ``summary`` says what is stored."""
+
+    def __init__(self, stopped_by: signal.Signals, summary: RunSummary) -> None:
+        super().__init__(stopped_by.name)
+        self.signal, self.summary = stopped_by, summary
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by this signal: 128 + its number."""
+        return 128 + int(self.signal)
 
 
 def git_sha() -> str:
@@ -50,22 +90,16 @@ def git_sha() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def pending_cells(suite: Suite, results: str) -> tuple[list[Cell], list[Cell]]:
-    """(all cells, cells not yet stored with status "ok")."""
-    cells = expand(suite)
-    done = ResultStore(results).finished(c.cell_id for c in cells)
-    return cells, [c for c in cells if c.cell_id not in done]
-
-
 class Progress:
-    """One line per finished cell: done/total, failures, elapsed, ETA."""
+    """One line per finished cell: done/total, failures, elapsed, ETA, and a failed cell's reason."""
 
     def __init__(self, total: int, already: int, stream: TextIO = sys.stderr) -> None:
         self.total, self.already, self.stream = total, already, stream
         self.done = self.failed = 0
         self.start = time.monotonic()
 
-    def update(self, label: str, ok: bool) -> None:
+    def update(self, label: str, ok: bool, why: str = "") -> None:
+        """Report one finished cell; ``why`` is a failed cell's one-line reason."""
         self.done += 1
         self.failed += 0 if ok else 1
         elapsed = time.monotonic() - self.start
@@ -73,7 +107,7 @@ class Progress:
         eta = elapsed / self.done * remaining
         self.stream.write(
             f"[{self.already + self.done}/{self.total}] {'ok ' if ok else 'ERR'} {label} | failures {self.failed} | "
-            f"elapsed {_clock(elapsed)} | eta {_clock(eta)}\n"
+            f"elapsed {_clock(elapsed)} | eta {_clock(eta)}" + ("" if ok else f" | {why}") + "\n"
         )
         self.stream.flush()
 
@@ -92,8 +126,9 @@ class StoreWatcher(threading.Thread):
     def poll(self) -> None:
         fresh = {cid for cid, mtime in self.store.versions().items() if self.before.get(cid) != mtime}
         for cell_id in sorted(fresh & set(self.pending)):
-            ok = self.store.read_cell(cell_id)["status"] == "ok"
-            self.progress.update(self.pending.pop(cell_id), ok)
+            row = self.store.read_cell(cell_id)
+            ok = row["status"] == "ok"
+            self.progress.update(self.pending.pop(cell_id), ok, "" if ok else reason(row["error"] or row["status"]))
             if self.on_cell_done is not None:
                 self.on_cell_done(cell_id, ok)
 
@@ -127,7 +162,8 @@ def _trial(config: dict[str, Any]) -> None:
     tune.report({"cell_ok": row["status"] == "ok", "compute_seconds": row["compute_seconds"]})
 
 
-def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, threads: int) -> str:
+def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
+                   threads: int) -> str:
     import torch
 
     from ..checkpoints import dense_checkpoint
@@ -136,7 +172,7 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
         model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
-        data_root=suite.data.get("root"), download=suite.data.get("download", False),
+        data_root=data_root, download=suite.data.get("download", False),
     )
     return str(ckpt.path)
 
@@ -152,84 +188,134 @@ def run_suite(
     stream: TextIO = sys.stderr,
     on_cell_done: Callable[[str, bool], None] | None = None,
 ) -> RunSummary:
-    """Run every unfinished cell of ``suite``, storing rows under ``results``."""
+    """Run every unfinished cell of ``suite``, storing rows under ``results``.
+
+    Raises :class:`~oba.suite.plan.PreflightError` before any compute when the
+    run cannot work, :class:`~oba.suite.cluster.ClusterUnreachable` when
+    ``address`` does not answer, and :class:`RunInterrupted`
+    (carrying the summary of what is stored) on SIGINT or SIGTERM.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.monotonic()
-    cells, todo = pending_cells(suite, results)
-    stream.write(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} already stored, {len(todo)} to run\n")
-    if not todo:
-        return RunSummary(len(cells), len(cells), 0, 0, time.monotonic() - start)
-    cache_dir = os.path.abspath(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
-    results = results if "://" in results else os.path.abspath(results)
-    store = ResultStore(results)
+    plan = plan_run(suite, results, cache_dir, address if not ray.is_initialized() else None)
+    for part in plan.unreadable:
+        stream.write(f"warning: skipped {part}; a cell without a readable part runs again\n")
+    stream.write(f"suite {suite.name}: {len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} already stored, "
+                 f"{len(plan.todo)} to run\n")
+    if not plan.todo:
+        return RunSummary(len(plan.cells), len(plan.cells), 0, 0, time.monotonic() - start)
+    trial_errors: dict[str, str] = {}
+    with stop_on_signals() as watch:
+        try:
+            started_ray = not ray.is_initialized()
+            if started_ray:
+                start_ray(address, num_cpus)
+                watch.install()
+            try:
+                trial_errors = _execute(plan, suite, max_concurrent, stream, on_cell_done)
+            finally:
+                if started_ray:
+                    ray.shutdown()
+        except KeyboardInterrupt:
+            if watch.received is None:
+                raise
+            raise RunInterrupted(watch.received, _summary(plan, trial_errors, start)) from None
+    return _summary(plan, trial_errors, start)
+
+
+def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextIO,
+             on_cell_done: Callable[[str, bool], None] | None) -> dict[str, str]:
+    """Prepare the dense checkpoints, then run the cells; return the reasons of trials that stored nothing."""
+    import ray
+
+    store = ResultStore(plan.results)
     sha = git_sha()
     cpu, gpu = float(suite.resources["cpu"]), float(suite.resources["gpu"])
     threads = max(1, int(cpu))
-
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+    prepare = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=suite.run["max_failures"])(_prepare_dense)
+    keys = dense_keys(plan.todo)
+    stream.write(f"preparing {len(keys)} dense checkpoint(s) in {plan.cache_dir}\n")
+    futures = {key: prepare.remote(*key, suite, plan.cache_dir, plan.data_root, threads) for key in keys}
+    broken: dict[tuple[str, str, int], str] = {}
+    for key, future in futures.items():
+        try:
+            ray.get(future)
+        except ray.exceptions.RayError as err:  # the cells of a dense model that cannot be trained are stored as errors
+            broken[key] = f"dense checkpoint {'/'.join(map(str, key))} failed: {_cause(err)}"
+    progress = Progress(len(plan.cells), len(plan.cells) - len(plan.todo), stream)
+    runnable = []
+    for cell in plan.todo:
+        key = (cell.config["model"], cell.config["dataset"], cell.config["seed"])
+        if key in broken:
+            store.write({"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config, "status": "error",
+                         "error": broken[key], "git_sha": sha,
+                         **{k: cell.config[k] for k in ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")}})
+            progress.update(cell.label(), False, reason(broken[key]))
+        else:
+            runnable.append(cell)
+    if not runnable:
+        return {}
+    watcher = StoreWatcher(store, runnable, progress, on_cell_done)
+    watcher.start()
     try:
-        prepare = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=suite.run["max_failures"])(_prepare_dense)
-        keys = dense_keys(todo)
-        stream.write(f"preparing {len(keys)} dense checkpoint(s) in {cache_dir}\n")
-        futures = {key: prepare.remote(*key, suite, cache_dir, threads) for key in keys}
-        broken: dict[tuple[str, str, int], str] = {}
-        for key, future in futures.items():
-            try:
-                ray.get(future)
-            except Exception as err:  # the cells of a dense model that cannot be trained are stored as errors
-                broken[key] = f"dense checkpoint {key} failed: {type(err).__name__}: {err}"
-        progress = Progress(len(cells), len(cells) - len(todo), stream)
-        runnable = []
-        for cell in todo:
-            key = (cell.config["model"], cell.config["dataset"], cell.config["seed"])
-            if key in broken:
-                store.write({"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config, "status": "error",
-                             "error": broken[key], "git_sha": sha,
-                             **{k: cell.config[k] for k in ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")}})
-                progress.update(cell.label(), False)
-            else:
-                runnable.append(cell)
-        if runnable:
-            watcher = StoreWatcher(store, runnable, progress, on_cell_done)
-            watcher.start()
-            try:
-                _fit(runnable, suite, results, cache_dir, sha, cpu, gpu, threads, max_concurrent)
-            finally:
-                watcher.stop()
+        return _fit(runnable, suite, plan, sha, cpu, gpu, threads, max_concurrent)
     finally:
-        if started_ray:
-            ray.shutdown()
-    stored = store.statuses()
-    failures = [c.label() for c in todo if stored.get(c.cell_id) != "ok"]
-    return RunSummary(len(cells), len(cells) - len(todo), len(todo), len(failures), time.monotonic() - start, failures)
+        watcher.stop()
 
 
-def _fit(cells: list[Cell], suite: Suite, results: str, cache_dir: str, sha: str, cpu: float, gpu: float, threads: int,
-         max_concurrent: int | None) -> None:
-    """One Tune trial per cell; Ray's own progress tables are silenced (the store watcher reports)."""
+def _cause(err: BaseException) -> str:
+    """``Type: message`` of what failed inside a Ray task or trial (the task's own exception, not Ray's wrapper)."""
+    cause = getattr(err, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else err
+    return one_line(f"{type(inner).__name__}: {inner}")
+
+
+def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSummary:
+    """What is stored now for the cells this run had to do."""
+    stored, _ = ResultStore(plan.results).read_readable()
+    rows = {row["cell_id"]: row for row in stored.to_dict("records")}
+    failures = []
+    for cell in plan.todo:
+        row = rows.get(cell.cell_id)
+        if row is None:
+            failures.append(Failure(cell.label(), trial_errors.get(cell.cell_id, NOT_RUN)))
+        elif row["status"] != "ok":
+            failures.append(Failure(cell.label(), reason(row["error"] or f"status {row['status']}")))
+    return RunSummary(len(plan.cells), len(plan.cells) - len(plan.todo), len(plan.todo), len(failures),
+                      time.monotonic() - start, failures)
+
+
+def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float, threads: int,
+         max_concurrent: int | None) -> dict[str, str]:
+    """One Tune trial per cell; return ``cell_id → reason`` of the trials that failed outside the cell's own code.
+
+    Ray's own progress tables are silenced (the store watcher reports) and its
+    SIGINT handler is left out (:mod:`oba.suite.interrupt` handles signals).
+    """
     from ray import tune
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
     param_space = {
         "cell": tune.grid_search([{"suite": c.suite, "cell_id": c.cell_id, "config": c.config} for c in cells]),
-        "results": results, "cache_dir": cache_dir, "git_sha": sha, "threads": threads,
-        "data_root": suite.data.get("root"), "download": suite.data.get("download", False),
+        "results": plan.results, "cache_dir": plan.cache_dir, "git_sha": sha, "threads": threads,
+        "data_root": plan.data_root, "download": suite.data.get("download", False),
     }
-    tuner = tune.Tuner(
-        tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"{suite.name}-{int(time.time())}",
-            storage_path=tempfile.mkdtemp(prefix="oba-tune-"),
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
-        ),
-    )
-    tuner.fit()
+    with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
+        tuner = tune.Tuner(
+            tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"{suite.name}-{int(time.time())}",
+                storage_path=storage,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
+            ),
+        )
+        outcome = tuner.fit()
+        return {result.config["cell"]["cell_id"]: f"trial failed: {_cause(result.error)}"
+                for result in outcome if result.error is not None}

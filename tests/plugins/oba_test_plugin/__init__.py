@@ -3,7 +3,8 @@
 ``HalfMagnitude`` registers through the ``oba.criteria`` entry-point group
 (see the dist-info beside this package) and can also be named directly as
 ``oba_test_plugin:HalfMagnitude``. ``Exploding`` always fails, to check that a
-failed cell is stored with its error.
+failed cell is stored with its error; ``Garish`` fails with terminal colour codes
+in its message, to check that they are not stored.
 """
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ class Exploding(Criterion):
 
     def parameter_scores(self, model: nn.Module, batches: Sequence, loss_fn) -> dict[str, Tensor]:
         raise RuntimeError("this criterion always fails")
+
+
+class Garish(Criterion):
+    """Raises an error whose message carries terminal colour codes, as Ray's own messages do."""
+
+    def parameter_scores(self, model: nn.Module, batches: Sequence, loss_fn) -> dict[str, Tensor]:
+        raise RuntimeError("\x1b[31mcoloured\x1b[0m failure")

@@ -1,0 +1,90 @@
+"""Where a run's Ray comes from: a fresh local instance, or a named cluster that answers first.
+
+Without an address a run always starts its own local Ray (``address="local"``):
+it never joins a cluster that ``ray start`` or ``RAY_ADDRESS`` left behind on
+the machine, which may be stale and make ``ray.init`` retry for ever. With an
+address, the head is probed first (a TCP connection, then a gRPC handshake:
+Ray's head and its client server speak HTTP/2), each step with a short
+timeout, so an unreachable cluster, or a port where no Ray head listens, is one
+clear error instead of ``ray.init`` retrying for minutes.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import UserError
+
+PROBE_SECONDS = 5.0
+CLIENT_SCHEME = "ray://"
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+_SETTINGS_FRAME = 0x04
+
+
+class ClusterUnreachable(UserError):
+    """The Ray cluster named by ``--address`` is malformed or does not answer."""
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT`` (Ray Client); anything else raises :class:`ClusterUnreachable`."""
+    bare = address[len(CLIENT_SCHEME):] if address.startswith(CLIENT_SCHEME) else address
+    host, sep, port = bare.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterUnreachable(
+            f"--address {address!r}: expected HOST:PORT of the Ray head (as `ray start --head` prints it) "
+            f"or ray://HOST:PORT; leave it out to start a local Ray"
+        )
+    return host, int(port)
+
+
+def probe(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise :class:`ClusterUnreachable` unless a Ray head answers at ``address`` within ``timeout`` seconds per step.
+
+    The gRPC check is skipped when Ray runs over TLS (``RAY_USE_TLS``), where the
+    handshake comes first.
+    """
+    host, port = parse_address(address)
+    hint = "Leave out --address to start a local Ray"
+    try:
+        connection = socket.create_connection((host, port), timeout=timeout)
+    except OSError as err:
+        detail = f"no answer within {timeout:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise ClusterUnreachable(
+            f"cannot reach the Ray cluster at {address}: {detail}. Is its head running (`ray start --head`) and the "
+            f"port open? {hint}"
+        ) from err
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        if not _answers_grpc(connection):
+            raise ClusterUnreachable(
+                f"{address} accepts connections but no Ray head answers there (no gRPC reply within {timeout:g} s): "
+                f"give the head's GCS port (`ray start --head --port`, 6379 by default). {hint}"
+            )
+
+
+def _answers_grpc(connection: socket.socket) -> bool:
+    """Whether the peer replies to an HTTP/2 client preface with a SETTINGS frame, as every gRPC server does."""
+    header = b""
+    try:
+        connection.sendall(_HTTP2_PREFACE)
+        while len(header) < 9:
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == _SETTINGS_FRAME
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """``ray.init`` on the cluster at ``address`` (check it with :func:`probe` first), or on a fresh local Ray with ``num_cpus``."""
+    import ray
+
+    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, **options)
+    else:
+        ray.init(address=address, **options)

@@ -1,0 +1,117 @@
+"""What a run will do, checked before any compute.
+
+:func:`plan_run` resolves a run's locations and checks everything that can be
+checked before a model is trained: the results location is a folder a file can
+be written to (a probe file is written and removed; missing folders are
+created), stored cells are read (an unreadable part is reported and its cell
+runs again), the files of every dataset a pending cell needs are where the
+loaders will look, the dense-checkpoint cache is writable, and a named Ray
+cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
+once, one line each, as a :class:`PreflightError`.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from .. import data
+from ..errors import UserError
+from ..messages import one_line
+from ..store import ResultStore, UnreadablePart
+from .cluster import ClusterUnreachable, probe
+from .config import Suite
+from .grid import Cell, expand
+
+
+class PreflightError(UserError):
+    """A run cannot start: ``problems`` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked run: every cell, those still to run, and the resolved locations the trials use."""
+
+    cells: list[Cell]
+    todo: list[Cell]
+    results: str
+    cache_dir: str
+    data_root: str | None
+    unreadable: list[UnreadablePart]
+
+
+def resolve_results(results: str) -> str:
+    """A results location as trials on any node see it: URIs as given, local paths made absolute."""
+    return results if "://" in results else os.path.abspath(results)
+
+
+def resolve_cache(suite: Suite, cache_dir: str | None) -> str:
+    """The dense-checkpoint cache: ``cache_dir``, else the suite's ``[run] cache_dir``, else ``.cache/checkpoints``; absolute."""
+    return os.path.abspath(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
+
+
+def writable_folder_problem(fs: pafs.FileSystem, path: str, what: str) -> str | None:
+    """None when a file can be written in folder ``path`` (created if missing), else the problem in one line."""
+    ancestor = path
+    while fs.get_file_info(ancestor).type == pafs.FileType.NotFound and posixpath.dirname(ancestor) != ancestor:
+        ancestor = posixpath.dirname(ancestor)
+    if fs.get_file_info(ancestor).type == pafs.FileType.File:
+        where = "is a file" if ancestor == path else f"is under {ancestor}, which is a file"
+        return f"{what} {path} {where}, not a folder"
+    probe = f"{path}/.oba-write-probe-{uuid.uuid4().hex}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as sink:
+            sink.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, pa.ArrowException) as err:
+        return f"{what} {path} is not writable: {one_line(str(err))}"
+    return None
+
+
+def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: str | None = None) -> Plan:
+    """The checked plan of running ``suite`` into ``results`` (on the Ray cluster at ``address``, if given).
+
+    Raises :class:`PreflightError` listing every problem found.
+    """
+    results = resolve_results(results)
+    try:
+        store = ResultStore(results)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise PreflightError([f"results location {results}: {one_line(str(err))}"]) from err
+    problem = writable_folder_problem(store.fs, store.root, "results location")
+    if problem:
+        raise PreflightError([problem])
+    cells = expand(suite)
+    stored, unreadable = store.read_readable()
+    done = set(stored.loc[stored["status"] == "ok", "cell_id"])
+    todo = [c for c in cells if c.cell_id not in done]
+    cache = resolve_cache(suite, cache_dir)
+    root = data.data_root(suite.data.get("root"))
+    root = os.path.abspath(root) if root is not None else None
+    problems = []
+    if todo:
+        for name in dict.fromkeys(c.config["dataset"] for c in todo):
+            try:
+                data.check_files(name, root, download=suite.data.get("download", False))
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(f"dataset {name}: {one_line(str(err))}")
+        problem = writable_folder_problem(pafs.LocalFileSystem(), cache, "checkpoint cache")
+        if problem:
+            problems.append(problem)
+        if address is not None:
+            try:
+                probe(address)
+            except ClusterUnreachable as err:
+                problems.append(str(err))
+    if problems:
+        raise PreflightError(problems)
+    return Plan(cells, todo, results, cache, root, unreadable)

@@ -1,0 +1,103 @@
+"""The command line as a user meets it: each test runs the real command in a subprocess and checks its exit code and message."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import oba
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = REPO / "tests" / "plugins"
+HEAVY = ("torch", "torchvision", "timm", "torch_pruning", "ray", "plotly", "pandas", "pyarrow")
+
+
+def oba_cli(*args: str, python_flags: tuple[str, ...] = (), path: tuple[Path, ...] = (), timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m oba.cli ARGS`` on this checkout's code."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (REPO, *path))), **(env or {})}
+    return subprocess.run([sys.executable, *python_flags, "-m", "oba.cli", *args], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _imported(importtime_log: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", importtime_log, re.M)}
+
+
+def test_version() -> None:
+    done = oba_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"oba {oba.__version__}"
+
+
+@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("list", "models"), ("list", "datasets"),
+                                  ("list", "criteria")])
+def test_help_and_list_import_no_heavy_package(args: tuple[str, ...]) -> None:
+    done = oba_cli(*args, python_flags=("-X", "importtime"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy = {m for m in _imported(done.stderr) if m.split(".")[0] in HEAVY}
+    assert not heavy, f"oba {' '.join(args)} imported {sorted(heavy)[:5]}"
+
+
+def test_list_names_every_registered_entry() -> None:
+    listed = {what: oba_cli("list", what).stdout.split() for what in ("models", "datasets", "criteria")}
+    assert listed == {"models": oba.models.names(), "datasets": oba.data.names(), "criteria": oba.criteria.names()}
+    assert "resnet8" in listed["models"] and "digits" in listed["datasets"] and "oba" in listed["criteria"]
+
+
+def test_list_criteria_names_entry_point_plugins_without_importing_them() -> None:
+    done = oba_cli("list", "criteria", python_flags=("-X", "importtime"), path=(PLUGINS,))
+    assert done.returncode == 0 and "test-half-magnitude" in done.stdout.split()
+    assert "oba_test_plugin" not in _imported(done.stderr)
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], prefix: str) -> str:
+    """The single stderr line of a user error (exit 2, no traceback, nothing on stdout)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and not done.stdout, (done.returncode, done.stdout, done.stderr)
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0]
+
+
+def _reader_args(command: str, results: Path, out: Path, baseline: Path | None = None) -> list[str]:
+    if command == "check":
+        return [command, str(results), "--baseline", str(baseline or results)]
+    return [command, str(results), "-o", str(out / ("report.html" if command == "report" else "board"))]
+
+
+@pytest.mark.parametrize("command", ["report", "leaderboard", "check"])
+def test_readers_refuse_a_missing_or_empty_results_folder_in_one_line(tmp_path: Path, command: str) -> None:
+    from results_fixtures import report_rows, write_store
+
+    baseline = Path(write_store(tmp_path / "baseline", report_rows()[:4]))
+    missing = oba_cli(*_reader_args(command, tmp_path / "nowhere", tmp_path / "out", baseline))
+    line = _one_error_line(missing, f"oba {command}: error: ")
+    assert str(tmp_path / "nowhere") in line and "no such file or folder" in line
+    (tmp_path / "empty").mkdir()
+    empty = oba_cli(*_reader_args(command, tmp_path / "empty", tmp_path / "out", baseline))
+    line = _one_error_line(empty, f"oba {command}: error: ")
+    assert str(tmp_path / "empty") in line and "no results here" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_part_is_skipped_with_a_warning_by_report_and_leaderboard_and_fails_check(tmp_path: Path) -> None:
+    from results_fixtures import report_rows, write_store
+
+    rows = report_rows()
+    results = Path(write_store(tmp_path / "results", rows))
+    baseline = Path(write_store(tmp_path / "baseline", rows))
+    broken = sorted(results.glob("*.parquet"))[5]
+    broken.write_bytes(broken.read_bytes()[:40])
+    for command in ("report", "leaderboard"):
+        done = oba_cli(*_reader_args(command, results, tmp_path / "out"))
+        warnings = done.stderr.strip().splitlines()
+        assert done.returncode == 0 and len(warnings) == 1, done.stderr
+        assert warnings[0].startswith(f"oba {command}: warning: skipped unreadable result part {broken}: ")
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert f"{len(rows) - 1} (" in page, "the report holds every other cell"
+    assert (tmp_path / "out" / "board" / "leaderboard.md").is_file()
+    line = _one_error_line(oba_cli(*_reader_args("check", results, tmp_path, baseline)), "oba check: error: results: ")
+    assert f"unreadable result part {broken}" in line

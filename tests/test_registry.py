@@ -1,0 +1,57 @@
+"""Registries know their built-in names without importing them, and import a module only when one of its entries is used."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from oba import criteria, data, models
+from oba.registry import Registry
+
+
+def _module(folder: Path, name: str, registers: list[str]) -> None:
+    lines = ["from registry_under_test import REGISTRY", ""]
+    for entry in registers:
+        lines += [f"@REGISTRY.register({entry!r})", f"def entry_{entry}():", f"    return {entry!r}", ""]
+    (folder / f"{name}.py").write_text("\n".join(lines))
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made = Registry("thing", "things", {"a": "things_ab", "b": "things_ab", "c": "things_c"})
+    holder = type(sys)("registry_under_test")
+    holder.REGISTRY = made
+    monkeypatch.setitem(sys.modules, "registry_under_test", holder)
+    _module(tmp_path, "things_ab", ["a", "b"])
+    _module(tmp_path, "things_c", ["c", "undeclared"])
+    for name in ("things_ab", "things_c"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return made
+
+
+def test_names_come_from_the_declaration_and_a_module_is_imported_only_for_its_entries(registry: Registry) -> None:
+    assert registry.names() == ["a", "b", "c"]
+    assert "things_ab" not in sys.modules and "things_c" not in sys.modules
+    assert registry.get("b")() == "b"
+    assert "things_ab" in sys.modules and "things_c" not in sys.modules
+    with pytest.raises(ValueError, match=r"unknown thing 'z'; valid things: a, b, c"):
+        registry.get("z")
+
+
+def test_a_builtin_module_registering_an_undeclared_name_is_refused(registry: Registry) -> None:
+    with pytest.raises(ValueError, match=r"built-in module things_c registers thing 'undeclared'"):
+        registry.get("c")
+
+
+def test_a_builtin_name_cannot_be_taken_by_other_code(registry: Registry) -> None:
+    with pytest.raises(ValueError, match=r"thing 'a' is already registered by things_ab"):
+        registry.register("a")(lambda: "mine")
+
+
+@pytest.mark.parametrize("builtins,table", [(criteria.registry.BUILTINS, criteria.registry._CRITERIA),
+                                             (data.BUILTINS, data._DATASETS), (models.BUILTINS, models._MODELS)])
+def test_every_declared_builtin_is_registered_by_its_module(builtins: dict[str, str], table: Registry) -> None:
+    for name, module in builtins.items():
+        assert table.get(name).__module__ == module
