@@ -131,3 +131,19 @@ def test_failed_cell_keeps_a_row_with_its_error_and_plugins_run_beside_builtins(
         assert frame.loc["test-half-magnitude", column] == pytest.approx(frame.loc["oba_test_plugin:HalfMagnitude", column])
     retried = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=io.StringIO())
     assert (retried.skipped, retried.ran, retried.failed) == (3, 1, 1), "a failed cell is retried on the next run"
+
+
+def test_cells_of_a_dense_model_that_cannot_be_trained_keep_their_provenance(tmp_path: Path) -> None:
+    """Dense training diverges (a learning rate of 1e12): every cell is stored as an error that says when and where."""
+    from oba.report import write_report
+
+    suite_path = tiny_suite(tmp_path)
+    suite_path.write_text(suite_path.read_text().replace("lr = 0.05", "lr = 1e12", 1))
+    summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), num_cpus=2, stream=io.StringIO())
+    assert summary.failed == 2
+    frame = ResultStore(str(tmp_path / "results")).read()
+    assert set(frame["status"]) == {"error"} and frame["error"].str.contains("training diverged").all()
+    assert frame["started_at"].notna().all() and frame["ray_node"].notna().all()
+    assert json.loads(frame["package_versions"].iloc[0])["torch"]
+    page = write_report(str(tmp_path / "results"), tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "unknown and unknown" not in page and "the dense checkpoint failed before the cell ran" in page

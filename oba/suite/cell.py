@@ -26,7 +26,6 @@ import socket
 import time
 import traceback
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
@@ -39,22 +38,9 @@ from ..measure import measure_latency
 from ..pruning import prune
 from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
+from ..versions import package_versions
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
-
-PACKAGES = ("torch", "torchvision", "timm", "torch-pruning", "ray", "numpy", "curvlinops-for-pytorch", "oba-bench")
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a result."""
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
 
 def device_name(device: torch.device) -> str:
     """A human-readable name of the device a cell ran on."""

@@ -15,8 +15,10 @@ stored cells are kept and the next run resumes.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from typing import Any, Callable, TextIO
 
 from ..messages import one_line, reason
 from ..store import ResultStore
+from ..versions import package_versions
 from .cluster import start_ray
 from .config import Suite
 from .grid import Cell, dense_keys
@@ -249,8 +252,11 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     for cell in plan.todo:
         key = (cell.config["model"], cell.config["dataset"], cell.config["seed"])
         if key in broken:
+            now = dt.datetime.now(dt.timezone.utc)
             store.write({"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config, "status": "error",
-                         "error": broken[key], "git_sha": sha,
+                         "error": broken[key], "git_sha": sha, "package_versions": package_versions(),
+                         "device": "none (the dense checkpoint failed before the cell ran)",
+                         "ray_node": socket.gethostname(), "started_at": now, "finished_at": now,
                          **{k: cell.config[k] for k in ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")}})
             progress.update(cell.label(), False, reason(broken[key]))
         else:
