@@ -14,7 +14,8 @@ model's share of the variation), then reports, per board and gated metric:
 * whether the leaderboard's untied order is the same on every machine;
 * per cell: how many cells moved by more than 2 points between machines;
 * leave-one-machine-out gate verdicts: the band is measured on the reference
-  and one other machine, and the third machine is checked against it.
+  and the other machines but one, and that one is checked against it; next to
+  it, how many cells a cell-by-cell gate (final accuracy, 1 point) would fail.
 
 Usage (from the repository root):
 
@@ -144,6 +145,21 @@ def order_agreement(runs: dict[str, pd.DataFrame], metric: str) -> tuple[int, in
     return untied, flipped, changed
 
 
+def cell_gate_failures(runs: dict[str, pd.DataFrame], reference: str, tolerance: float = 1.0) -> dict[str, tuple[int, int]]:
+    """Per other machine: (cells whose final accuracy is more than ``tolerance`` points below the reference's, cells)."""
+    base = {tuple(r[k] for k in (*SETTING_KEYS, "seed")): float(r["final_acc"]) * 100
+            for _, r in runs[reference].iterrows() if r["status"] == "ok"}
+    out = {}
+    for name, table in runs.items():
+        if name == reference:
+            continue
+        current = {tuple(r[k] for k in (*SETTING_KEYS, "seed")): float(r["final_acc"]) * 100
+                   for _, r in table.iterrows() if r["status"] == "ok"}
+        shared = base.keys() & current.keys()
+        out[name] = (sum(base[k] - current[k] > tolerance for k in shared), len(shared))
+    return out
+
+
 def leave_one_out(runs: dict[str, pd.DataFrame], reference: str) -> list[tuple[str, int, str]]:
     """For each other machine m: band from the reference and the remaining machines, then check m against the reference."""
     out = []
@@ -187,7 +203,9 @@ def analyse(out: Path, machines: list[str]) -> str:
                      f"machine, {changed} became tied or untied")
     lines += ["", "## Gate verdicts, leave one machine out", ""]
     for held_out, code, summary_text in leave_one_out(runs, reference):
-        lines.append(f"- {held_out} against {reference}: exit {code} ({summary_text})")
+        lines.append(f"- seed-mean gate, {held_out} against {reference} (band without {held_out}): exit {code} ({summary_text})")
+    for name, (failed, total) in cell_gate_failures(runs, reference).items():
+        lines.append(f"- cell-by-cell gate (final accuracy, 1 point), {name} against {reference}: {failed} of {total} cells fail")
     return "\n".join(lines) + "\n"
 
 

@@ -57,12 +57,15 @@ def test_measured_band_by_hand(tmp_path: Path) -> None:
     oba = band.settings[("cnn", "digits", "oba", "structured", "global", 0.6)].metrics["final_acc"]
     assert oba.machine_std == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.seed_std == pytest.approx(0.5, abs=1e-9)
-    # Family (the 4 settings of cnn/digits/structured/global): median of (0, 0, 0, 0.14142) = 0;
+    # Family = the board cnn/digits/structured/global/0.6: RMS of (0, 0.14142) = 0.1;
     # oba's own spread is larger, so σ = 0.14142 and band = max(0.5, 3·√2·0.14142) = 0.6.
     assert oba.sigma == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.band == pytest.approx(0.6, abs=1e-9)
     flat = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.3)].metrics["pruned_acc"]
-    # Own spread 0 and the family's median 0 → σ = 0 → the floor 0.5.
+    raised = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.6)].metrics["final_acc"]
+    # Board 0.6: magnitude-l2's own spread 0 is raised to the board's RMS 0.1 → 3·√2·0.1 = 0.424 → the floor 0.5.
+    assert raised.sigma == pytest.approx(0.1, abs=1e-9) and raised.band == pytest.approx(0.5)
+    # Board 0.3: own spread 0 and the RMS of (0, 0) is 0 → σ = 0 → the floor 0.5.
     assert flat.sigma == pytest.approx(0.0, abs=1e-9)
     assert flat.band == pytest.approx(0.5)
     path = band.write(tmp_path / "band.json")

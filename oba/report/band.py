@@ -14,18 +14,22 @@ spreads describe it:
 
 The band of a setting is the drop in its seed mean that the gate still accepts:
 
-    σ     = max(s_machine(setting), median of s_machine over its family)   when measured,
-            s_seed / √n                                                    otherwise
+    σ     = max(s_machine(setting), s_machine pooled over its family)   when measured,
+            s_seed / √n                                                 otherwise
     band  = max(floor, z · √2 · σ)
 
-The family is the setting's (model, dataset, structure, allocation, metric).
-A spread estimated from three machines has two degrees of freedom and can come
-out near zero by chance; the family's median keeps such a setting from getting
-an over-tight band, while the median (not the mean) keeps one chaotic criterion
-from widening the bands of every stable one beside it; a setting whose own
-spread is large keeps it. √2 because the gate compares two runs that each carry
-machine noise. With z = 3 a single setting of an unchanged commit fails about
-once in 700 when σ is right.
+The family is the setting's board: (model, dataset, structure, allocation,
+ratio) and metric — how noisy an outcome is depends strongly on the ratio.
+Pooling is the root mean square over the family's settings (the pooled
+variance, 2 × settings degrees of freedom with three machines): a spread
+estimated from three machines alone has two degrees of freedom and comes out
+near zero by chance, which makes an over-tight band. A robust alternative, the
+family's median, was tried and rejected on evidence: with bands measured on two
+machines, it failed 7 of 176 leave-one-machine-out comparisons of an unchanged
+commit, the pooled variance none (``benchmarks/README.md``). The price is that
+one chaotic criterion widens the bands of the stable ones on its board. √2
+because the gate compares two runs that each carry machine noise. With z = 3 a
+single setting of an unchanged commit fails about once in 700 when σ is right.
 """
 from __future__ import annotations
 
@@ -33,7 +37,6 @@ import datetime as dt
 import json
 import math
 import os
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -41,7 +44,7 @@ from typing import Iterable
 import pandas as pd
 
 SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio")
-FAMILY_KEYS = ("model", "dataset", "structure", "allocation")
+FAMILY_KEYS = ("model", "dataset", "structure", "allocation", "ratio")
 GATED_METRICS = ("pruned_acc", "final_acc")
 METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "final_acc": "accuracy after fine-tuning"}
 BAND_FILE = "band.json"
@@ -109,8 +112,9 @@ class Band:
             "floor": self.floor,
             "machines": self.machines,
             "created": self.created,
-            "formula": "band = max(floor, z * sqrt(2) * sigma); sigma = max(machine std of the seed mean, the median "
-                       "machine std of its family), or seed std / sqrt(seeds) where no machine spread was measured",
+            "formula": "band = max(floor, z * sqrt(2) * sigma); sigma = max(machine std of the seed mean, the pooled "
+                       "(root mean square) machine std of its board), or seed std / sqrt(seeds) where no machine spread "
+                       "was measured",
             "settings": [
                 {**dict(zip(SETTING_KEYS, s.key)), **{m: asdict(b) for m, b in s.metrics.items()}}
                 for s in self.settings.values()
@@ -190,13 +194,13 @@ def measure_band(
         pooled: dict[tuple, list[float]] = {}
         for key, (std, _) in spreads.items():
             if not math.isnan(std):
-                pooled.setdefault(_family(key), []).append(std)
+                pooled.setdefault(_family(key), []).append(std ** 2)
         for key, values in seeds.items():
             seed_std = _std(values)
             own = spreads.get(key)
             family = pooled.get(_family(key))
             if own is not None and not math.isnan(own[0]):
-                sigma = max(own[0], statistics.median(family)) if family else own[0]
+                sigma = max(own[0], math.sqrt(sum(family) / len(family))) if family else own[0]
             else:
                 sigma = seed_std / math.sqrt(len(values)) if not math.isnan(seed_std) else math.nan
             allowed = floor if math.isnan(sigma) else max(floor, z * math.sqrt(2.0) * sigma)
