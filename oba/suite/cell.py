@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .. import criteria as criteria_registry
 from ..batches import scoring_context
+from ..criteria.base import Criterion
 from ..ranking_fidelity import rank_correlation
 from ..measure import measure_latency
 from ..pruning import prune
@@ -94,16 +95,18 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _fidelity(context: DenseContext, model: nn.Module, criterion: Any, mode: str, unit_scores: Tensor | None) -> float:
-    """Spearman of the criterion's dense scores of the sampled units with their actual loss changes."""
-    index = context.fidelity_index
-    if unit_scores is None:
-        with scoring_context(model, mode):
-            sampled = [context.fidelity_groups[i] for i in index.tolist()]
-            return rank_correlation(criterion.group_scores(model, context.calibration, LOSS, sampled), context.fidelity_changes)
+def _fidelity_of_units(context: DenseContext, unit_scores: Tensor) -> float:
+    """Spearman of the first pruning round's scores of the sampled units with their actual loss changes."""
     if len(unit_scores) != len(context.fidelity_groups):
         raise RuntimeError(f"pruning scored {len(unit_scores)} units but the dense model has {len(context.fidelity_groups)}")
-    return rank_correlation(unit_scores[index], context.fidelity_changes)
+    return rank_correlation(unit_scores[context.fidelity_index], context.fidelity_changes)
+
+
+def _fidelity_by_scoring(context: DenseContext, model: nn.Module, criterion: Criterion, mode: str) -> float:
+    """Spearman of the criterion's scores of the sampled groups (scored now, on ``model``) with their loss changes."""
+    sampled = [context.fidelity_groups[i] for i in context.fidelity_index.tolist()]
+    with scoring_context(model, mode):
+        return rank_correlation(criterion.group_scores(model, context.calibration, LOSS, sampled), context.fidelity_changes)
 
 
 def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> dict[str, Any]:
@@ -113,19 +116,15 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     mode = c["prune"]["mode"]
     criterion = criteria_registry.get(c["criterion"], mode=mode, **c["criterion_options"])
     grad_seconds = gradient_seconds(model, context.calibration, mode)
-    unstructured_fidelity = None
-    if c["structure"] != "channels":
-        unstructured_fidelity = _fidelity(context, model, criterion, mode, None)
+    structured = c["structure"] == "channels"
+    dense_fidelity = None if structured else _fidelity_by_scoring(context, model, criterion, mode)
     recalibration = context.recalibration if context.recalibration else None
     pruned, record = prune(
         model, context.example, context.calibration, LOSS, criterion, ratio=c["ratio"], structure=c["structure"],
         steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
         layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
     )
-    score_fidelity = (
-        unstructured_fidelity if unstructured_fidelity is not None
-        else _fidelity(context, model, criterion, mode, record.dense_unit_scores)
-    )
+    score_fidelity = _fidelity_of_units(context, record.dense_unit_scores) if structured else dense_fidelity
     raw = evaluate(pruned, context.splits.test)
     recalibrated = raw
     if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
