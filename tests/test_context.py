@@ -29,3 +29,22 @@ def test_a_small_split_wraps_around_and_zero_batches_is_empty() -> None:
     calibration, recalibration, none = draw_batches(_train(20), (2, 2, 0), 8, seed=0, device=torch.device("cpu"))
     assert [len(x) for x, _ in calibration] == [8, 8] and [len(x) for x, _ in recalibration] == [8, 8]
     assert none == []
+
+
+def test_an_unstructured_cell_scores_its_sampled_weights_for_fidelity(tmp_path) -> None:
+    """Unstructured cells cannot reuse unit scores from pruning: fidelity scores the sampled single weights."""
+    import math
+
+    from oba.suite.cell import run_cell
+    from oba.suite.config import load_suite
+    from oba.suite.grid import expand
+    from suites import tiny_suite
+
+    path = tiny_suite(tmp_path, criteria=("taylor",))
+    path.write_text(path.read_text().replace("seeds = [0]", 'seeds = [0]\nstructures = ["unstructured"]', 1))
+    (cell,) = expand(load_suite(path))
+    assert cell.config["structure"] == "unstructured"
+    row = run_cell(cell, cache_dir=str(tmp_path / "cache"))
+    assert row["status"] == "ok", row.get("error")
+    assert -1.0 <= row["fidelity"] <= 1.0 and not math.isnan(row["fidelity"])
+    assert row["params_pruned"] < row["params_dense"] and 0.0 <= row["pruned_acc"] <= 1.0
