@@ -90,7 +90,7 @@ def test_missing_data_and_an_unwritable_cache_are_named_before_anything_runs(tmp
     for flags in (["--dry-run"], []):
         lines = error_lines(run_cmd(str(suite), "--results", str(tmp_path / "results"), *flags))
         assert len(lines) == 2, lines
-        assert lines[0].startswith(f"oba run: error: dataset cifar10: CIFAR-10 not found: expected data_batch_1, ")
+        assert lines[0].startswith("oba run: error: dataset cifar10: CIFAR-10 not found: expected data_batch_1, ")
         assert f"batches.meta in {empty_root / 'cifar-10-batches-py'}" in lines[0] and "[data] download = true" in lines[0]
         assert lines[1] == f"oba run: error: checkpoint cache {tmp_path / 'cache'} is a file, not a folder"
     assert not list((tmp_path / "results").glob("*.parquet"))
