@@ -42,7 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from oba.report.band import SETTING_KEYS, measure_band, seed_values  # noqa: E402
+from oba.report.band import SETTING_KEYS, measure_band, sample_std, seed_values  # noqa: E402
 from oba.report.check import check  # noqa: E402
 from oba.report.leaderboard import BOARD_KEYS, boards  # noqa: E402
 from oba.report.load import load_results  # noqa: E402
@@ -76,13 +76,6 @@ def _rms(values: list[float]) -> float:
     return math.sqrt(sum(v * v for v in values) / len(values)) if values else math.nan
 
 
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return math.nan
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def noise_table(runs: dict[str, pd.DataFrame], reference: str) -> pd.DataFrame:
     """One row per board and metric: machine spread, seed spread, criterion gaps (percentage points)."""
     records = []
@@ -99,8 +92,8 @@ def noise_table(runs: dict[str, pd.DataFrame], reference: str) -> pd.DataFrame:
             for key in keys:
                 present = [values[key] for values in per_machine.values() if key in values]
                 shared = sorted(set.intersection(*(set(v.index) for v in present)))
-                machine_stds.append(_std([float(v.loc[shared].mean()) for v in present]) if len(present) > 1 else math.nan)
-                seed_stds.append(_std(list(reference_values[key])))
+                machine_stds.append(sample_std([float(v.loc[shared].mean()) for v in present]) if len(present) > 1 else math.nan)
+                seed_stds.append(sample_std(list(reference_values[key])))
                 seeds.append(len(reference_values[key]))
                 means.append(float(reference_values[key].mean()))
             gaps = [abs(a - b) for a, b in itertools.combinations(means, 2)]

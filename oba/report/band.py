@@ -143,7 +143,8 @@ class Band:
             raise ValueError(f"{path}: not a readable band file ({err})") from err
 
 
-def _std(values: Iterable[float]) -> float:
+def sample_std(values: Iterable[float]) -> float:
+    """Sample standard deviation (n − 1); NaN for fewer than two values."""
     values = list(values)
     if len(values) < 2:
         return math.nan
@@ -163,7 +164,7 @@ def machine_spreads(runs: list[pd.DataFrame], metric: str) -> dict[tuple, tuple[
         if not shared:
             continue
         means = [float(v.loc[sorted(shared)].mean()) for v in present]
-        out[key] = (_std(means), len(present))
+        out[key] = (sample_std(means), len(present))
     return out
 
 
@@ -196,7 +197,7 @@ def measure_band(
             if not math.isnan(std):
                 pooled.setdefault(_family(key), []).append(std ** 2)
         for key, values in seeds.items():
-            seed_std = _std(values)
+            seed_std = sample_std(values)
             own = spreads.get(key)
             family = pooled.get(_family(key))
             if own is not None and not math.isnan(own[0]):

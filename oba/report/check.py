@@ -6,8 +6,9 @@ the BN-recalibrated accuracy after pruning and the accuracy after fine-tuning),
 the mean over the baseline's seeds is compared with the mean over the same seeds
 in the results. The allowed drop is the setting's band from the reference's band
 file (:mod:`oba.report.band`: measured seed and machine spread), never less than
-``tolerance``; without a band file it falls back to ``z·√2·s_seed/√n`` from the
-baseline's own seeds. Single cells are never compared to a fixed tolerance: one
+``tolerance``; without a band file (or for a setting the file lacks) it falls back to
+the band :func:`~oba.report.band.measure_band` makes from the baseline's own
+seeds, ``z·√2·s_seed/√n``. Single cells are never compared to a fixed tolerance: one
 cell can move by many points on another CPU while the seed mean stays put.
 
 Exit codes (:attr:`CheckResult.exit_code`):
@@ -20,13 +21,12 @@ Exit codes (:attr:`CheckResult.exit_code`):
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .band import DEFAULT_Z, GATED_METRICS, SETTING_KEYS, Band, setting_key
+from .band import DEFAULT_Z, GATED_METRICS, SETTING_KEYS, Band, measure_band, setting_key
 from .load import ResultsUnreadable, load_results
 
 KEYS = (*SETTING_KEYS, "seed")
@@ -152,14 +152,6 @@ def _ok(row: pd.Series) -> bool:
     return row["status"] == "ok" and all(pd.notna(row[m]) for m in GATED_METRICS)
 
 
-def _fallback_band(values: list[float], tolerance: float, z: float) -> float:
-    if len(values) < 2:
-        return tolerance
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return max(tolerance, z * math.sqrt(2.0) * std / math.sqrt(len(values)))
-
-
 def check(
     results: str | os.PathLike[str] | pd.DataFrame,
     baseline: str | os.PathLike[str] | pd.DataFrame,
@@ -204,6 +196,7 @@ def check(
         outcome.unreadable.append("baseline: holds no ok cell to compare against")
         return outcome
     incomplete = {k[:-1] for k in outcome.missing} | {k[:-1] for k, _ in outcome.errored}
+    from_seeds: Band | None = None
     for setting, seeds in settings.items():
         if setting in incomplete:
             continue
@@ -211,7 +204,9 @@ def check(
             before = [float(base_cells[(*setting, s)][0][metric]) * 100 for s in seeds]
             after = [float(current_cells[(*setting, s)][0][metric]) * 100 for s in seeds]
             measured = band.allowed_drop(setting, metric) if band is not None else None
-            allowed = max(tolerance, measured) if measured is not None else _fallback_band(before, tolerance, DEFAULT_Z)
+            if measured is None:
+                from_seeds = from_seeds or measure_band(tables["baseline"], z=DEFAULT_Z, floor=tolerance)
+            allowed = max(tolerance, measured if measured is not None else from_seeds.allowed_drop(setting, metric))
             outcome.comparisons.append(Comparison(
                 key=setting, metric=metric, seeds=len(seeds), baseline=sum(before) / len(before),
                 current=sum(after) / len(after), allowed=allowed, source="band" if measured is not None else "seeds",
