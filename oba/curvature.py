@@ -104,6 +104,8 @@ def per_sample_gradients(
     ``torch.func`` (``functional_call`` + ``vmap(grad)``); each yielded dict maps a
     name to a tensor shaped ``(chunk, *param.shape)``. Modules run in their current
     mode; batch norm in train mode raises ``ValueError`` (samples are coupled).
+    The yielded tensors may share storage (vmap can return one parameter's
+    gradient as a view of another's): read them, never modify them in place.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -141,6 +143,8 @@ def fisher_diagonal(
     ``g_n`` are per-sample gradients (:func:`per_sample_gradients`). Samples are
     processed ``chunk_size`` at a time; when None it is the largest chunk whose
     per-sample gradients fit ``memory_budget`` bytes (at least one sample).
+    The per-sample gradients are never modified in place: vmap may return one
+    parameter's gradient as a view of another's (timm ViT: ``cls_token`` of ``pos_embed``).
     """
     named = dict(model.named_parameters())
     if chunk_size is None:
@@ -151,6 +155,6 @@ def fisher_diagonal(
     for batch in batches:
         for grads in per_sample_gradients(model, batch, loss_fn, names, chunk_size):
             for n, g in grads.items():
-                totals[n].add_(g.square_().sum(0))
+                totals[n].add_(g.square().sum(0))
         count += batch[1].shape[0]
     return {n: t / count for n, t in totals.items()}

@@ -5,10 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import oba.criteria as criteria
 from baselines.kfac import kronecker_factors
 from oba import Group, ParamSlice
+from nets import tiny_vit
 from reference import as_dict, per_batch_terms
 
 LOSS = nn.CrossEntropyLoss()
@@ -95,6 +97,21 @@ def test_obd_equals_per_sample_loop(make, shape, chunk_size) -> None:
     fisher = per_sample_fisher(model, batches)
     for name, p in model.named_parameters():
         torch.testing.assert_close(scores[name], 0.5 * fisher[name] * p.detach() ** 2, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["obd", "kfac-obd"])
+def test_fisher_diagonal_on_a_timm_vit_equals_per_sample_loop(name) -> None:
+    """vmap returns cls_token's per-sample gradient as a view of pos_embed's; squaring in place gave g⁴ there."""
+    torch.manual_seed(0)
+    model = tiny_vit(classes=3, dim=16, depth=1, heads=2, image=8).double().eval()
+    batches = [(torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2]))]
+    with sdpa_kernel(SDPBackend.MATH):
+        fisher = per_sample_fisher(model, batches)
+    scores = criteria.get(name).parameter_scores(model, batches, LOSS)
+    names = list(fisher) if name == "obd" else ["cls_token", "pos_embed", "norm.weight", "blocks.0.norm1.bias"]
+    for param in names:
+        expected = 0.5 * fisher[param] * dict(model.named_parameters())[param].detach() ** 2
+        torch.testing.assert_close(scores[param], expected, rtol=1e-9, atol=1e-14, msg=param)
 
 
 def test_obd_rejects_batch_norm_in_train_mode() -> None:
