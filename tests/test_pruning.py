@@ -106,6 +106,33 @@ def test_lowest_scored_channels_are_the_ones_removed() -> None:
     assert model[2].in_channels == len(kept)
 
 
+def test_global_allocation_normalises_once_per_step() -> None:
+    """Every correction pick of a step ranks by the step-start normalisation (mean over all of a group's units).
+
+    With two coupled convs the first pick falls short (removing channels on both
+    sides of conv 2 saves less than the per-unit estimates), so the step picks
+    again; re-normalising by the survivors' mean would then let a unit of conv 0
+    with a high step-normalised score go before cheaper units of conv 2.
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    scores = {"0.bias": torch.tensor([1.0, 1.1, 1.2, 1.3, 10.0, 10.5, 11.0, 11.5]),
+              "2.bias": torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])}
+    biases = {name: dict(model.named_parameters())[name].detach().clone() for name in scores}
+    model, record = oba.prune(model, torch.randn(1, 3, 8, 8), _data((3, 8, 8), classes=5), LOSS, FixedScores(scores),
+                              ratio=0.8, steps=1, normalisation="mean", layer_cap=0.9)
+    removed, kept = [], []
+    for name, s in scores.items():
+        normalised = s / s.mean()
+        survivors = {int(torch.nonzero(biases[name] == b)[0]) for b in dict(model.named_parameters())[name].detach()}
+        capped = len(survivors) == 8 - int(0.9 * 8)
+        removed += [float(normalised[i]) for i in range(8) if i not in survivors]
+        kept += [float(normalised[i]) for i in survivors if not capped]
+    assert removed and kept and record.macs_removed > 0.75
+    assert max(removed) < min(kept)
+
+
 def test_unstructured_masks_the_lowest_scores_and_keeps_them_masked() -> None:
     model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
     scores = {n: torch.randn_like(p) for n, p in model.named_parameters()}

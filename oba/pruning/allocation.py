@@ -6,7 +6,11 @@ they return the unit indices to remove so that the estimated MACs removed come
 as close to ``budget`` as whole units allow.
 
 - ``global``: units of every group ranked together by *normalised* score
-  (``score / normaliser(group scores)``), lowest removed first.
+  (``score / normaliser(group scores)``), lowest removed first. The caller
+  normalises once per pruning step (:func:`normalise_groups`, from every unit's
+  score at the step's start) and hands the same normalised values to every
+  correction round of that step, so the exchange rate between groups is fixed
+  within a step (normalising the survivors again would move it).
 - ``uniform``: every group's removed fraction of dense width rises together;
   the lowest-scored units within each group go.
 """
@@ -29,7 +33,11 @@ NORMALISERS: dict[str, Callable[[Tensor], Tensor]] = {
 
 @dataclass
 class GroupState:
-    """What the allocator knows about one group this round."""
+    """What the allocator knows about one group this round.
+
+    ``scores`` are the remaining units' scores as the policy ranks them: for
+    ``global``, normalised at the start of the step (:func:`normalise_groups`).
+    """
 
     scores: Tensor
     unit_macs: Tensor
@@ -47,12 +55,16 @@ def normalise(scores: Tensor, how: str) -> Tensor:
     return scores / denom if float(denom) > 0 else scores
 
 
-def allocate_global(states: dict[str, GroupState], budget: float, normalisation: str) -> dict[str, list[int]]:
-    """Lowest normalised scores across all groups until the estimated MACs reach ``budget``."""
+def normalise_groups(scores: dict[str, Tensor], how: str) -> dict[str, Tensor]:
+    """Each group's scores divided by its normaliser: ``s_u / normaliser(s_G)`` over all of G's units."""
+    return {name: normalise(s.double(), how) for name, s in scores.items()}
+
+
+def allocate_global(states: dict[str, GroupState], budget: float) -> dict[str, list[int]]:
+    """Lowest (already normalised) scores across all groups until the estimated MACs reach ``budget``."""
     candidates: list[tuple[float, str, int]] = []
     for name, st in states.items():
-        norm = normalise(st.scores.double(), normalisation)
-        candidates += [(float(norm[i]), name, i) for i in range(len(norm))]
+        candidates += [(float(st.scores[i]), name, i) for i in range(len(st.scores))]
     candidates.sort()
     return _take(candidates, states, budget)
 

@@ -7,6 +7,9 @@ exactly with FlopCounterMode and repeat with the remaining scores until the
 round's target is met within ``tolerance`` (per-unit estimates ignore that a
 layer shrinking on both sides loses less than the sum of its parts, so the
 first pick falls short; the last pick lands within half a unit of the target).
+``global`` allocation normalises each group's scores once per round, from all
+its units at the round's start; the correction picks of that round rank the
+surviving units by those same normalised values.
 
 With ``recalibration`` batches, every round after the first starts by
 recomputing batch-norm statistics (:mod:`oba.recalibration`), so each round
@@ -24,7 +27,7 @@ from torch import Tensor, nn
 from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
 from ..recalibration import recalibrate_batchnorm
-from .allocation import GroupState, allocate_global, allocate_uniform
+from .allocation import NORMALISERS, GroupState, allocate_global, allocate_uniform, normalise_groups
 from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
 from ..measure import count_macs
 
@@ -65,6 +68,8 @@ def prune_structured(
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
+    if normalisation not in NORMALISERS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; valid: {', '.join(sorted(NORMALISERS))}")
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
     if not 0.0 < layer_cap < 1.0:
@@ -89,6 +94,8 @@ def prune_structured(
         if step == 1:
             dense_scoring_seconds, dense_unit_scores = seconds, all_scores
         scores = _split(all_scores, groups)
+        if allocation == "global":
+            scores = normalise_groups(scores, normalisation)
         for _ in range(max_rounds):
             deficit = target_removed - (macs_dense - count_macs(model, example_inputs))
             if deficit <= tolerance * macs_dense:
@@ -106,7 +113,7 @@ def prune_structured(
                 for g in groups
             }
             if allocation == "global":
-                chosen = allocate_global(states, deficit, normalisation)
+                chosen = allocate_global(states, deficit)
             else:
                 chosen = allocate_uniform(states, deficit)
             if not any(chosen.values()):
