@@ -1,6 +1,7 @@
 """Structured and unstructured pruning of real model shapes."""
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import pytest
@@ -131,6 +132,23 @@ def test_global_allocation_normalises_once_per_step() -> None:
         kept += [float(normalised[i]) for i in survivors if not capped]
     assert removed and kept and record.macs_removed > 0.75
     assert max(removed) < min(kept)
+
+
+def test_prune_scores_an_instance_in_the_mode_it_is_asked_for() -> None:
+    """A criterion instance built for train mode scores in eval mode under prune(mode="eval"), then is train again."""
+    torch.manual_seed(0)
+    model = SmallResNet(widths=(4, 8, 8), blocks=1)
+    example, batches = torch.randn(1, 3, 16, 16), _data((3, 16, 16))
+    dense = copy.deepcopy(model)
+    units = [u for g in find_groups(dense, example)[1] for u in g.units]
+    eval_scores = oba.criteria.get("taylor", mode="eval").group_scores(dense, batches, LOSS, units)
+    train_scores = oba.criteria.get("taylor", mode="train").group_scores(dense, batches, LOSS, units)
+    assert not torch.allclose(eval_scores, train_scores)
+    criterion = oba.criteria.get("taylor", mode="train")
+    _, record = oba.prune(model, example, batches, LOSS, criterion, ratio=0.2, steps=1, mode="eval")
+    torch.testing.assert_close(record.dense_unit_scores, eval_scores, rtol=1e-6, atol=0)
+    assert record.mode == "eval" and record.criterion_config["mode"] == "eval"
+    assert criterion.mode == "train"
 
 
 def test_unstructured_masks_the_lowest_scores_and_keeps_them_masked() -> None:

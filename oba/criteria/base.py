@@ -6,8 +6,9 @@ score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``.
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,16 @@ class Criterion(ABC):
         groups = check_groups(groups, trainable_parameters(model))
         scores = self.parameter_scores(model, batches, loss_fn)
         return reduce_groups(scores, groups)
+
+    @contextlib.contextmanager
+    def scoring_in(self, mode: str | None) -> Iterator[Criterion]:
+        """Inside, the criterion scores in ``mode``; its own mode is restored on exit."""
+        own = self.mode
+        self.mode = mode
+        try:
+            yield self
+        finally:
+            self.mode = own
 
     def config(self) -> dict[str, Any]:
         """The options that determine this criterion's scores (recorded with results)."""

@@ -81,7 +81,8 @@ def prune(
     ``structure="channels"`` removes channels, MLP neurons and attention heads
     (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the
     dense MACs is gone; ``"unstructured"`` masks ``ratio`` of Conv/Linear
-    weights. Scoring runs in ``mode`` ("eval" or "train") on ``batches``.
+    weights. Scoring runs in ``mode`` ("eval" or "train") on ``batches``, also
+    for a criterion passed as an instance (its own mode is restored afterwards).
     ``recalibration`` batches, when given, recompute batch-norm statistics before
     every round after the first (the statistics after the last round are left
     to the caller: see :func:`oba.recalibration.recalibrate_batchnorm`).
@@ -94,15 +95,18 @@ def prune(
         raise ValueError("criterion_options apply only when the criterion is given by name")
     macs_dense = count_macs(model, example_inputs)
     params_dense = count_params(model)
-    if structure == "channels":
-        result = prune_structured(
-            model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
-            normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers, recalibration=recalibration,
-        )
-        params_pruned = count_params(model)
-    else:
-        result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)
-        params_pruned = count_params(model, nonzero=True)
+    with criterion.scoring_in(mode):
+        if structure == "channels":
+            result = prune_structured(
+                model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
+                normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
+                recalibration=recalibration,
+            )
+            params_pruned = count_params(model)
+        else:
+            result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)
+            params_pruned = count_params(model, nonzero=True)
+        criterion_config = criterion.config()
     record = PruneRecord(
         criterion=criterion.name,
         structure=structure,
@@ -120,7 +124,7 @@ def prune(
         dense_scoring_seconds=result["dense_scoring_seconds"],
         recalibration_batches=len(recalibration) if recalibration is not None else 0,
         layer_widths=result["layer_widths"],
-        criterion_config=criterion.config(),
+        criterion_config=criterion_config,
         masks=result.get("masks"),
         dense_unit_scores=result.get("dense_unit_scores"),
     )
