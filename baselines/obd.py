@@ -4,7 +4,8 @@ obd:            D = empirical Fisher diagonal, ``F_ii = (1/N) Σ_n g_{n,i}²`` o
                 N calibration samples (per-sample gradients by ``torch.func`` vmap,
                 chunked under a memory budget).
 obd-hutchinson: D = Hutchinson's Hessian diagonal, ``mean_b mean_z z ⊙ (H_b z)``
-                over k Rademacher probes z per batch (all k share one gradient graph).
+                over k Rademacher probes z per batch (all k share one gradient graph),
+                drawn from the pruning step's seed (:class:`~oba.criteria.base.SeededCriterion`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from oba.criteria.base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
+from oba.criteria.base import (
+    Batch, Criterion, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters,
+)
 from oba.criteria.registry import register
 from oba.curvature import fisher_diagonal, gradient_and_hvp_map, rademacher_like
 
@@ -45,22 +48,21 @@ class OBD(Criterion):
 
 
 @register("obd-hutchinson")
-class OBDHutchinson(Criterion):
-    """``s_i = ½ D_ii θ_i²``, ``D = mean_b (1/k) Σ_z z ⊙ H_b z`` (z Rademacher, seeded by ``seed``)."""
+class OBDHutchinson(SeededCriterion):
+    """``s_i = ½ D_ii θ_i²``, ``D = mean_b (1/k) Σ_z z ⊙ H_b z`` (z Rademacher from the step's generator)."""
 
     def __init__(self, k: int = 8, seed: int = 0, mode: str | None = None) -> None:
-        super().__init__(mode)
+        super().__init__(seed, mode)
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         self.k = k
-        self.seed = seed
 
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
         require_batches(batches)
         named = trainable_parameters(model)
         params = list(named.values())
         diagonal = [torch.zeros_like(p, requires_grad=False) for p in params]
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.generator()
 
         def accumulate(z: Sequence[Tensor], hz: list[Tensor]) -> None:
             for d, zi, hzi in zip(diagonal, z, hz):
@@ -74,4 +76,4 @@ class OBDHutchinson(Criterion):
         return {name: scale * d * p.detach().square() for (name, p), d in zip(named.items(), diagonal)}
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "k": self.k, "seed": self.seed}
+        return {**super().config(), "k": self.k}

@@ -22,9 +22,11 @@ import pyarrow.parquet as pq
 
 from .messages import one_line, plain
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
-Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``."""
+Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``.
+3: adds criterion_config, fidelity_abs, fidelity_precision, fidelity_k.
+Older rows read back with the columns they lack as null."""
 
 SCHEMA = pa.schema(
     [
@@ -39,6 +41,7 @@ SCHEMA = pa.schema(
         ("ratio", pa.float64()),
         ("seed", pa.int64()),
         ("config", pa.string()),
+        ("criterion_config", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("dense_acc", pa.float64()),
@@ -70,7 +73,7 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = SCHEMA.names
-_JSON_COLUMNS = ("config", "layer_widths", "package_versions")
+_JSON_COLUMNS = ("config", "criterion_config", "layer_widths", "package_versions")
 """Stored as JSON text; ``layer_widths`` keeps the network's layer order, the others sort their keys."""
 
 
@@ -91,6 +94,13 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     import os
 
     return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def _schema_columns_first(table: pa.Table) -> pa.Table:
+    """``table`` with the schema's columns in schema order (null where absent), then any others it has."""
+    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type) for f in SCHEMA}
+    columns.update({name: table[name] for name in table.column_names if name not in columns})
+    return pa.table(columns)
 
 
 class ResultStore:
@@ -152,7 +162,11 @@ class ResultStore:
             return pq.read_table(source).to_pylist()[0]
 
     def read_readable(self) -> tuple[pd.DataFrame, list[UnreadablePart]]:
-        """Every part that can be read as one table (empty, with all columns, when none), and those that cannot."""
+        """Every part that can be read as one table, and those that cannot.
+
+        The table has every schema column (empty when nothing is readable); a
+        column that older parts lack is null in their rows.
+        """
         tables, unreadable = [], []
         for path in self._parts():
             try:
@@ -162,7 +176,7 @@ class ResultStore:
                 unreadable.append(UnreadablePart(path, one_line(str(err)) or type(err).__name__))
         if not tables:
             return SCHEMA.empty_table().to_pandas(), unreadable
-        return pa.concat_tables(tables, promote_options="default").to_pandas(), unreadable
+        return _schema_columns_first(pa.concat_tables(tables, promote_options="default")).to_pandas(), unreadable
 
     def read(self) -> pd.DataFrame:
         """Every stored cell as one table (empty, with all columns, when nothing is stored).

@@ -141,6 +141,7 @@ def test_options_are_recorded() -> None:
         "mode": None,
         "probes": 3,
         "seed": 7,
+        "step_seeds": {},
     }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from oba.store import ResultStore
+from oba.store import SCHEMA_VERSION, ResultStore
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
 from oba.suite.runner import run_suite
@@ -46,7 +46,7 @@ def test_tiny_suite_end_to_end_fills_every_column(tmp_path: Path) -> None:
     for _, row in frame.iterrows():
         for acc in ("dense_acc", "pruned_acc_raw", "pruned_acc", "final_acc", "dense_top5", "final_top5"):
             assert 0.0 <= row[acc] <= 1.0, acc
-        assert row["schema_version"] == 2 and json.loads(row["config"])["prune"]["recalibration_batches"] == 16
+        assert row["schema_version"] == SCHEMA_VERSION and json.loads(row["config"])["prune"]["recalibration_batches"] == 16
         assert row["dense_acc"] > 0.3, "one epoch on digits beats chance (0.1) by far"
         assert row["macs_pruned"] < row["macs_dense"] and row["params_pruned"] < row["params_dense"]
         assert math.isclose(row["macs_speedup"], row["macs_dense"] / row["macs_pruned"])
@@ -58,6 +58,7 @@ def test_tiny_suite_end_to_end_fills_every_column(tmp_path: Path) -> None:
         widths = json.loads(row["layer_widths"])
         assert widths and all(1 <= w["remaining"] <= w["dense"] for w in widths.values())
         assert json.loads(row["config"])["criterion"] == row["criterion"]
+        assert json.loads(row["criterion_config"])["name"] == row["criterion"]
         assert row["git_sha"] and row["ray_node"] and row["device"].startswith("cpu")
         assert json.loads(row["package_versions"])["torch"]
         assert row["started_at"] <= row["finished_at"] and row["compute_seconds"] > 0

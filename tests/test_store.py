@@ -1,6 +1,7 @@
 """The Parquet store: atomic parts keyed by cell, read back as one table."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from pathlib import Path
 
@@ -93,6 +94,27 @@ def test_version_one_rows_read_their_pruned_accuracy_as_raw(tmp_path: Path) -> N
     table = load_results(str(tmp_path)).set_index("cell_id")
     assert table.loc["new", "pruned_acc_raw"] == 0.31 and table.loc["new", "pruned_acc"] == 0.87
     assert table.loc["old", "pruned_acc_raw"] == 0.42 and pd.isna(table.loc["old", "pruned_acc"])
+
+
+def test_criterion_config_is_stored_as_json_and_older_rows_read_it_as_null(tmp_path: Path) -> None:
+    """Schema 3 adds criterion_config (JSON text); version 1/2 parts, which lack the column, read back null."""
+    config = {"name": "random", "mode": "eval", "seed": 1, "step_seeds": {"1": 12, "2": 34}}
+    version_two = pa.schema([f for f in SCHEMA if f.name != "criterion_config"])
+    old = row(cell_id="old")
+    old.update(schema_version=2, config="{}", package_versions="{}")
+    only_old = tmp_path / "only-old"
+    only_old.mkdir()
+    pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_two.names}], schema=version_two),
+                   only_old / "old.parquet")
+    frame = ResultStore(str(only_old)).read()
+    assert list(frame.columns) == COLUMNS and frame["criterion_config"].isna().all()
+    store = ResultStore(str(tmp_path / "mixed"))
+    store.write(row(cell_id="new", criterion_config=config))
+    (tmp_path / "mixed" / "old.parquet").write_bytes((only_old / "old.parquet").read_bytes())
+    table = store.read().set_index("cell_id")
+    assert table.loc["new", "schema_version"] == SCHEMA_VERSION == 3
+    assert json.loads(table.loc["new", "criterion_config"]) == config
+    assert pd.isna(table.loc["old", "criterion_config"]) and table.loc["old", "schema_version"] == 2
 
 
 def test_stored_errors_are_plain_text(tmp_path: Path) -> None:

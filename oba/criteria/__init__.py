@@ -6,6 +6,8 @@ asked for; the interface (``Criterion`` and its helpers) is imported on first us
 from ..lazy import lazy_exports
 from .registry import get, names, register
 
-_INTERFACE = {name: ".base" for name in ("Criterion", "reduce_groups", "scoring_context", "trainable_parameters")}
+_INTERFACE = {name: ".base" for name in (
+    "Criterion", "SeededCriterion", "reduce_groups", "scoring_context", "step_seed", "trainable_parameters",
+)}
 __all__ = ["get", "names", "register", *_INTERFACE]
 __getattr__ = lazy_exports(__name__, _INTERFACE)

@@ -3,6 +3,12 @@
 ``parameter_scores`` returns the *signed* per-parameter quantity of DESIGN.md
 2.1/2.2, averaged over calibration batches; ``group_scores`` reduces it to one
 score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``.
+
+A pruning loop calls :meth:`Criterion.reseed` with the step it is about to
+score (1, 2, ...; a criterion never told a step scores as step 0). A criterion
+that draws random numbers derives from :class:`SeededCriterion`: it takes a base
+``seed`` and draws each step's numbers from :meth:`SeededCriterion.generator`,
+seeded with :func:`step_seed` of (base seed, step) and recorded in its config.
 """
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -17,8 +24,8 @@ from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scori
 from ..groups import Group, check_groups
 
 __all__ = [
-    "Batch", "LossFn", "Criterion", "batch_loss", "forward", "reduce_groups", "require_batches", "scoring_context",
-    "trainable_parameters",
+    "Batch", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",
+    "scoring_context", "step_seed", "trainable_parameters",
 ]
 
 
@@ -26,13 +33,19 @@ class Criterion(ABC):
     """Base class of every pruning criterion.
 
     Subclasses implement :meth:`parameter_scores`. ``mode`` selects the model
-    mode used while scoring (None keeps the model's own mode).
+    mode used while scoring (None keeps the model's own mode); ``step`` is the
+    pruning step being scored (0 until :meth:`reseed` says otherwise).
     """
 
     name: str = ""
+    step: int = 0
 
     def __init__(self, mode: str | None = None) -> None:
         self.mode = mode
+
+    def reseed(self, step: int) -> None:
+        """Score as pruning step ``step`` from now on (a criterion that draws random numbers reseeds from it)."""
+        self.step = step
 
     @abstractmethod
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
@@ -63,6 +76,45 @@ class Criterion(ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({opts})"
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of pruning step ``step`` under base ``seed``: a 63-bit word of NumPy's SeedSequence.
+
+    ``SeedSequence(seed, spawn_key=(step,)).generate_state(1, uint64)[0] >> 1``:
+    deterministic, independent across steps and base seeds, and fits a signed 64-bit column.
+    """
+    return int(np.random.SeedSequence(seed, spawn_key=(step,)).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+class SeededCriterion(Criterion):
+    """A criterion that draws random numbers, seeded per pruning step from a base ``seed``.
+
+    Step k draws from a CPU generator seeded with ``step_seed(seed, k)``; every
+    seed actually drawn from is kept in ``step_seeds`` (step → seed) and recorded
+    by :meth:`config`, so the numbers of any step can be drawn again.
+    """
+
+    def __init__(self, seed: int = 0, mode: str | None = None) -> None:
+        super().__init__(mode)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = seed
+        self.step_seeds: dict[int, int] = {}
+
+    def generator(self) -> torch.Generator:
+        """A fresh CPU generator seeded for the current step (the seed is recorded)."""
+        seed = step_seed(self.seed, self.step)
+        self.step_seeds[self.step] = seed
+        return torch.Generator().manual_seed(seed)
+
+    def config(self) -> dict[str, Any]:
+        """The base seed and, per step drawn from (as a string key), the seed used."""
+        return {
+            **super().config(),
+            "seed": self.seed,
+            "step_seeds": {str(step): seed for step, seed in sorted(self.step_seeds.items())},
+        }
 
 
 def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group]) -> Tensor:

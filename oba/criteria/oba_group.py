@@ -9,7 +9,8 @@ For a group G with parameter elements S and calibration batches b,
 
 ``probes=None`` (exact): one HVP per group per batch with ``v = θ ⊙ 1_S``, all
 through one gradient graph per batch; groups may overlap.
-``probes=k``: k random-sign probes per batch, ``v = Σ_G ε_G θ_G`` with ε_G = ±1
+``probes=k``: k random-sign probes per batch (drawn from the pruning step's
+seed, :class:`~oba.criteria.base.SeededCriterion`), ``v = Σ_G ε_G θ_G`` with ε_G = ±1
 and θ_G = θ on G's elements (zero elsewhere); ``ε_G θ_Gᵀ H v`` estimates
 ``θ_Gᵀ H_GG θ_G`` without bias, since ``E[ε_G ε_G'] = δ_GG'``. That holds for
 overlapping groups too (Torch-Pruning's channel units overlap: W[o, i] belongs to
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from ..curvature import gradient_and_hvp_map
 from ..groups import Group, check_groups
-from .base import Batch, LossFn, require_batches, scoring_context, trainable_parameters
+from .base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
 from .oba import OBA
 from .registry import register
 
@@ -102,15 +103,17 @@ def sign_probe(membership: Membership, signs: Tensor, theta: dict[str, Tensor]) 
 
 
 @register("oba-group")
-class OBAGroup(OBA):
-    """Group score ``|mean_b(−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S)|``; exact, or estimated with ``probes`` sign probes."""
+class OBAGroup(SeededCriterion, OBA):
+    """Group score ``|mean_b(−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S)|``; exact, or estimated with ``probes`` sign probes.
+
+    ``seed`` is the probes' base seed (each pruning step draws from its own seed, see ``SeededCriterion``).
+    """
 
     def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None) -> None:
-        super().__init__(mode)
+        super().__init__(seed, mode)
         if probes is not None and probes < 1:
             raise ValueError(f"probes must be None (exact) or positive, got {probes}")
         self.probes = probes
-        self.seed = seed
 
     def group_scores(
         self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
@@ -135,7 +138,7 @@ class OBAGroup(OBA):
                     total += self._exact(model, batch, loss_fn, named, theta, groups)
             else:
                 membership = group_membership(groups, {name: t.shape for name, t in theta.items()})
-                generator = torch.Generator().manual_seed(self.seed)
+                generator = self.generator()
                 for batch in batches:
                     total += self._probed(model, batch, loss_fn, named, theta, membership, len(groups), generator)
         return total / len(batches)
@@ -198,4 +201,4 @@ class OBAGroup(OBA):
         return linear + 0.5 * estimates.mean(0)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "probes": self.probes, "seed": self.seed}
+        return {**super().config(), "probes": self.probes}

@@ -1,7 +1,7 @@
 """Iterative structured pruning toward a target fraction of dense MACs removed.
 
 Round k of ``steps`` aims at ``ratio * k / steps`` of the dense MACs removed:
-score every unit with the criterion (timed), let the allocation policy pick
+score every unit with the criterion as step k (``criterion.reseed(k)``; timed), let the allocation policy pick
 units from their estimated per-unit MACs, remove them physically, recount MACs
 exactly with FlopCounterMode and repeat with the remaining scores until the
 round's target is met within ``tolerance`` (per-unit estimates ignore that a
@@ -86,6 +86,7 @@ def prune_structured(
         target_removed = ratio * step / steps * macs_dense
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
+        criterion.reseed(step)
         start = time.perf_counter()
         all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
         seconds = time.perf_counter() - start

@@ -1,9 +1,10 @@
 """Unstructured pruning: global weight masks from per-parameter scores.
 
 The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
-per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` masks
-``ratio * k / steps`` of those weights; masked weights stay masked. Masked
-weights are zeroed and a gradient hook keeps them at zero during fine-tuning.
+per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` scores
+as step k (``criterion.reseed(k)``) and masks ``ratio * k / steps`` of those
+weights; masked weights stay masked. Masked weights are zeroed and a gradient
+hook keeps them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
 every round after the first (as in structured pruning).
 """
@@ -64,6 +65,7 @@ def prune_unstructured(
     for step in range(1, steps + 1):
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
+        criterion.reseed(step)
         start = time.perf_counter()
         scores = criterion.parameter_scores(model, batches, loss_fn)
         seconds = time.perf_counter() - start

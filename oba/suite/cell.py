@@ -8,6 +8,10 @@ the context's fixed recalibration batches (identical for every criterion; equal
 to the raw accuracy when the suite sets ``recalibration_batches = 0`` or the
 model has no batch norm). Fine-tuning starts from the recalibrated model.
 
+A criterion that draws random numbers takes the cell's seed as its base seed
+(:func:`cell_criterion`); ``criterion_config`` records its options, with the
+seed of every pruning step it drew from.
+
 ``scoring_seconds`` is the criterion's time over every pruning round;
 ``scoring_seconds_per_grad`` is the first round (on the dense model) divided by
 one plain gradient pass on the same model and calibration batches. Fidelity is
@@ -33,7 +37,7 @@ from torch import Tensor, nn
 
 from .. import criteria as criteria_registry
 from ..batches import scoring_context
-from ..criteria.base import Criterion
+from ..criteria.base import Criterion, SeededCriterion
 from ..ranking_fidelity import rank_correlation
 from ..measure import measure_latency
 from ..pruning import prune
@@ -95,6 +99,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def cell_criterion(config: dict[str, Any]) -> Criterion:
+    """The cell's criterion, scoring in the cell's mode; one that draws random numbers gets the cell's seed as base seed."""
+    criterion = criteria_registry.get(config["criterion"], mode=config["prune"]["mode"], **config["criterion_options"])
+    if isinstance(criterion, SeededCriterion):
+        criterion.seed = config["seed"]
+    return criterion
+
+
 def _fidelity_of_units(context: DenseContext, unit_scores: Tensor) -> float:
     """Spearman of the first pruning round's scores of the sampled units with their actual loss changes."""
     if len(unit_scores) != len(context.fidelity_groups):
@@ -103,8 +115,12 @@ def _fidelity_of_units(context: DenseContext, unit_scores: Tensor) -> float:
 
 
 def _fidelity_by_scoring(context: DenseContext, model: nn.Module, criterion: Criterion, mode: str) -> float:
-    """Spearman of the criterion's scores of the sampled groups (scored now, on ``model``) with their loss changes."""
+    """Spearman of the criterion's scores of the sampled groups with their loss changes.
+
+    Scored now, on ``model``, as the first pruning step will score it (step 1, the same random draws).
+    """
     sampled = [context.fidelity_groups[i] for i in context.fidelity_index.tolist()]
+    criterion.reseed(1)
     with scoring_context(model, mode):
         return rank_correlation(criterion.group_scores(model, context.calibration, LOSS, sampled), context.fidelity_changes)
 
@@ -114,7 +130,7 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     context = dense_context(cell, data_root, download, cache_dir, device)
     model = context.fresh_model()
     mode = c["prune"]["mode"]
-    criterion = criteria_registry.get(c["criterion"], mode=mode, **c["criterion_options"])
+    criterion = cell_criterion(c)
     grad_seconds = gradient_seconds(model, context.calibration, mode)
     structured = c["structure"] == "channels"
     dense_fidelity = None if structured else _fidelity_by_scoring(context, model, criterion, mode)
@@ -151,6 +167,7 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
         "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
         "fidelity": score_fidelity,
         "layer_widths": record.layer_widths,
+        "criterion_config": record.criterion_config,
     }
 
 

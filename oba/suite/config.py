@@ -188,10 +188,13 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         crit = criteria_names
     suite_criteria = _names(loc, "criteria", crit, criteria_names, allow_dotted=True)
     for name in suite_criteria:
+        options = raw.get("criterion_options", {}).get(name, {})
         try:
-            criteria.get(name, **raw.get("criterion_options", {}).get(name, {}))
+            criterion = criteria.get(name, **options)
         except (TypeError, ValueError) as err:
             raise loc.error("grid", "criteria", f"criterion {name!r} cannot be built: {err}") from err
+        if isinstance(criterion, criteria.SeededCriterion) and "seed" in options:
+            raise loc.error("criterion_options", name, "a randomised criterion's base seed is the cell's seed (grid seeds)")
     unknown_options = set(raw.get("criterion_options", {})) - set(suite_criteria) - set(criteria_names)
     if unknown_options:
         raise loc.error("criterion_options", None, f"options for unknown criteria {sorted(unknown_options)}; valid: {', '.join(criteria_names)}")
