@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from oba import data, models
 from oba.checkpoints import checkpoint_key, default_cache_dir, dense_checkpoint
-from oba.train import Recipe, evaluate, fine_tune, lr_factor, train
+from oba.train import Recipe, evaluate, fine_tune, lr_factor, preferred_memory_format, train
 
 FAST = Recipe(epochs=3, batch_size=32, lr=0.05, weight_decay=1e-4)
 
@@ -114,6 +114,24 @@ def test_training_is_deterministic_given_the_seed() -> None:
         train(model, splits, Recipe(epochs=1, batch_size=32, optimizer="adamw", lr=1e-3, seed=seed), device="cpu")
         digests.append(_state_digest(model))
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_conv_nets_train_channels_last_and_come_back_contiguous() -> None:
+    """Training runs in channels-last (the conv weights' strides during the epoch say so) and returns the default format."""
+    splits = data.load("synthetic", n=64)
+    model = _fresh("vgg-tiny", splits)
+    assert preferred_memory_format(model) == torch.channels_last
+    assert preferred_memory_format(nn.Sequential(nn.Flatten(), nn.Linear(64, 4))) == torch.contiguous_format
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen: list[bool] = []
+    conv.register_forward_hook(
+        lambda module, args, out: seen.append(module.weight.is_contiguous(memory_format=torch.channels_last))
+        if module.training else None
+    )
+    train(model, splits, Recipe(epochs=1, batch_size=32, lr=0.01), device="cpu")
+    assert seen and all(seen)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert evaluate(model, splits.test) == evaluate(model.to(memory_format=torch.channels_last), splits.test)
 
 
 def test_divergence_is_an_error() -> None:
