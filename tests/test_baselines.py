@@ -153,13 +153,22 @@ def explicit_factors(model: nn.Module, batches, module: nn.Module) -> tuple[torc
     return a_sum / count, g_sum / count
 
 
-def test_kronecker_factors_equal_explicit_expectations() -> None:
+def sampled_batches(model: nn.Module, batches, seed: int):
+    """The batches with one label per sample drawn from softmax(model(x)) by a CPU generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return [(x, torch.multinomial(model(x).softmax(1), 1, generator=generator)[:, 0]) for x, _ in batches]
+
+
+@pytest.mark.parametrize("fisher", ["true", "empirical"])
+def test_kronecker_factors_equal_explicit_expectations(fisher) -> None:
     model = convnet()
     batches = batches_for((2, 5, 5))
-    factors = kronecker_factors(model, batches, LOSS)
+    factors = kronecker_factors(model, batches, LOSS, fisher=fisher, seed=7)
+    labelled = sampled_batches(model, batches, seed=7) if fisher == "true" else batches
     assert set(factors) == {"0", "4"}
     for name in ("0", "4"):
-        a, g = explicit_factors(model, batches, model.get_submodule(name))
+        a, g = explicit_factors(model, labelled, model.get_submodule(name))
         torch.testing.assert_close(factors[name][0], a, rtol=1e-10, atol=1e-14)
         torch.testing.assert_close(factors[name][1], g, rtol=1e-10, atol=1e-14)
 

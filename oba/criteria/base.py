@@ -3,11 +3,14 @@
 ``parameter_scores`` returns the *signed* per-parameter quantity of DESIGN.md
 2.1/2.2, averaged over calibration batches; ``group_scores`` reduces it to one
 score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``.
+``compensation`` is an optional hook: the additive update of the surviving
+parameters that a criterion pairs with a removal (OBS); the pruning code applies
+it before the removed elements are removed or masked. By default there is none.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +47,18 @@ class Criterion(ABC):
         groups = check_groups(groups, trainable_parameters(model))
         scores = self.parameter_scores(model, batches, loss_fn)
         return reduce_groups(scores, groups)
+
+    def compensation(
+        self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, removed: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Additive update of the parameters that survive removing ``removed``; none by default.
+
+        ``removed`` maps parameter names to boolean masks (parameter-shaped) of every
+        element that does not survive (already-zero masked elements included; absent
+        names lose nothing). The result maps parameter names to updates shaped like
+        the parameters, zero on removed elements; names absent are not updated.
+        """
+        return {}
 
     def config(self) -> dict[str, Any]:
         """The options that determine this criterion's scores (recorded with results)."""
