@@ -232,7 +232,7 @@ def obs_update(weight: Tensor, a: Tensor, g: Tensor, damping: float, removed: Te
 
 
 def _conjugate_gradients(matvec: Callable[[Tensor], Tensor], precondition: Callable[[Tensor], Tensor], rhs: Tensor) -> Tensor:
-    """Preconditioned CG for ``matvec(x) = rhs`` (SPD), to a relative residual of ``max(1e-12, 100 ε)``."""
+    """Preconditioned CG for ``matvec(x) = rhs`` (SPD): relative residual ``max(1e-12, 100 ε)`` or ``CG_MAX_STEPS`` steps."""
     tolerance = max(1e-12, 100 * torch.finfo(rhs.dtype).eps) * rhs.norm()
     x = torch.zeros_like(rhs)
     residual = rhs.clone()

@@ -231,10 +231,12 @@ CRITERIA = [
     ("oba-hvp", {}),
     ("oba-group", {}),
     ("oba-group", {"probes": 2}),
+    ("oba-functional", {}),
     ("obd", {}),
     ("obd-hutchinson", {"k": 2}),
     ("kfac-obd", {}),
     ("kfac-obs", {}),
+    ("kfac-obs", {"fisher": "empirical"}),
 ]
 
 
