@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from .batches import Batch, LossFn, batch_loss
+from .batches import Batch, LossFn, batch_loss, forward
 
 _R = TypeVar("_R")
 
@@ -48,6 +48,32 @@ def gradient_and_hvps(
 def hvp(model: torch.nn.Module, batch: Batch, loss_fn: LossFn, params: Sequence[Tensor], vector: Sequence[Tensor]) -> list[Tensor]:
     """Exact Hessian-vector product ``H_b v`` of the batch-mean loss."""
     return gradient_and_hvps(model, batch, loss_fn, params, [vector])[2][0]
+
+
+def gradient_and_functional_hvp(
+    model: torch.nn.Module, batch: Batch, loss_fn: LossFn, params: Sequence[Tensor], vector: Sequence[Tensor]
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Loss, gradient ``g = ∇L`` and ``H̃ v``, the Hessian-vector product without the Gauss–Newton part.
+
+    With network output z and ``c = ∂L/∂z`` held fixed, ``H̃ = Σ_k c_k ∇²_θ z_k =
+    ∇²_θ ⟨c, z(θ)⟩ = H − Jᵀ (∂²L/∂z²) J``. The scalar ``⟨stop_grad(c), z(θ)⟩`` has
+    gradient ``Jᵀc = g``, so one forward, one backward to z, one backward with a
+    graph and one double backward give both.
+    """
+    params = list(params)
+    inputs, targets = batch
+    outputs = forward(model, inputs)
+    loss = loss_fn(outputs, targets.to(outputs.device))
+    (output_grad,) = torch.autograd.grad(loss, outputs, retain_graph=True)
+    surrogate = (outputs * output_grad.detach()).sum()
+    grads = _zeros_for_none(torch.autograd.grad(surrogate, params, create_graph=True, allow_unused=True), params)
+    differentiable = [i for i, g in enumerate(grads) if g.requires_grad]
+    if differentiable:
+        dot = sum((grads[i] * vector[i].detach()).sum() for i in differentiable)
+        hv = _zeros_for_none(torch.autograd.grad(dot, params, allow_unused=True), params)
+    else:
+        hv = [torch.zeros_like(p) for p in params]
+    return loss.detach(), [g.detach() for g in grads], [h.detach() for h in hv]
 
 
 def rademacher_like(params: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:

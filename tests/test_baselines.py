@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import oba.criteria as criteria
+from oba.criteria.base import step_seed
 from baselines.kfac import kronecker_factors
 from oba import Group, ParamSlice
 from nets import tiny_vit
@@ -170,13 +171,22 @@ def explicit_factors(model: nn.Module, batches, module: nn.Module) -> tuple[torc
     return a_sum / count, g_sum / count
 
 
-def test_kronecker_factors_equal_explicit_expectations() -> None:
+def sampled_batches(model: nn.Module, batches, seed: int):
+    """The batches with one label per sample drawn from softmax(model(x)) by a CPU generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return [(x, torch.multinomial(model(x).softmax(1), 1, generator=generator)[:, 0]) for x, _ in batches]
+
+
+@pytest.mark.parametrize("fisher", ["true", "empirical"])
+def test_kronecker_factors_equal_explicit_expectations(fisher) -> None:
     model = convnet()
     batches = batches_for((2, 5, 5))
-    factors = kronecker_factors(model, batches, LOSS)
+    factors = kronecker_factors(model, batches, LOSS, fisher=fisher, seed=7)
+    labelled = sampled_batches(model, batches, seed=7) if fisher == "true" else batches
     assert set(factors) == {"0", "4"}
     for name in ("0", "4"):
-        a, g = explicit_factors(model, batches, model.get_submodule(name))
+        a, g = explicit_factors(model, labelled, model.get_submodule(name))
         torch.testing.assert_close(factors[name][0], a, rtol=1e-10, atol=1e-14)
         torch.testing.assert_close(factors[name][1], g, rtol=1e-10, atol=1e-14)
 
@@ -184,7 +194,7 @@ def test_kronecker_factors_equal_explicit_expectations() -> None:
 def test_kfac_scores_match_explicit_kronecker_product() -> None:
     model = convnet()
     batches = batches_for((2, 5, 5))
-    factors = kronecker_factors(model, batches, LOSS)
+    factors = kronecker_factors(model, batches, LOSS, seed=step_seed(0, 0))  # a criterion never reseeded scores as step 0
     damping = 0.1
     obd = criteria.get("kfac-obd").parameter_scores(model, batches, LOSS)
     obs = criteria.get("kfac-obs", damping=damping).parameter_scores(model, batches, LOSS)
@@ -239,10 +249,12 @@ CRITERIA = [
     ("oba-hvp", {}),
     ("oba-group", {}),
     ("oba-group", {"probes": 2}),
+    ("oba-functional", {}),
     ("obd", {}),
     ("obd-hutchinson", {"k": 2}),
     ("kfac-obd", {}),
     ("kfac-obs", {}),
+    ("kfac-obs", {"fisher": "empirical"}),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Randomised criteria (random, obd-hutchinson, probed oba-group) draw per (base seed, pruning step) and record it."""
+"""Randomised criteria (random, obd-hutchinson, probed oba-group, true-Fisher K-FAC) draw per (base seed, pruning step) and record it."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from oba import Group, ParamSlice
 from reference import flat_parameters, gradient_and_hessian
 
 LOSS = nn.CrossEntropyLoss()
-SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("oba-group", {"probes": 2})]
+SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("oba-group", {"probes": 2}), ("kfac-obd", {}), ("kfac-obs", {})]
 
 
 def mlp() -> nn.Module:
@@ -148,6 +148,10 @@ def test_a_criterion_without_randomness_records_no_seed() -> None:
     criterion.reseed(1)
     criterion.group_scores(mlp(), batches(), LOSS, hidden_units())
     assert criterion.config()["step_seeds"] == {}
+    empirical = criteria.get("kfac-obd", fisher="empirical")
+    empirical.reseed(1)
+    empirical.group_scores(mlp(), batches(), LOSS, hidden_units())
+    assert empirical.config()["step_seeds"] == {}
     assert "seed" not in criteria.get("taylor").config()
 
 

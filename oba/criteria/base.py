@@ -9,12 +9,16 @@ score (1, 2, ...; a criterion never told a step scores as step 0). A criterion
 that draws random numbers derives from :class:`SeededCriterion`: it takes a base
 ``seed`` and draws each step's numbers from :meth:`SeededCriterion.generator`,
 seeded with :func:`step_seed` of (base seed, step) and recorded in its config.
+
+``compensation`` is an optional hook: the additive update of the surviving
+parameters that a criterion pairs with a removal (OBS); the pruning code applies
+it before the removed elements are removed or masked. By default there is none.
 """
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +73,18 @@ class Criterion(ABC):
         finally:
             self.mode = own
 
+    def compensation(
+        self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, removed: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Additive update of the parameters that survive removing ``removed``; none by default.
+
+        ``removed`` maps parameter names to boolean masks (parameter-shaped) of every
+        element that does not survive (already-zero masked elements included; absent
+        names lose nothing). The result maps parameter names to updates shaped like
+        the parameters, zero on removed elements; names absent are not updated.
+        """
+        return {}
+
     def config(self) -> dict[str, Any]:
         """The options that determine this criterion's scores (recorded with results)."""
         return {"name": self.name, "mode": self.mode}
@@ -102,11 +118,15 @@ class SeededCriterion(Criterion):
         self.seed = seed
         self.step_seeds: dict[int, int] = {}
 
-    def generator(self) -> torch.Generator:
-        """A fresh CPU generator seeded for the current step (the seed is recorded)."""
+    def current_seed(self) -> int:
+        """The seed of the current step, recorded as drawn from."""
         seed = step_seed(self.seed, self.step)
         self.step_seeds[self.step] = seed
-        return torch.Generator().manual_seed(seed)
+        return seed
+
+    def generator(self) -> torch.Generator:
+        """A fresh CPU generator seeded for the current step (the seed is recorded)."""
+        return torch.Generator().manual_seed(self.current_seed())
 
     def config(self) -> dict[str, Any]:
         """The base seed and, per step drawn from (as a string key), the seed used."""

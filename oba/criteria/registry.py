@@ -21,6 +21,7 @@ T = TypeVar("T", bound=type)
 
 BUILTINS = {
     "oba": "oba.criteria.oba", "oba-hvp": "oba.criteria.oba", "oba-group": "oba.criteria.oba_group",
+    "oba-functional": "oba.criteria.oba_functional",
     "taylor": "oba.criteria.taylor", "random": "baselines.random",
     "magnitude-l1": "baselines.magnitude", "magnitude-l2": "baselines.magnitude",
     "obd": "baselines.obd", "obd-hutchinson": "baselines.obd", "kfac-obd": "baselines.kfac", "kfac-obs": "baselines.kfac",

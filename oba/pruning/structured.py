@@ -14,6 +14,10 @@ surviving units by those same normalised values.
 With ``recalibration`` batches, every round after the first starts by
 recomputing batch-norm statistics (:mod:`oba.recalibration`), so each round
 scores a model whose statistics match its structure; the same for every criterion.
+
+Before each removal the criterion's compensating update (``Criterion.compensation``,
+e.g. kfac-obs's OBS update) is applied to the surviving parameters, given the
+union of the chosen units' elements; its time counts as scoring time.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
 from ..recalibration import recalibrate_batchnorm
 from .allocation import NORMALISERS, GroupState, allocate_global, allocate_uniform, normalise_groups
+from .compensation import compensate
 from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
 from ..measure import count_macs
 
@@ -40,6 +45,17 @@ def _split(scores: Tensor, groups: Sequence[PrunableGroup]) -> dict[str, Tensor]
         out[g.name] = scores[start : start + len(g)].clone()
         start += len(g)
     return out
+
+
+def _removed_masks(model: nn.Module, groups: Sequence[PrunableGroup], chosen: dict[str, list[int]]) -> dict[str, Tensor]:
+    """Union of the chosen units' elements, one boolean mask per parameter they touch."""
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    masks: dict[str, Tensor] = {}
+    for g in groups:
+        for u in chosen.get(g.name, []):
+            for name, mask in g.units[u].masks(shapes).items():
+                masks[name] = masks[name] | mask if name in masks else mask
+    return masks
 
 
 def prune_structured(
@@ -61,7 +77,7 @@ def prune_structured(
     """Prune ``model`` in place; return measurements of what was done.
 
     The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` (all
-    rounds), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
+    rounds, compensation included), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
     round, on the dense model: one score per unit of ``find_groups(dense)``, in
     that order) and ``layer_widths`` (group name → kind, dense and remaining
     units). The dependency graph is traced again only after units were removed.
@@ -119,6 +135,9 @@ def prune_structured(
                 chosen = allocate_uniform(states, deficit)
             if not any(chosen.values()):
                 break
+            start = time.perf_counter()
+            compensate(model, criterion, batches, loss_fn, _removed_masks(model, groups, chosen))
+            scoring_seconds += time.perf_counter() - start
             for g in groups:
                 units = chosen.get(g.name, [])
                 remove_units(dg, g, units)

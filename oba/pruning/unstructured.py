@@ -6,7 +6,10 @@ as step k (``criterion.reseed(k)``) and masks ``ratio * k / steps`` of those
 weights; masked weights stay masked. Masked weights are zeroed and a gradient
 hook keeps them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
-every round after the first (as in structured pruning).
+every round after the first (as in structured pruning). Before each round's
+masking the criterion's compensating update (``Criterion.compensation``) is
+applied to the unmasked weights, given every masked weight; its time counts as
+scoring time.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import Tensor, nn
 from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
 from ..recalibration import recalibrate_batchnorm
+from .compensation import compensate
 
 
 def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -54,7 +58,8 @@ def prune_unstructured(
 ) -> dict:
     """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds.
 
-    ``dense_scoring_seconds`` in the result is the first round's scoring time (on the dense model).
+    ``scoring_seconds`` covers every round, compensation included; ``dense_scoring_seconds``
+    is the first round's scoring time (on the dense model).
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
@@ -83,6 +88,9 @@ def prune_unstructured(
         for name, w in weights.items():
             masks[name] = keep[offset : offset + w.numel()].reshape(w.shape).to(w.device)
             offset += w.numel()
+        start = time.perf_counter()
+        compensate(model, criterion, batches, loss_fn, {name: ~mask for name, mask in masks.items()})
+        scoring_seconds += time.perf_counter() - start
         with torch.no_grad():
             for name, w in weights.items():
                 w.mul_(masks[name].to(w.dtype))
