@@ -53,7 +53,8 @@ def prune_unstructured(
 ) -> dict:
     """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds.
 
-    ``dense_scoring_seconds`` in the result is the first round's scoring time (on the dense model).
+    ``dense_scoring_seconds`` in the result is the first round's scoring time (on the
+    dense model); ``first_step_units_removed`` the number of weights the first round masked.
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
@@ -61,6 +62,7 @@ def prune_unstructured(
     masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
     scoring_seconds = dense_scoring_seconds = 0.0
+    first_step_units_removed = 0
     for step in range(1, steps + 1):
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
@@ -74,6 +76,8 @@ def prune_unstructured(
             [torch.where(masks[n], scores[n].abs().double(), torch.full_like(scores[n], -1.0, dtype=torch.float64)).reshape(-1).cpu() for n in weights]
         )
         n_masked = int(round(ratio * step / steps * total))
+        if step == 1:
+            first_step_units_removed = n_masked
         order = torch.argsort(flat, stable=True)[:n_masked]
         keep = torch.ones(total, dtype=torch.bool)
         keep[order] = False
@@ -89,6 +93,7 @@ def prune_unstructured(
         "masks": masks,
         "scoring_seconds": scoring_seconds,
         "dense_scoring_seconds": dense_scoring_seconds,
+        "first_step_units_removed": first_step_units_removed,
         "layer_widths": {
             name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
         },
