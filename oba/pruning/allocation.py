@@ -6,7 +6,9 @@ they return the unit indices to remove so that the estimated MACs removed come
 as close to ``budget`` as whole units allow.
 
 - ``global``: units of every group ranked together by *normalised* score
-  (``score / normaliser(group scores)``), lowest removed first.
+  (``score / normaliser(|group scores|)``), lowest removed first. The normaliser
+  sees magnitudes, so signed scores keep their sign and order (for the usual
+  non-negative scores ``|s| = s``).
 - ``uniform``: every group's removed fraction of dense width rises together;
   the lowest-scored units within each group go.
 """
@@ -38,12 +40,12 @@ class GroupState:
 
 
 def normalise(scores: Tensor, how: str) -> Tensor:
-    """``scores / normaliser(scores)`` (a zero normaliser leaves scores unchanged)."""
+    """``scores / normaliser(|scores|)`` (a zero normaliser leaves scores unchanged)."""
     if how not in NORMALISERS:
         raise ValueError(f"unknown normalisation {how!r}; valid: {', '.join(sorted(NORMALISERS))}")
     if scores.numel() == 0:
         return scores
-    denom = NORMALISERS[how](scores)
+    denom = NORMALISERS[how](scores.abs())
     return scores / denom if float(denom) > 0 else scores
 
 

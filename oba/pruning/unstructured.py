@@ -1,7 +1,8 @@
 """Unstructured pruning: global weight masks from per-parameter scores.
 
 The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
-per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` masks
+per-element case of the group score ``|Σ s_i|``; ``s_i`` itself for a criterion
+built with ``signed=True``). Round k of ``steps`` masks
 ``ratio * k / steps`` of those weights; masked weights stay masked. Masked
 weights are zeroed and a gradient hook keeps them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
@@ -9,6 +10,7 @@ every round after the first (as in structured pruning).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -51,7 +53,7 @@ def prune_unstructured(
     steps: int = 5,
     recalibration: Sequence[Batch] | None = None,
 ) -> dict:
-    """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds.
+    """Mask ``ratio`` of the Conv/Linear weights, lowest ``|s_i|`` first (``s_i`` when signed), in ``steps`` rounds.
 
     ``dense_scoring_seconds`` in the result is the first round's scoring time (on the
     dense model); ``first_step_units_removed`` the number of weights the first round masked.
@@ -73,7 +75,10 @@ def prune_unstructured(
         if step == 1:
             dense_scoring_seconds = seconds
         flat = torch.cat(
-            [torch.where(masks[n], scores[n].abs().double(), torch.full_like(scores[n], -1.0, dtype=torch.float64)).reshape(-1).cpu() for n in weights]
+            [
+                torch.where(masks[n], criterion.score_from_sums(scores[n].double()), -math.inf).reshape(-1).cpu()
+                for n in weights
+            ]
         )
         n_masked = int(round(ratio * step / steps * total))
         if step == 1:
