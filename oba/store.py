@@ -22,9 +22,11 @@ import pyarrow.parquet as pq
 
 from .messages import one_line, plain
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
-Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``."""
+Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``.
+3: adds criterion_config, fidelity_abs, fidelity_precision, fidelity_k.
+Older rows are read with the added columns null."""
 
 SCHEMA = pa.schema(
     [
@@ -59,6 +61,9 @@ SCHEMA = pa.schema(
         ("gradient_seconds", pa.float64()),
         ("scoring_seconds_per_grad", pa.float64()),
         ("fidelity", pa.float64()),
+        ("fidelity_abs", pa.float64()),
+        ("fidelity_precision", pa.float64()),
+        ("fidelity_k", pa.int64()),
         ("layer_widths", pa.string()),
         ("compute_seconds", pa.float64()),
         ("git_sha", pa.string()),

@@ -46,7 +46,7 @@ def test_tiny_suite_end_to_end_fills_every_column(tmp_path: Path) -> None:
     for _, row in frame.iterrows():
         for acc in ("dense_acc", "pruned_acc_raw", "pruned_acc", "final_acc", "dense_top5", "final_top5"):
             assert 0.0 <= row[acc] <= 1.0, acc
-        assert row["schema_version"] == 2 and json.loads(row["config"])["prune"]["recalibration_batches"] == 16
+        assert row["schema_version"] == 3 and json.loads(row["config"])["prune"]["recalibration_batches"] == 16
         assert row["dense_acc"] > 0.3, "one epoch on digits beats chance (0.1) by far"
         assert row["macs_pruned"] < row["macs_dense"] and row["params_pruned"] < row["params_dense"]
         assert math.isclose(row["macs_speedup"], row["macs_dense"] / row["macs_pruned"])

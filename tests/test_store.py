@@ -95,6 +95,23 @@ def test_version_one_rows_read_their_pruned_accuracy_as_raw(tmp_path: Path) -> N
     assert table.loc["old", "pruned_acc_raw"] == 0.42 and pd.isna(table.loc["old", "pruned_acc"])
 
 
+def test_version_two_rows_read_with_the_fidelity_columns_null(tmp_path: Path) -> None:
+    """Schema 3 adds fidelity against |ΔL|, precision at k and k; older parts have none of them."""
+    added = ("fidelity_abs", "fidelity_precision", "fidelity_k")
+    store = ResultStore(str(tmp_path))
+    store.write(row(cell_id="new", fidelity=0.3, fidelity_abs=0.6, fidelity_precision=0.75, fidelity_k=4))
+    assert pq.read_table(tmp_path / "new.parquet").schema.field("fidelity_k").type == pa.int64()
+    old = row(cell_id="old", fidelity=0.2)
+    old.update(schema_version=2, config="{}", package_versions="{}")
+    version_two = pa.schema([f for f in SCHEMA if f.name not in added])
+    pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_two.names}], schema=version_two), tmp_path / "old.parquet")
+    table = load_results(str(tmp_path)).set_index("cell_id")
+    assert SCHEMA_VERSION == 3 and table.loc["new", "schema_version"] == 3
+    assert (table.loc["new", "fidelity"], table.loc["new", "fidelity_abs"]) == (0.3, 0.6)
+    assert (table.loc["new", "fidelity_precision"], table.loc["new", "fidelity_k"]) == (0.75, 4)
+    assert table.loc["old", "fidelity"] == 0.2 and all(pd.isna(table.loc["old", name]) for name in added)
+
+
 def test_stored_errors_are_plain_text(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path))
     store.write({**_row("bad", status="error"), "error": "\x1b[36mray::_prepare_dense()\x1b[39m (pid=7)\r\n\x1b]0;title\x07boom\x00"})
