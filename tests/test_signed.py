@@ -120,6 +120,6 @@ def test_unstructured_pruning_masks_the_lowest_signed_scores_when_signed() -> No
     _, record = oba.prune(model, torch.randn(1, 6), [(torch.randn(4, 6), torch.randint(0, 3, (4,)))], LOSS,
                           FixedSums(scores, signed=True), ratio=0.3, structure="unstructured", steps=1)
     everything = torch.cat([scores["0.weight"].flatten(), scores["2.weight"].flatten()])
-    threshold = everything.sort().values[int(round(0.3 * everything.numel())) - 1]
+    threshold = everything.sort().values[round(0.3 * everything.numel()) - 1]
     for name in ("0.weight", "2.weight"):
         assert torch.equal(~record.masks[name], scores[name] <= threshold)
