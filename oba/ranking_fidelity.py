@@ -3,10 +3,19 @@
 ``loss_changes`` measures the actual ``ΔL(G) = L(θ with G zeroed) − L(θ)`` (L = mean
 of the batch losses) one group at a time; ``fidelity`` is the Spearman rank
 correlation between given group scores and those signed loss changes on a seeded
-sample of groups.
+sample of groups. :func:`rank_fidelity` reports all three views of DESIGN.md 2.2
+on such a sample (a :class:`FidelityResult`):
+
+- ``signed``: Spearman ρ(score, ΔL) — what pruning should follow (lowest first,
+  so a unit whose removal lowers the loss goes first);
+- ``abs``: Spearman ρ(score, |ΔL|) — what ``|Σ s|`` criteria estimate;
+- ``precision``: P@k, the share of the k lowest-scored units that are among the
+  k truly cheapest (lowest signed ΔL), with k from :func:`first_step_k`.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -83,3 +92,69 @@ def fidelity(
     chosen = sample_groups(len(groups), sample, seed)
     actual = loss_changes(model, batches, loss_fn, [groups[i] for i in chosen.tolist()])
     return rank_correlation(scores[chosen], actual)
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """Fidelity of scores on a sample of units: Spearman to signed and to absolute ΔL, and P@k."""
+
+    signed: float
+    abs: float
+    precision: float
+    k: int
+
+
+def first_step_k(sample_size: int, removed: int, dense_units: int) -> int:
+    """``k = max(1, round(sample_size × removed ÷ dense_units))``, halves rounded up.
+
+    ``removed`` is the number of units the pruning's first step removed out of the
+    ``dense_units`` units of the dense model: k is that share of the sample. Exact
+    integer arithmetic, so k never depends on floating-point rounding.
+    """
+    if sample_size < 1 or dense_units < 1 or not 0 <= removed <= dense_units:
+        raise ValueError(
+            f"need sample_size ≥ 1 and 0 ≤ removed ≤ dense_units ≥ 1, got {sample_size}, {removed}, {dense_units}"
+        )
+    return max(1, (2 * sample_size * removed + dense_units) // (2 * dense_units))
+
+
+def lowest_k_membership(values: Tensor, k: int) -> Tensor:
+    """Probability that each entry is among the ``k`` lowest when ties are ordered uniformly at random.
+
+    1 below the k-th lowest value, 0 above it, and ``(k − #below) ÷ #tied`` for the
+    entries equal to it: the k places are shared equally among the tied entries.
+    """
+    kth = values.sort().values[k - 1]
+    below = values < kth
+    tied = values == kth
+    return below.double() + tied.double() * (k - int(below.sum())) / int(tied.sum())
+
+
+def precision_at_k(scores: Tensor | Sequence[float], changes: Tensor | Sequence[float], k: int) -> float:
+    """``|A ∩ B| ÷ k`` for A the k lowest scores and B the k lowest (signed) loss changes.
+
+    Ties are handled deterministically by their expectation over a uniformly random
+    order of tied entries: ``Σ_i P(i ∈ A) · P(i ∈ B) ÷ k`` (see
+    :func:`lowest_k_membership`); without ties this is the plain set overlap.
+    NaN when either side holds a non-finite value.
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    changes = torch.as_tensor(changes, dtype=torch.float64).cpu()
+    if scores.shape != changes.shape or scores.dim() != 1:
+        raise ValueError(f"need one score per loss change, got shapes {tuple(scores.shape)} and {tuple(changes.shape)}")
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k must be in [1, {len(scores)}], got {k}")
+    if not (torch.isfinite(scores).all() and torch.isfinite(changes).all()):
+        return math.nan
+    return float((lowest_k_membership(scores, k) * lowest_k_membership(changes, k)).sum()) / k
+
+
+def rank_fidelity(scores: Tensor | Sequence[float], changes: Tensor | Sequence[float], k: int) -> FidelityResult:
+    """:class:`FidelityResult` of ``scores`` against the actual ``changes`` (ΔL) of the same sampled units."""
+    changes = torch.as_tensor(changes, dtype=torch.float64).cpu()
+    return FidelityResult(
+        signed=rank_correlation(scores, changes),
+        abs=rank_correlation(scores, changes.abs()),
+        precision=precision_at_k(scores, changes, k),
+        k=k,
+    )

@@ -48,6 +48,9 @@ def row(**fields: Any) -> dict[str, Any]:
         "gradient_seconds": 0.1,
         "scoring_seconds_per_grad": 4.0,
         "fidelity": 0.7,
+        "fidelity_abs": 0.8,
+        "fidelity_precision": 0.5,
+        "fidelity_k": 2,
         "layer_widths": None,
         "compute_seconds": 30.0,
         "git_sha": "0123456789abcdef0123456789abcdef01234567",
@@ -69,7 +72,8 @@ def error_row(**fields: Any) -> dict[str, Any]:
     failed = row(**fields)
     for name in (
         "pruned_acc", "final_acc", "macs_pruned", "params_pruned", "macs_speedup", "latency_pruned_ms",
-        "latency_speedup", "scoring_seconds", "scoring_seconds_per_grad", "fidelity", "layer_widths",
+        "latency_speedup", "scoring_seconds", "scoring_seconds_per_grad", "fidelity", "fidelity_abs",
+        "fidelity_precision", "fidelity_k", "layer_widths",
     ):
         failed[name] = None
     failed["status"] = "error"
@@ -133,6 +137,9 @@ def report_rows() -> list[dict[str, Any]]:
                             gradient_seconds=seconds * (1 + ratio) / per_grad,
                             scoring_seconds_per_grad=per_grad * (1 + 0.05 * seed),
                             fidelity=0.35 + 20 * quality[criterion] + 0.03 * seed,
+                            fidelity_abs=0.5 + 10 * quality[criterion] - 0.02 * seed,
+                            fidelity_precision=0.2 + ratio / 2 + 5 * quality[criterion] + 0.05 * seed,
+                            fidelity_k=round(10 * ratio),
                             layer_widths=json.dumps(_widths(layers, kinds, ratio, _DEPTH_BIAS[criterion])),
                             started_at=START + timedelta(minutes=len(rows)),
                             finished_at=START + timedelta(minutes=len(rows) + 1),

@@ -1,6 +1,7 @@
 """Calibration and recalibration batches: fixed by the seed, disjoint, the same for every criterion."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -48,3 +49,46 @@ def test_an_unstructured_cell_scores_its_sampled_weights_for_fidelity(tmp_path) 
     assert row["status"] == "ok", row.get("error")
     assert -1.0 <= row["fidelity"] <= 1.0 and not math.isnan(row["fidelity"])
     assert row["params_pruned"] < row["params_dense"] and 0.0 <= row["pruned_acc"] <= 1.0
+
+
+SAMPLE = 24
+
+
+def test_a_structured_cell_records_fidelity_to_signed_and_absolute_loss_changes_and_precision(tmp_path) -> None:
+    """The row's fidelity columns, recomputed here from the context's sample: scipy's Spearman and brute-force P@k."""
+    import json
+
+    from scipy.stats import spearmanr
+
+    from oba import criteria
+    from oba.suite.cell import run_cell
+    from oba.suite.config import load_suite
+    from oba.suite.context import LOSS, dense_context
+    from oba.suite.grid import expand
+    from suites import tiny_suite
+
+    path = tiny_suite(tmp_path, criteria=("taylor",), ratios=(0.5,))
+    path.write_text(path.read_text().replace("fidelity_sample = 6", f"fidelity_sample = {SAMPLE}"))
+    (cell,) = expand(load_suite(path))
+    cache = str(tmp_path / "cache")
+    row = run_cell(cell, cache_dir=cache)
+    assert row["status"] == "ok", row.get("error")
+    context = dense_context(cell, None, False, cache, torch.device("cpu"))
+    scores = criteria.get("taylor", mode="eval").group_scores(
+        context.fresh_model(), context.calibration, LOSS, context.fidelity_groups
+    )
+    sampled, changes = scores[context.fidelity_index].tolist(), context.fidelity_changes.tolist()
+    assert len(set(sampled)) == len(set(changes)) == len(sampled) == SAMPLE, "brute-force P@k below assumes no ties"
+    assert min(changes) < 0 < max(changes), "signed and absolute fidelity differ only when some ΔL < 0"
+    assert row["fidelity"] == pytest.approx(spearmanr(sampled, changes).statistic, abs=1e-12)
+    assert row["fidelity_abs"] == pytest.approx(spearmanr(sampled, [abs(c) for c in changes]).statistic, abs=1e-12)
+    widths = json.loads(row["layer_widths"]) if isinstance(row["layer_widths"], str) else row["layer_widths"]
+    removed = sum(w["dense"] - w["remaining"] for w in widths.values())  # one pruning step: step 1 is all of it
+    dense = sum(w["dense"] for w in widths.values())
+    k = max(1, int(SAMPLE * removed / dense + 0.5))
+
+    def lowest(values: list[float]) -> set[int]:
+        return set(sorted(range(SAMPLE), key=values.__getitem__)[:k])
+
+    assert row["fidelity_k"] == k
+    assert row["fidelity_precision"] == pytest.approx(len(lowest(sampled) & lowest(changes)) / k)

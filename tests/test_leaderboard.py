@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from oba.report import load_results, write_leaderboard
-from oba.report.leaderboard import boards, compare, overall
+from oba.report.leaderboard import METHOD, boards, compare, overall, render_markdown
 from results_fixtures import error_row, row, write_store
 
 
@@ -164,3 +164,29 @@ def test_pre_fine_tune_boards_rank_recalibrated_accuracy_and_show_dense_accuracy
     assert _ranks(after) == {"A": "=1", "B": "=1"}
     with pytest.raises(ValueError, match="valid: final_acc, pruned_acc"):
         boards(table, "fidelity")
+
+
+def test_boards_show_mean_signed_and_absolute_fidelity_and_precision_at_k() -> None:
+    per_seed = {
+        "A": {"fidelity": [0.1, 0.2, 0.6], "fidelity_abs": [0.5, 0.6, 0.7], "fidelity_precision": [0.5, 1.0, 0.75],
+              "fidelity_k": [2, 2, 3]},
+        "B": {"fidelity": [-0.3, -0.1, -0.2], "fidelity_abs": [None] * 3, "fidelity_precision": [0.25] * 3,
+              "fidelity_k": [4] * 3},
+    }
+    rows = [
+        row(criterion=name, seed=seed, final_acc=0.9 - 0.05 * (name == "B"),
+            **{column: values[seed] for column, values in columns.items()})
+        for name, columns in per_seed.items()
+        for seed in range(3)
+    ]
+    table = load_results(pd.DataFrame(rows))
+    (board,) = boards(table)
+    a, b = board.entries
+    assert (a.fidelity, a.fidelity_abs, a.fidelity_precision) == pytest.approx((0.3, 0.6, 0.75))
+    assert a.fidelity_k == (2, 3)
+    assert math.isnan(b.fidelity_abs) and b.fidelity == pytest.approx(-0.2)
+    markdown = render_markdown(table)
+    assert "| fidelity ρ (signed ΔL) | fidelity ρ (\\|ΔL\\|) | P@k (k) |" in markdown
+    assert "| 0.300 | 0.600 | 0.750 (k=2–3) |" in markdown
+    assert "| -0.200 | – | 0.250 (k=4) |" in markdown
+    assert "P@k" in METHOD and "signed loss change" in METHOD

@@ -139,6 +139,7 @@ def test_options_are_recorded() -> None:
     assert criteria.get("oba-group", probes=3, seed=7).config() == {
         "name": "oba-group",
         "mode": None,
+        "signed": False,
         "probes": 3,
         "seed": 7,
         "step_seeds": {},

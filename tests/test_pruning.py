@@ -199,3 +199,35 @@ def test_unstructured_masks_survive_fine_tuning() -> None:
     for name, mask in record.masks.items():
         assert torch.all(params[name][~mask] == 0), name
         assert torch.any(params[name][mask] != 0), name
+
+
+def _small_cnn() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+
+
+def _units_removed(record: oba.PruneRecord) -> int:
+    return sum(w["dense"] - w["remaining"] for w in record.layer_widths.values())
+
+
+def test_structured_record_counts_the_units_the_first_step_removed() -> None:
+    """Step 1 of 2 at ratio r aims where one step at r / 2 aims, from the same dense scores: it removes as many units."""
+    import copy
+
+    dense, example, batches = _small_cnn(), torch.randn(1, 3, 8, 8), _data((3, 8, 8), classes=5)
+    _, one = oba.prune(copy.deepcopy(dense), example, batches, LOSS, "magnitude-l1", ratio=0.2, steps=1)
+    _, two = oba.prune(copy.deepcopy(dense), example, batches, LOSS, "magnitude-l1", ratio=0.4, steps=2)
+    assert one.first_step_units_removed == _units_removed(one) > 0
+    assert two.first_step_units_removed == _units_removed(one) < _units_removed(two)
+    assert one.dense_units == two.dense_units == 8 + 12
+
+
+def test_unstructured_record_counts_the_weights_the_first_step_masked() -> None:
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
+    batches = [(torch.randn(4, 6), torch.randint(0, 3, (4,)))]
+    _, record = oba.prune(model, torch.randn(1, 6), batches, LOSS, "magnitude-l1", ratio=0.5, structure="unstructured",
+                          steps=3)
+    assert record.dense_units == 6 * 10 + 10 * 3
+    assert record.first_step_units_removed == round(0.5 / 3 * 90) == 15
+    assert _units_removed(record) == 45

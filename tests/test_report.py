@@ -155,6 +155,23 @@ def test_accuracy_points_are_seed_means_with_std_error_bars(figures: dict[str, g
     assert oba.x[0] == pytest.approx(pd.Series([r["macs_speedup"] for r in rows]).mean())
 
 
+def test_fidelity_panel_shows_signed_and_absolute_spearman_and_precision_per_ratio(figures: dict[str, go.Figure]) -> None:
+    figure = figures["01-cnn-digits-structured-global-fidelity"]
+    assert "Spearman ρ over all cells" in figure.layout.title.text and "P@k per target ratio" in figure.layout.title.text
+    ok = [r for r in report_rows() if r["model"] == "cnn" and r["criterion"] == "taylor" and r["status"] == "ok"]
+    assert len(ok) == 3, "the fixture's failed taylor cell must not count"
+    traces = {(t.xaxis, t.name): t for t in figure.data}
+    for axis, column in (("x", "fidelity"), ("x2", "fidelity_abs")):
+        values = pd.Series([r[column] for r in ok])
+        assert traces[(axis, "taylor")].y[0] == pytest.approx(values.mean())
+        assert traces[(axis, "taylor")].error_y.array[0] == pytest.approx(values.std(ddof=1))
+    precision = traces[("x3", "taylor")]
+    assert list(precision.x) == pytest.approx([30.0, 60.0])
+    at_30 = pd.Series([r["fidelity_precision"] for r in ok if r["ratio"] == 0.3])
+    (at_60,) = [r["fidelity_precision"] for r in ok if r["ratio"] == 0.6]
+    assert list(precision.y) == pytest.approx([at_30.mean(), at_60])
+
+
 def test_each_criterion_has_one_colour_in_every_figure(store: str, figures: dict[str, go.Figure]) -> None:
     colours = criterion_colours(load_results(store)["criterion"])
     assert len(set(colours.values())) == 3

@@ -99,7 +99,7 @@ def test_version_one_rows_read_their_pruned_accuracy_as_raw(tmp_path: Path) -> N
 def test_criterion_config_is_stored_as_json_and_older_rows_read_it_as_null(tmp_path: Path) -> None:
     """Schema 3 adds criterion_config (JSON text); version 1/2 parts, which lack the column, read back null."""
     config = {"name": "random", "mode": "eval", "seed": 1, "step_seeds": {"1": 12, "2": 34}}
-    version_two = pa.schema([f for f in SCHEMA if f.name != "criterion_config"])
+    version_two = pa.schema([f for f in SCHEMA if f.name not in ("criterion_config", "fidelity_abs", "fidelity_precision", "fidelity_k")])
     old = row(cell_id="old")
     old.update(schema_version=2, config="{}", package_versions="{}")
     only_old = tmp_path / "only-old"
@@ -115,6 +115,23 @@ def test_criterion_config_is_stored_as_json_and_older_rows_read_it_as_null(tmp_p
     assert table.loc["new", "schema_version"] == SCHEMA_VERSION == 3
     assert json.loads(table.loc["new", "criterion_config"]) == config
     assert pd.isna(table.loc["old", "criterion_config"]) and table.loc["old", "schema_version"] == 2
+
+
+def test_version_two_rows_read_with_the_fidelity_columns_null(tmp_path: Path) -> None:
+    """Schema 3 adds fidelity against |ΔL|, precision at k and k; older parts have none of them."""
+    added = ("fidelity_abs", "fidelity_precision", "fidelity_k")
+    store = ResultStore(str(tmp_path))
+    store.write(row(cell_id="new", fidelity=0.3, fidelity_abs=0.6, fidelity_precision=0.75, fidelity_k=4))
+    assert pq.read_table(tmp_path / "new.parquet").schema.field("fidelity_k").type == pa.int64()
+    old = row(cell_id="old", fidelity=0.2)
+    old.update(schema_version=2, config="{}", package_versions="{}")
+    version_two = pa.schema([f for f in SCHEMA if f.name not in added])
+    pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_two.names}], schema=version_two), tmp_path / "old.parquet")
+    table = load_results(str(tmp_path)).set_index("cell_id")
+    assert SCHEMA_VERSION == 3 and table.loc["new", "schema_version"] == 3
+    assert (table.loc["new", "fidelity"], table.loc["new", "fidelity_abs"]) == (0.3, 0.6)
+    assert (table.loc["new", "fidelity_precision"], table.loc["new", "fidelity_k"]) == (0.75, 4)
+    assert table.loc["old", "fidelity"] == 0.2 and all(pd.isna(table.loc["old", name]) for name in added)
 
 
 def test_stored_errors_are_plain_text(tmp_path: Path) -> None:

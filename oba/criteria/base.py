@@ -2,7 +2,11 @@
 
 ``parameter_scores`` returns the *signed* per-parameter quantity of DESIGN.md
 2.1/2.2, averaged over calibration batches; ``group_scores`` reduces it to one
-score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``.
+score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``. Criteria whose
+``Σ s`` estimates the signed loss change of removing a group
+(``signed_estimate = True``) may be built with ``signed=True``: their group score
+is then ``Σ_{i∈G} s_i`` itself, so a group whose removal is estimated to lower the
+loss is pruned first.
 
 A pruning loop calls :meth:`Criterion.reseed` with the step it is about to
 score (1, 2, ...; a criterion never told a step scores as step 0). A criterion
@@ -38,14 +42,23 @@ class Criterion(ABC):
 
     Subclasses implement :meth:`parameter_scores`. ``mode`` selects the model
     mode used while scoring (None keeps the model's own mode); ``step`` is the
-    pruning step being scored (0 until :meth:`reseed` says otherwise).
+    pruning step being scored (0 until :meth:`reseed` says otherwise). ``signed``
+    keeps the sign of the group sum (allowed only when ``signed_estimate`` is true).
     """
 
     name: str = ""
     step: int = 0
+    signed_estimate: bool = False
+    """Whether ``Σ_{i∈G} s_i`` is a signed estimate of the loss change of removing G."""
 
-    def __init__(self, mode: str | None = None) -> None:
+    def __init__(self, mode: str | None = None, signed: bool = False) -> None:
+        if signed and not self.signed_estimate:
+            raise ValueError(
+                f"criterion {self.name or type(self).__name__!r} has no signed loss-change estimate: signed=True "
+                "applies only to criteria whose group sum Σ s estimates ΔL (oba, oba-hvp, oba-group, taylor)"
+            )
         self.mode = mode
+        self.signed = signed
 
     def reseed(self, step: int) -> None:
         """Score as pruning step ``step`` from now on (a criterion that draws random numbers reseeds from it)."""
@@ -58,10 +71,14 @@ class Criterion(ABC):
     def group_scores(
         self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
     ) -> Tensor:
-        """One score per group: ``|Σ_{i∈G} s_i|`` of the per-parameter scores."""
+        """One score per group: ``|Σ_{i∈G} s_i|`` of the per-parameter scores (``Σ_{i∈G} s_i`` when signed)."""
         groups = check_groups(groups, trainable_parameters(model))
         scores = self.parameter_scores(model, batches, loss_fn)
-        return reduce_groups(scores, groups)
+        return reduce_groups(scores, groups, self.signed)
+
+    def score_from_sums(self, sums: Tensor) -> Tensor:
+        """The score of units whose per-parameter scores sum to ``sums``: ``Σ s`` when signed, else ``|Σ s|``."""
+        return sums if self.signed else sums.abs()
 
     @contextlib.contextmanager
     def scoring_in(self, mode: str | None) -> Iterator[Criterion]:
@@ -87,7 +104,7 @@ class Criterion(ABC):
 
     def config(self) -> dict[str, Any]:
         """The options that determine this criterion's scores (recorded with results)."""
-        return {"name": self.name, "mode": self.mode}
+        return {"name": self.name, "mode": self.mode, "signed": self.signed}
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -111,8 +128,8 @@ class SeededCriterion(Criterion):
     by :meth:`config`, so the numbers of any step can be drawn again.
     """
 
-    def __init__(self, seed: int = 0, mode: str | None = None) -> None:
-        super().__init__(mode)
+    def __init__(self, seed: int = 0, mode: str | None = None, signed: bool = False) -> None:
+        super().__init__(mode, signed)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = seed
@@ -137,8 +154,9 @@ class SeededCriterion(Criterion):
         }
 
 
-def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group]) -> Tensor:
-    """``|Σ_{i∈G} s_i|`` for each group, as a float64 CPU tensor."""
+def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group], signed: bool = False) -> Tensor:
+    """``|Σ_{i∈G} s_i|`` for each group (``Σ_{i∈G} s_i`` when ``signed``), as a float64 CPU tensor."""
     if not groups:
         return torch.zeros(0, dtype=torch.float64)
-    return torch.stack([g.sum(scores).detach().double().cpu() for g in groups]).abs()
+    sums = torch.stack([g.sum(scores).detach().double().cpu() for g in groups])
+    return sums if signed else sums.abs()

@@ -9,7 +9,8 @@ block included), removing parameter set S changes the loss by
 
 One exact Hessian-vector product per batch (double backward), which also
 yields g_b from the same graph. Σ_i s_i is the whole second-order ΔL of
-removing every parameter.
+removing every parameter, so both criteria have a signed group estimate
+(``signed=True`` ranks groups by ``Σ s`` instead of ``|Σ s|``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class OBA(Criterion):
     """``s_i = mean_b[−g_{b,i} θ_i + ½ θ_i (H_b θ)_i]`` with the exact Hessian."""
 
     first_order = True
+    signed_estimate = True
 
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
         require_batches(batches)

@@ -2,7 +2,7 @@
 
 For a group G with parameter elements S and calibration batches b,
 
-    ΔL̂(G) = mean_b [ −g_{b,S}ᵀ θ_S + ½ θ_Sᵀ H_{b,SS} θ_S ],   score(G) = |ΔL̂(G)|
+    ΔL̂(G) = mean_b [ −g_{b,S}ᵀ θ_S + ½ θ_Sᵀ H_{b,SS} θ_S ],   score(G) = |ΔL̂(G)|  (ΔL̂(G) when signed)
 
 — the block quadratic form with the whole within-group Hessian block, where
 ``oba`` keeps only each element's share ``θ_i (Hθ)_i`` of the full product.
@@ -104,13 +104,13 @@ def sign_probe(membership: Membership, signs: Tensor, theta: dict[str, Tensor]) 
 
 @register("oba-group")
 class OBAGroup(SeededCriterion, OBA):
-    """Group score ``|mean_b(−g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S)|``; exact, or estimated with ``probes`` sign probes.
+    """Group score ``|ΔL̂(G)|`` (``ΔL̂(G)`` when ``signed``); exact, or estimated with ``probes`` sign probes.
 
     ``seed`` is the probes' base seed (each pruning step draws from its own seed, see ``SeededCriterion``).
     """
 
-    def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None) -> None:
-        super().__init__(seed, mode)
+    def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None, signed: bool = False) -> None:
+        super().__init__(seed, mode, signed)
         if probes is not None and probes < 1:
             raise ValueError(f"probes must be None (exact) or positive, got {probes}")
         self.probes = probes
@@ -118,8 +118,8 @@ class OBAGroup(SeededCriterion, OBA):
     def group_scores(
         self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
     ) -> Tensor:
-        """``|ΔL̂(G)|`` per group, as a float64 CPU tensor."""
-        return self.group_loss_changes(model, batches, loss_fn, groups).abs()
+        """``|ΔL̂(G)|`` per group (``ΔL̂(G)`` when signed), as a float64 CPU tensor."""
+        return self.score_from_sums(self.group_loss_changes(model, batches, loss_fn, groups))
 
     def group_loss_changes(
         self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]

@@ -1,4 +1,4 @@
-"""First-order Taylor criterion: ``s_i = mean_b(−g_{b,i} θ_i)``; group score ``|Σ s_i|``."""
+"""First-order Taylor criterion: ``s_i = mean_b(−g_{b,i} θ_i)``; group score ``|Σ s_i|`` (``Σ s_i`` when signed)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,6 +14,8 @@ from .registry import register
 @register("taylor")
 class Taylor(Criterion):
     """The first-order term of the loss change of removing each parameter."""
+
+    signed_estimate = True
 
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
         require_batches(batches)

@@ -6,11 +6,13 @@ they return the unit indices to remove so that the estimated MACs removed come
 as close to ``budget`` as whole units allow.
 
 - ``global``: units of every group ranked together by *normalised* score
-  (``score / normaliser(group scores)``), lowest removed first. The caller
-  normalises once per pruning step (:func:`normalise_groups`, from every unit's
-  score at the step's start) and hands the same normalised values to every
-  correction round of that step, so the exchange rate between groups is fixed
-  within a step (normalising the survivors again would move it).
+  (``score / normaliser(|group scores|)``), lowest removed first. The normaliser
+  sees magnitudes, so signed scores keep their sign and order (for the usual
+  non-negative scores ``|s| = s``). The caller normalises once per pruning step
+  (:func:`normalise_groups`, from every unit's score at the step's start) and
+  hands the same normalised values to every correction round of that step, so
+  the exchange rate between groups is fixed within a step (normalising the
+  survivors again would move it).
 - ``uniform``: every group's removed fraction of dense width rises together;
   the lowest-scored units within each group go.
 """
@@ -46,12 +48,12 @@ class GroupState:
 
 
 def normalise(scores: Tensor, how: str) -> Tensor:
-    """``scores / normaliser(scores)`` (a zero normaliser leaves scores unchanged)."""
+    """``scores / normaliser(|scores|)`` (a zero normaliser leaves scores unchanged)."""
     if how not in NORMALISERS:
         raise ValueError(f"unknown normalisation {how!r}; valid: {', '.join(sorted(NORMALISERS))}")
     if scores.numel() == 0:
         return scores
-    denom = NORMALISERS[how](scores)
+    denom = NORMALISERS[how](scores.abs())
     return scores / denom if float(denom) > 0 else scores
 
 

@@ -18,7 +18,11 @@ STRUCTURES = ("channels", "unstructured")
 
 @dataclass
 class PruneRecord:
-    """What a pruning run did: costs before and after, and where capacity was removed."""
+    """What a pruning run did: costs before and after, and where capacity was removed.
+
+    ``first_step_units_removed`` counts the units (channels, neurons, heads; or
+    weights when unstructured) removed by the first pruning step, on the dense model.
+    """
 
     criterion: str
     structure: str
@@ -34,6 +38,7 @@ class PruneRecord:
     params_pruned: int
     scoring_seconds: float
     dense_scoring_seconds: float = 0.0
+    first_step_units_removed: int = 0
     recalibration_batches: int = 0
     layer_widths: dict[str, dict[str, Any]] = field(default_factory=dict)
     criterion_config: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +49,11 @@ class PruneRecord:
     def macs_speedup(self) -> float:
         """Dense MACs ÷ pruned MACs."""
         return self.macs_dense / max(self.macs_pruned, 1)
+
+    @property
+    def dense_units(self) -> int:
+        """Units of the dense model: the sum of ``layer_widths``' dense counts."""
+        return sum(int(width["dense"]) for width in self.layer_widths.values())
 
     @property
     def macs_removed(self) -> float:
@@ -122,6 +132,7 @@ def prune(
         params_pruned=params_pruned,
         scoring_seconds=result["scoring_seconds"],
         dense_scoring_seconds=result["dense_scoring_seconds"],
+        first_step_units_removed=result["first_step_units_removed"],
         recalibration_batches=len(recalibration) if recalibration is not None else 0,
         layer_widths=result["layer_widths"],
         criterion_config=criterion_config,

@@ -79,8 +79,9 @@ def prune_structured(
     The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` (all
     rounds, compensation included), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
     round, on the dense model: one score per unit of ``find_groups(dense)``, in
-    that order) and ``layer_widths`` (group name → kind, dense and remaining
-    units). The dependency graph is traced again only after units were removed.
+    that order), ``first_step_units_removed`` (units the first round removed)
+    and ``layer_widths`` (group name → kind, dense and remaining units). The
+    dependency graph is traced again only after units were removed.
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
@@ -97,6 +98,7 @@ def prune_structured(
     dense_units = {g.name: len(g) for g in groups}
     kinds = {g.name: g.kind for g in groups}
     scoring_seconds = dense_scoring_seconds = 0.0
+    first_step_units_removed = 0
     dense_unit_scores = torch.zeros(0, dtype=torch.float64)
     for step in range(1, steps + 1):
         target_removed = ratio * step / steps * macs_dense
@@ -135,6 +137,8 @@ def prune_structured(
                 chosen = allocate_uniform(states, deficit)
             if not any(chosen.values()):
                 break
+            if step == 1:
+                first_step_units_removed += sum(len(units) for units in chosen.values())
             start = time.perf_counter()
             compensate(model, criterion, batches, loss_fn, _removed_masks(model, groups, chosen))
             scoring_seconds += time.perf_counter() - start
@@ -153,6 +157,7 @@ def prune_structured(
         "scoring_seconds": scoring_seconds,
         "dense_scoring_seconds": dense_scoring_seconds,
         "dense_unit_scores": dense_unit_scores,
+        "first_step_units_removed": first_step_units_removed,
         "layer_widths": {
             name: {"kind": kinds[name], "dense": dense, "remaining": remaining.get(name, dense)}
             for name, dense in dense_units.items()

@@ -1,10 +1,11 @@
 """Unstructured pruning: global weight masks from per-parameter scores.
 
 The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
-per-element case of the group score ``|Σ s_i|``). Round k of ``steps`` scores
-as step k (``criterion.reseed(k)``) and masks ``ratio * k / steps`` of those
-weights; masked weights stay masked. Masked weights are zeroed and a gradient
-hook keeps them at zero during fine-tuning.
+per-element case of the group score ``|Σ s_i|``; ``s_i`` itself for a criterion
+built with ``signed=True``). Round k of ``steps`` scores as step k
+(``criterion.reseed(k)``) and masks ``ratio * k / steps`` of those weights;
+masked weights stay masked. Masked weights are zeroed and a gradient hook keeps
+them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
 every round after the first (as in structured pruning). Before each round's
 masking the criterion's compensating update (``Criterion.compensation``) is
@@ -13,6 +14,7 @@ scoring time.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -56,10 +58,11 @@ def prune_unstructured(
     steps: int = 5,
     recalibration: Sequence[Batch] | None = None,
 ) -> dict:
-    """Mask the fraction ``ratio`` of Conv/Linear weights with the lowest ``|s_i|``, in ``steps`` rounds.
+    """Mask ``ratio`` of the Conv/Linear weights, lowest ``|s_i|`` first (``s_i`` when signed), in ``steps`` rounds.
 
     ``scoring_seconds`` covers every round, compensation included; ``dense_scoring_seconds``
-    is the first round's scoring time (on the dense model).
+    is the first round's scoring time (on the dense model); ``first_step_units_removed``
+    the number of weights the first round masked.
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
@@ -67,6 +70,7 @@ def prune_unstructured(
     masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
     scoring_seconds = dense_scoring_seconds = 0.0
+    first_step_units_removed = 0
     for step in range(1, steps + 1):
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
@@ -78,9 +82,14 @@ def prune_unstructured(
         if step == 1:
             dense_scoring_seconds = seconds
         flat = torch.cat(
-            [torch.where(masks[n], scores[n].abs().double(), torch.full_like(scores[n], -1.0, dtype=torch.float64)).reshape(-1).cpu() for n in weights]
+            [
+                torch.where(masks[n], criterion.score_from_sums(scores[n].double()), -math.inf).reshape(-1).cpu()
+                for n in weights
+            ]
         )
         n_masked = int(round(ratio * step / steps * total))
+        if step == 1:
+            first_step_units_removed = n_masked
         order = torch.argsort(flat, stable=True)[:n_masked]
         keep = torch.ones(total, dtype=torch.bool)
         keep[order] = False
@@ -99,6 +108,7 @@ def prune_unstructured(
         "masks": masks,
         "scoring_seconds": scoring_seconds,
         "dense_scoring_seconds": dense_scoring_seconds,
+        "first_step_units_removed": first_step_units_removed,
         "layer_widths": {
             name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
         },

@@ -3,8 +3,9 @@
 Each builder takes the panel's rows (all statuses; only ``ok`` rows are plotted)
 and a :class:`Style` holding the report-wide colour and marker of every
 criterion, and returns a figure, or ``None`` when the panel has no data for it.
-Points per (criterion, ratio) are means over seeds; scoring cost and fidelity
-are means over all of a criterion's cells in the panel. Error bars are one
+Points per (criterion, ratio) are means over seeds; scoring cost and fidelity's
+Spearman correlations are means over all of a criterion's cells in the panel,
+fidelity's P@k a mean over seeds per ratio. Error bars are one
 sample standard deviation (zero for a single value). Accuracies are in percent.
 """
 from __future__ import annotations
@@ -177,20 +178,57 @@ def scoring_time(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure |
     return figure
 
 
-def fidelity(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
-    """Spearman fidelity of group scores to the measured loss change, per criterion."""
-    summary = seed_summary(rows, ["criterion"], "fidelity")
-    if summary.empty:
+FIDELITY_TITLE = "Fidelity on the dense model: Spearman ρ over all cells, P@k per target ratio (mean ± std)"
+"""The fidelity panel's title: which aggregation each part shows."""
+
+
+def fidelity(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) -> go.Figure | None:
+    """Fidelity per criterion: Spearman ρ to the signed and to the absolute ΔL, and P@k per target ratio.
+
+    The two Spearman views are means ± std over all of a criterion's cells in the
+    panel (every seed and ratio: the dense model's scores do not depend on the
+    ratio); P@k depends on k, which follows the ratio, so it is one point per
+    ratio, mean ± std over seeds.
+    """
+    views = [seed_summary(rows, ["criterion"], column) for column in ("fidelity", "fidelity_abs")]
+    precision = seed_summary(rows, ["criterion", "ratio"], "fidelity_precision")
+    if all(view.empty for view in views) and precision.empty:
         return None
-    figure = go.Figure()
-    for _, data in summary.iterrows():
+    figure = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("ρ(score, signed ΔL)", "ρ(score, |ΔL|)", "P@k: k lowest scores vs k cheapest"),
+        horizontal_spacing=0.09,
+    )
+    for column, (view, name) in enumerate(zip(views, ("signed ΔL", "|ΔL|")), start=1):
+        hover = f"Spearman ρ to {name} %{{y:.3f}} ± %{{customdata[0]:.3f}}<br>cells %{{customdata[1]}}"
+        for _, data in view.iterrows():
+            figure.add_trace(_dot(style, data["criterion"], data, hover), row=1, col=column)
+        figure.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=column)
+        figure.update_yaxes(title_text="Spearman ρ", range=[-1.05, 1.05], row=1, col=column)
+        figure.update_xaxes(title_text="criterion", row=1, col=column)
+    for criterion, line in precision.groupby("criterion", sort=True):
+        line = line.assign(ratio_pct=line["ratio"] * 100)
         figure.add_trace(
-            _dot(style, data["criterion"], data, "Spearman ρ %{y:.3f} ± %{customdata[0]:.3f}<br>cells %{customdata[1]}")
+            _line(
+                style,
+                criterion,
+                line,
+                "ratio_pct",
+                "mean",
+                "ratio %{x:.0f}%<br>P@k %{y:.3f} ± %{customdata[0]:.3f}<br>seeds %{customdata[1]}",
+                error_y={"type": "data", "array": line["std"].fillna(0), "thickness": 1.5},
+                customdata=list(zip(line["std"].fillna(0), line["n"])),
+            ),
+            row=1,
+            col=3,
         )
-    figure.add_hline(y=0, line={"color": "#888", "width": 1})
-    figure.update_yaxes(title_text="fidelity (Spearman ρ)", range=[-1.05, 1.05])
-    figure.update_xaxes(title_text="criterion")
-    return _layout(figure, "Fidelity: does the score predict the loss change of removing a group?", subtitle)
+    figure.update_yaxes(title_text="precision at k", range=[-0.05, 1.05], row=1, col=3)
+    figure.update_xaxes(title_text=_ratio_label(structure), ticksuffix="%", row=1, col=3)
+    _layout(figure, FIDELITY_TITLE, subtitle)
+    figure.update_layout(margin={"t": 105})
+    figure.update_annotations(yshift=8)
+    return figure
 
 
 def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
@@ -304,7 +342,7 @@ def panel_figures(rows: pd.DataFrame, style: Style, subtitle: str, structure: st
         ("pruned-accuracy", pruned_accuracy_vs_ratio(rows, style, subtitle, structure)),
         ("allocation", layer_allocation(rows, style, subtitle)),
         ("latency", latency_vs_macs(rows, style, subtitle)),
-        ("fidelity", fidelity(rows, style, subtitle)),
+        ("fidelity", fidelity(rows, style, subtitle, structure)),
         ("scoring-time", scoring_time(rows, style, subtitle)),
     ]
     return [(name, figure) for name, figure in built if figure is not None]

@@ -24,7 +24,7 @@ from .load import load_results
 from .palette import criterion_colours, criterion_symbols
 from .provenance import provenance
 
-WIDE_FIGURES = ("allocation", "scoring-time")
+WIDE_FIGURES = ("allocation", "scoring-time", "fidelity")
 
 
 class StaticExportError(RuntimeError):
@@ -89,7 +89,10 @@ Accuracies are top-1 on the test split, in percent.</li>
 In small models this layer allocation can decide the outcome more than the ranking within a layer.</li>
 <li><b>Latency vs MACs</b>: points below the dashed y = x line got less wall-clock speedup than their MACs promise.
 <b>Scoring cost</b> is on log axes, in seconds and in multiples of one plain gradient pass on the same batches.
-<b>Fidelity</b> is the Spearman correlation between a group's score and the loss change measured by removing it alone.</li>
+<b>Fidelity</b> compares each sampled unit's score on the dense model with the loss change ΔL measured by removing it
+alone: the Spearman correlation with the signed ΔL (what pruning should follow: a unit whose removal lowers the loss
+goes first) and with |ΔL| (what |Σ s| scores estimate), and P@k, the share of the k lowest-scored units among the k
+truly cheapest, with k the share of units the first pruning step removed, applied to the sample.</li>
 <li>Each criterion has one colour in every figure. Click a legend entry to hide it; hover for exact values.</li>
 </ul>
 """
@@ -127,7 +130,10 @@ _CELL_COLUMNS = [
     ("latency speedup (×)", "latency_speedup", ".2f", 1.0, False),
     ("scoring (s)", "scoring_seconds", ".3g", 1.0, False),
     ("scoring (× grad)", "scoring_seconds_per_grad", ".3g", 1.0, False),
-    ("fidelity (ρ)", "fidelity", ".3f", 1.0, False),
+    ("fidelity ρ (signed ΔL)", "fidelity", ".3f", 1.0, False),
+    ("fidelity ρ (|ΔL|)", "fidelity_abs", ".3f", 1.0, False),
+    ("fidelity P@k", "fidelity_precision", ".3f", 1.0, False),
+    ("k", "fidelity_k", ".0f", 1.0, False),
     ("cell", "cell_id", "", 1.0, True),
 ]
 

@@ -40,6 +40,11 @@ Tie method (deterministic, no resampling):
 * Criteria with no ``ok`` seed on a board are listed without a rank.
 * Overall table: per criterion, the mean of its competition ranks over the
   boards where it was ranked, with the number of such boards.
+
+Beside the ranking, a board shows each criterion's fidelity on the dense model,
+means over its ``ok`` seeds: Spearman ρ of its scores with the signed loss change
+of removing each sampled unit, with its absolute value, and P@k (precision of the
+k lowest-scored units against the k truly cheapest) with the k used.
 """
 from __future__ import annotations
 
@@ -76,6 +81,10 @@ METHOD = (
     "sits in the order. Ranks are competition ranks (1, =2, =2, 4); '=r' marks a tie. "
     "'Δ to #1' is the paired mean difference to the board's leader with its 95% interval, in percentage points. "
     "The overall rank is the mean rank over the boards where a criterion was ranked. "
+    "Fidelity columns (means over seeds, on the dense model's sampled units): Spearman ρ of the score with the "
+    "signed loss change of removing the unit alone, ρ with its absolute value, and P@k, the share of the k "
+    "lowest-scored units among the k truly cheapest (k: the share of units the first pruning step removed, "
+    "applied to the sample). "
     f"A board with fewer than {MIN_SEEDS} seeds, or on which every criterion is tied, says so: its order is not evidence."
 )
 
@@ -123,6 +132,10 @@ class Entry:
     latency_speedup: float
     scoring_seconds: float
     scoring_per_grad: float
+    fidelity: float
+    fidelity_abs: float
+    fidelity_precision: float
+    fidelity_k: tuple[int, ...]
 
     @property
     def rank_label(self) -> str:
@@ -223,6 +236,10 @@ def _board(key: tuple, rows: pd.DataFrame, metric: str) -> Board:
                 latency_speedup=_mean(done, "latency_speedup"),
                 scoring_seconds=_mean(done, "scoring_seconds"),
                 scoring_per_grad=_mean(done, "scoring_seconds_per_grad"),
+                fidelity=_mean(done, "fidelity"),
+                fidelity_abs=_mean(done, "fidelity_abs"),
+                fidelity_precision=_mean(done, "fidelity_precision"),
+                fidelity_k=tuple(sorted({int(k) for k in done["fidelity_k"].dropna()})),
             )
         )
     entries.sort(key=lambda e: (e.rank is None, e.rank or 0, -e.mean if not math.isnan(e.mean) else 0.0, e.criterion))
@@ -294,6 +311,15 @@ def _delta(entry: Entry) -> str:
     return f"{comparison.difference * 100:+.2f}{interval}"
 
 
+def _precision(entry: Entry) -> str:
+    """Mean P@k with the k used, e.g. ``0.667 (k=3)``; a range of k when seeds differ (``k=3–4``)."""
+    if math.isnan(entry.fidelity_precision):
+        return "–"
+    ks = entry.fidelity_k
+    k = "" if not ks else f" (k={ks[0]})" if len(ks) == 1 else f" (k={ks[0]}–{ks[-1]})"
+    return f"{entry.fidelity_precision:.3f}{k}"
+
+
 BOARD_HEADERS = [
     "rank",
     "criterion",
@@ -305,6 +331,9 @@ BOARD_HEADERS = [
     "latency speedup (×)",
     "scoring (s)",
     "scoring (× grad)",
+    "fidelity ρ (signed ΔL)",
+    "fidelity ρ (|ΔL|)",
+    "P@k (k)",
 ]
 OVERALL_HEADERS = ["criterion", "mean rank", "boards ranked", "first places", "failed cells"]
 
@@ -323,6 +352,9 @@ def board_rows(board: Board) -> list[list[str]]:
             _num(e.latency_speedup, ".2f"),
             _num(e.scoring_seconds, ".3g"),
             _num(e.scoring_per_grad, ".3g"),
+            _num(e.fidelity, ".3f"),
+            _num(e.fidelity_abs, ".3f"),
+            _precision(e),
         ]
         for e in board.entries
     ]

@@ -40,6 +40,8 @@ NUMERIC_COLUMNS = (
     "gradient_seconds",
     "scoring_seconds_per_grad",
     "fidelity",
+    "fidelity_abs",
+    "fidelity_precision",
     "compute_seconds",
 )
 TEXT_KEYS = ("suite", "model", "dataset", "criterion", "structure", "allocation", "status")
@@ -103,7 +105,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         table[name] = pd.to_numeric(table[name], errors="coerce").astype(float)
     for name in TEXT_KEYS:
         table[name] = table[name].astype(object).where(table[name].notna(), "").astype(str)
-    table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
+    for name in ("seed", "fidelity_k"):
+        table[name] = pd.to_numeric(table[name], errors="coerce")
     version_one = (pd.to_numeric(table["schema_version"], errors="coerce") == 1) & table["pruned_acc_raw"].isna()
     table.loc[version_one, "pruned_acc_raw"] = table.loc[version_one, "pruned_acc"]
     table.loc[version_one, "pruned_acc"] = float("nan")

@@ -14,9 +14,14 @@ seed of every pruning step it drew from.
 
 ``scoring_seconds`` is the criterion's time over every pruning round;
 ``scoring_seconds_per_grad`` is the first round (on the dense model) divided by
-one plain gradient pass on the same model and calibration batches. Fidelity is
-the Spearman correlation of the first round's unit scores with the actual loss
-change of removing each sampled unit alone.
+one plain gradient pass on the same model and calibration batches. Fidelity
+compares the dense model's unit scores (the first round's, or for unstructured
+cells the sampled weights scored before pruning) with the actual loss change ΔL
+of removing each sampled unit alone: ``fidelity`` is Spearman ρ(score, ΔL),
+``fidelity_abs`` ρ(score, |ΔL|), and ``fidelity_precision`` the precision of the
+``fidelity_k`` lowest-scored sampled units against the ``fidelity_k`` cheapest,
+``fidelity_k = max(1, round(sample size × units removed by the first pruning
+step ÷ dense units))`` (:func:`oba.ranking_fidelity.first_step_k`).
 
 :func:`run_cell` never raises for a failure inside the cell: it returns a row
 with ``status="error"`` and the message, so a failed cell is kept, visible,
@@ -38,9 +43,9 @@ from torch import Tensor, nn
 from .. import criteria as criteria_registry
 from ..batches import scoring_context
 from ..criteria.base import Criterion, SeededCriterion
-from ..ranking_fidelity import rank_correlation
+from ..ranking_fidelity import FidelityResult, first_step_k, rank_fidelity
 from ..measure import measure_latency
-from ..pruning import prune
+from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
 from ..versions import package_versions
@@ -107,22 +112,28 @@ def cell_criterion(config: dict[str, Any]) -> Criterion:
     return criterion
 
 
-def _fidelity_of_units(context: DenseContext, unit_scores: Tensor) -> float:
-    """Spearman of the first pruning round's scores of the sampled units with their actual loss changes."""
+def _sampled_unit_scores(context: DenseContext, unit_scores: Tensor) -> Tensor:
+    """The first pruning round's scores of the units sampled for fidelity."""
     if len(unit_scores) != len(context.fidelity_groups):
         raise RuntimeError(f"pruning scored {len(unit_scores)} units but the dense model has {len(context.fidelity_groups)}")
-    return rank_correlation(unit_scores[context.fidelity_index], context.fidelity_changes)
+    return unit_scores[context.fidelity_index]
 
 
-def _fidelity_by_scoring(context: DenseContext, model: nn.Module, criterion: Criterion, mode: str) -> float:
-    """Spearman of the criterion's scores of the sampled groups with their loss changes.
+def _score_sampled_units(context: DenseContext, model: nn.Module, criterion: Criterion, mode: str) -> Tensor:
+    """The criterion's scores of the units sampled for fidelity, scored now on ``model``.
 
-    Scored now, on ``model``, as the first pruning step will score it (step 1, the same random draws).
+    Scored as the first pruning step will score them (step 1, the same random draws).
     """
     sampled = [context.fidelity_groups[i] for i in context.fidelity_index.tolist()]
     criterion.reseed(1)
     with scoring_context(model, mode):
-        return rank_correlation(criterion.group_scores(model, context.calibration, LOSS, sampled), context.fidelity_changes)
+        return criterion.group_scores(model, context.calibration, LOSS, sampled)
+
+
+def _fidelity(context: DenseContext, sampled_scores: Tensor, record: PruneRecord) -> FidelityResult:
+    """Fidelity of the sampled units' scores, with k scaled from the units the first pruning step removed."""
+    k = first_step_k(len(context.fidelity_changes), record.first_step_units_removed, record.dense_units)
+    return rank_fidelity(sampled_scores, context.fidelity_changes, k)
 
 
 def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> dict[str, Any]:
@@ -133,14 +144,15 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     criterion = cell_criterion(c)
     grad_seconds = gradient_seconds(model, context.calibration, mode)
     structured = c["structure"] == "channels"
-    dense_fidelity = None if structured else _fidelity_by_scoring(context, model, criterion, mode)
+    dense_scores = None if structured else _score_sampled_units(context, model, criterion, mode)
     recalibration = context.recalibration if context.recalibration else None
     pruned, record = prune(
         model, context.example, context.calibration, LOSS, criterion, ratio=c["ratio"], structure=c["structure"],
         steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
         layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
     )
-    score_fidelity = _fidelity_of_units(context, record.dense_unit_scores) if structured else dense_fidelity
+    sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
+    fidelity = _fidelity(context, sampled_scores, record)
     raw = evaluate(pruned, context.splits.test)
     recalibrated = raw
     if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
@@ -165,7 +177,10 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
         "scoring_seconds": record.scoring_seconds,
         "gradient_seconds": grad_seconds,
         "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
-        "fidelity": score_fidelity,
+        "fidelity": fidelity.signed,
+        "fidelity_abs": fidelity.abs,
+        "fidelity_precision": fidelity.precision,
+        "fidelity_k": fidelity.k,
         "layer_widths": record.layer_widths,
         "criterion_config": record.criterion_config,
     }
