@@ -42,7 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from oba.report.band import SETTING_KEYS, measure_band, sample_std, seed_values  # noqa: E402
+from oba.report.band import SETTING_KEYS, Band, measure_band, sample_std, seed_values  # noqa: E402
 from oba.report.check import check  # noqa: E402
 from oba.report.leaderboard import BOARD_KEYS, boards  # noqa: E402
 from oba.report.load import load_results  # noqa: E402
@@ -121,10 +121,11 @@ def moved_cells(runs: dict[str, pd.DataFrame], metric: str, threshold: float = 2
     return sum(s > threshold for s in spans), len(spans), max(spans, default=math.nan)
 
 
-def order_agreement(runs: dict[str, pd.DataFrame], metric: str) -> tuple[int, int, int]:
+def order_agreement(runs: dict[str, pd.DataFrame], metric: str, band: Band | None = None) -> tuple[int, int, int]:
     """(untied ordered pairs on the reference's boards, pairs whose untied order flipped on some machine,
-    pairs that are tied on some machines and untied on others)."""
-    ranked = [{tuple(getattr(b, k) for k in BOARD_KEYS): b for b in boards(table, metric)} for table in runs.values()]
+    pairs that are tied on some machines and untied on others); ties as the leaderboard makes them with ``band``."""
+    ranked = [{tuple(getattr(b, k) for k in BOARD_KEYS): b for b in boards(table, metric, band)}
+              for table in runs.values()]
     untied = flipped = changed = 0
     for key in set(ranked[0]).intersection(*ranked[1:]):
         ranks = [{e.criterion: e.rank for e in machine[key].entries if e.rank is not None} for machine in ranked]
@@ -192,8 +193,15 @@ def analyse(out: Path, machines: list[str]) -> str:
     lines += ["", "## Untied leaderboard order across machines", ""]
     for metric in ("pruned_acc", "final_acc"):
         untied, flipped, changed = order_agreement(runs, metric)
-        lines.append(f"- {metric}: {untied} untied ordered pairs on the reference; {flipped} flipped on another "
-                     f"machine, {changed} became tied or untied")
+        lines.append(f"- {metric}, ties from seed noise only: {untied} untied ordered pairs on the reference; "
+                     f"{flipped} flipped on another machine, {changed} became tied or untied")
+        for held_out in [name for name in runs if name != reference]:
+            rest = [name for name in runs if name not in (reference, held_out)]
+            band = measure_band(runs[reference], [runs[n] for n in rest], [reference, *rest])
+            untied, flipped, changed = order_agreement({reference: runs[reference], held_out: runs[held_out]}, metric, band)
+            lines.append(f"- {metric}, ties absorbing the noise band measured without {held_out}: {untied} untied "
+                         f"ordered pairs on the reference; {flipped} flipped on {held_out}, {changed} became tied "
+                         "or untied")
     lines += ["", "## Gate verdicts, leave one machine out", ""]
     for held_out, code, summary_text in leave_one_out(runs, reference):
         lines.append(f"- seed-mean gate, {held_out} against {reference} (band without {held_out}): exit {code} ({summary_text})")

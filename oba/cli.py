@@ -4,7 +4,7 @@
     oba list models|datasets|criteria
     oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR]
-    oba leaderboard RESULTS -o reports/leaderboard/
+    oba leaderboard RESULTS -o reports/leaderboard/ [--band FILE]
     oba check RESULTS --baseline FILE_OR_DIR [--band FILE] [--tolerance POINTS] [--suite SUITE]
     oba band REFERENCE [--machine NAME=RESULTS ...] [--z Z] [--floor POINTS] [-o FILE]
 """
@@ -112,7 +112,8 @@ def _report(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from .report import write_leaderboard
 
-    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output)
+    band = _band_for(args.results, args.band)
+    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output, band=band)
     for kind, path in paths.items():
         print(f"leaderboard ({kind}): {path}")
     return 0
@@ -148,7 +149,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _band_for(baseline: str, explicit: str | None) -> Band | None:
-    """The band file given, else ``band.json`` inside a baseline folder when there is one, else None."""
+    """The band file given, else ``band.json`` inside a results folder when there is one, else None."""
     import os
 
     from .report.band import BAND_FILE, Band
@@ -207,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="write index.html and leaderboard.md ranking criteria per setting")
     board.add_argument("results", help="results folder, Parquet file or URI")
     board.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/leaderboard/")
+    board.add_argument("--band", help="noise band of the suite's reference (its band.json; default: band.json inside "
+                                      "RESULTS, when present): ties then also absorb the measured machine noise")
     chk = sub.add_parser("check", help="fail (exit 1) when a setting's seed mean dropped beyond its noise band; "
                                           "exit 2 on missing cells")
     chk.add_argument("results", help="results folder, Parquet file or URI")

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from oba.report import load_results, write_leaderboard
+from oba.report.band import Band, MetricBand, SettingBand, setting_key
 from oba.report.leaderboard import METHOD, boards, compare, overall, render_markdown
 from results_fixtures import error_row, row, write_store
 
@@ -190,3 +191,31 @@ def test_boards_show_mean_signed_and_absolute_fidelity_and_precision_at_k() -> N
     assert "| 0.300 | 0.600 | 0.750 (k=2–3) |" in markdown
     assert "| -0.200 | – | 0.250 (k=4) |" in markdown
     assert "P@k" in METHOD and "signed loss change" in METHOD
+
+
+def _band(sigmas: dict[str, float], ratio: float = 0.5) -> Band:
+    """A band whose final_acc σ (percent) per criterion is given; the rest of each entry is irrelevant here."""
+    band = Band(z=3.0, floor=0.5, machines=["native", "avx2", "sse41"], created="2026-11-30T00:00:00Z")
+    for name, sigma in sigmas.items():
+        key = setting_key(row(criterion=name, ratio=ratio))
+        band.settings[key] = SettingBand(key, {"final_acc": MetricBand(90.0, 3, 1.0, sigma, 3, sigma, 3 * 2**0.5 * sigma)})
+    return band
+
+
+def test_a_measured_noise_band_ties_what_a_change_of_machine_could_move() -> None:
+    """Board 1 again: A−C is 2.0 points with a tight interval [1.75, 2.25] (rank 3 without a band).
+
+    With σ_A = σ_C = 0.8 points of machine noise, 2·√(0.8² + 0.8²) = 2.26 > 2.0: C ties with A.
+    With σ = 0.6, 2·√(0.72) = 1.70 < 2.0: C stays separated. D (no σ in the band: 0) against A:
+    d̄ 2.0667; with σ_A = 0.8 alone, 2·0.8 = 1.6 < 2.07, so D is not tied with A.
+    """
+    table = load_results(pd.DataFrame(_rows(BOARD_ONE)))
+    (wide,) = boards(table, band=_band({"A": 0.8, "B": 0.8, "C": 0.8}))
+    assert _ranks(wide) == {"A": "=1", "B": "=1", "C": "=1", "D": "4"}
+    c = next(e for e in wide.entries if e.criterion == "C")
+    assert c.to_leader.tied and c.to_leader.high * 100 == pytest.approx(-1.7516, abs=1e-3)
+    (narrow,) = boards(table, band=_band({"A": 0.6, "B": 0.6, "C": 0.6}))
+    assert _ranks(narrow) == {"A": "=1", "B": "=1", "C": "=3", "D": "=3"}
+    markdown = render_markdown(table, _band({"A": 0.8}))
+    assert "**Noise band**: measured on 3 machines (native, avx2, sse41)" in markdown
+    assert "**Noise band**: none" in render_markdown(table)

@@ -104,6 +104,13 @@ class Band:
             return None
         return setting.metrics[metric].band
 
+    def sigma(self, key: tuple, metric: str) -> float | None:
+        """σ of ``key`` for ``metric`` (percent; the noise the band is built from), or None when absent."""
+        setting = self.settings.get(key)
+        if setting is None or metric not in setting.metrics:
+            return None
+        return setting.metrics[metric].sigma
+
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the band as JSON (a small file kept beside the reference)."""
         payload = {

@@ -23,6 +23,11 @@ Tie method (deterministic, no resampling):
   a bootstrap because suites have few seeds (2–5): a percentile bootstrap over
   2–3 pairs has only a handful of distinct resamples and under-covers, while the
   t interval is exact under normal differences and widens honestly as n shrinks.
+* With a measured noise band (the reference's ``band.json``: per setting σ, the
+  spread of its seed mean across CPUs, :mod:`oba.report.band`), A and B are also
+  tied when |d̄| < ``NOISE_Z`` · √(σ_A² + σ_B²): a difference that a change of
+  CPU could produce is not an order, and boards that ignore it rank differently
+  on another machine.
 * With fewer than 2 shared seeds there is no estimate of seed noise: A and B are
   tied when their difference is less than ``MARGIN`` (0.5 percentage points) —
   the paired difference on the one shared seed, or with no shared seed the
@@ -53,10 +58,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from scipy import stats
 
+from .band import Band, setting_key
 from .load import load_results
 from .provenance import provenance
 
@@ -67,6 +74,7 @@ BOARD_METRICS = {
 }
 CONFIDENCE = 0.95
 MARGIN = 0.005
+NOISE_Z = 2.0
 MIN_SEEDS = 3
 
 METHOD = (
@@ -79,6 +87,9 @@ METHOD = (
     "percentage points (on the one shared seed, or in their means when they share none). Groups are "
     "formed from the top: every criterion tied with the best criterion not yet placed joins its group, wherever it "
     "sits in the order. Ranks are competition ranks (1, =2, =2, 4); '=r' marks a tie. "
+    "When the results come with a measured noise band (the reference's band.json), two criteria are also tied "
+    f"when their mean difference is below {NOISE_Z:g}·√(σ_A² + σ_B²), σ being each setting's measured spread of its "
+    "seed mean across CPUs: a difference a change of machine could produce is not an order. "
     "'Δ to #1' is the paired mean difference to the board's leader with its 95% interval, in percentage points. "
     "The overall rank is the mean rank over the boards where a criterion was ranked. "
     "Fidelity columns (means over seeds, on the dense model's sampled units): Spearman ρ of the score with the "
@@ -100,20 +111,24 @@ class Comparison:
     tied: bool
 
 
-def compare(a: pd.Series, b: pd.Series) -> Comparison:
-    """Compare accuracies (fractions) indexed by seed, ``a − b``; tied per the module's rule."""
+def compare(a: pd.Series, b: pd.Series, margin: float = MARGIN) -> Comparison:
+    """Compare accuracies (fractions) indexed by seed, ``a − b``; tied per the module's rule.
+
+    ``margin`` (a fraction, at least :data:`MARGIN`) is the difference below which
+    the two are tied whatever their interval says.
+    """
     shared = a.index.intersection(b.index)
     if len(shared) >= 2:
         differences = (a.loc[shared] - b.loc[shared]).astype(float)
         n = len(differences)
         mean = float(differences.mean())
         half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
-        return Comparison(n, mean, mean - half, mean + half, mean - half <= 0.0 <= mean + half or abs(mean) < MARGIN)
+        return Comparison(n, mean, mean - half, mean + half, mean - half <= 0.0 <= mean + half or abs(mean) < margin)
     if len(shared) == 1:
         difference = float(a.loc[shared[0]] - b.loc[shared[0]])
     else:
         difference = float(a.mean() - b.mean())
-    return Comparison(len(shared), difference, math.nan, math.nan, abs(difference) < MARGIN)
+    return Comparison(len(shared), difference, math.nan, math.nan, abs(difference) < margin)
 
 
 @dataclass(frozen=True)
@@ -190,14 +205,38 @@ class Board:
         return " · ".join(p for p in parts if p)
 
 
-def rank(accuracies: dict[str, pd.Series]) -> dict[str, tuple[int, bool]]:
+Margin = Callable[[str, str], float]
+"""The tie margin (a fraction) of two criteria on one board."""
+
+
+def fixed_margin(a: str, b: str) -> float:
+    """:data:`MARGIN` for every pair (no measured noise band)."""
+    return MARGIN
+
+
+def noise_margin(band: Band, board_key: tuple, metric: str) -> Margin:
+    """``max(MARGIN, NOISE_Z · √(σ_a² + σ_b²))`` with σ from ``band`` (a criterion without one counts σ = 0)."""
+
+    def sigma(criterion: str) -> float:
+        model, dataset, structure, allocation, ratio = board_key
+        key = setting_key({"model": model, "dataset": dataset, "criterion": criterion, "structure": structure,
+                           "allocation": allocation, "ratio": ratio})
+        value = band.sigma(key, metric)
+        return 0.0 if value is None else value / 100.0
+
+    return lambda a, b: max(MARGIN, NOISE_Z * math.hypot(sigma(a), sigma(b)))
+
+
+def rank(accuracies: dict[str, pd.Series], margin: Margin = fixed_margin) -> dict[str, tuple[int, bool]]:
     """``criterion → (competition rank, tied)`` from per-seed accuracies, by the module's rule."""
     remaining = sorted(accuracies, key=lambda name: (-float(accuracies[name].mean()), name))
     ranks: dict[str, tuple[int, bool]] = {}
     placed = 0
     while remaining:
         leader = accuracies[remaining[0]]
-        group = [remaining[0]] + [name for name in remaining[1:] if compare(leader, accuracies[name]).tied]
+        group = [remaining[0]] + [
+            name for name in remaining[1:] if compare(leader, accuracies[name], margin(remaining[0], name)).tied
+        ]
         for name in group:
             ranks[name] = (placed + 1, len(group) > 1)
         placed += len(group)
@@ -210,12 +249,13 @@ def _mean(rows: pd.DataFrame, column: str) -> float:
     return float(values.mean()) if not values.empty else math.nan
 
 
-def _board(key: tuple, rows: pd.DataFrame, metric: str) -> Board:
+def _board(key: tuple, rows: pd.DataFrame, metric: str, band: Band | None) -> Board:
     ok = rows[(rows["status"] == "ok") & rows[metric].notna()]
     accuracies = {
         name: group.groupby("seed")[metric].mean() for name, group in ok.groupby("criterion", sort=True)
     }
-    ranks = rank(accuracies)
+    margin = noise_margin(band, key, metric) if band is not None else fixed_margin
+    ranks = rank(accuracies, margin)
     leader = min(ranks, key=lambda name: (ranks[name][0], -float(accuracies[name].mean()), name)) if ranks else None
     entries = []
     for criterion, group in rows.groupby("criterion", sort=True):
@@ -231,7 +271,8 @@ def _board(key: tuple, rows: pd.DataFrame, metric: str) -> Board:
                 std=float(seeds.std(ddof=1)) if seeds is not None and len(seeds) > 1 else math.nan,
                 seeds=len(seeds) if seeds is not None else 0,
                 failed=int(len(group) - len(done)),
-                to_leader=compare(seeds, accuracies[leader]) if seeds is not None and criterion != leader else None,
+                to_leader=compare(seeds, accuracies[leader], margin(criterion, leader))
+                if seeds is not None and criterion != leader else None,
                 macs_speedup=_mean(done, "macs_speedup"),
                 latency_speedup=_mean(done, "latency_speedup"),
                 scoring_seconds=_mean(done, "scoring_seconds"),
@@ -252,18 +293,19 @@ def _board(key: tuple, rows: pd.DataFrame, metric: str) -> Board:
     )
 
 
-def boards(results: pd.DataFrame, metric: str = "final_acc") -> list[Board]:
+def boards(results: pd.DataFrame, metric: str = "final_acc", band: Band | None = None) -> list[Board]:
     """Every board of a normalised results table for ``metric`` (a key of :data:`BOARD_METRICS`), in key order.
 
     Boards on which no cell has the metric (e.g. recalibrated accuracy in results
-    older than schema version 2) are left out.
+    older than schema version 2) are left out. With ``band`` (the measured noise
+    of the suite's reference), ties also absorb machine noise (module docstring).
     """
     if metric not in BOARD_METRICS:
         raise ValueError(f"unknown board metric {metric!r}; valid: {', '.join(BOARD_METRICS)}")
     out = []
     for key, rows in results.groupby(list(BOARD_KEYS), sort=True, dropna=False):
         if rows[metric].notna().any() or not (rows["status"] == "ok").any():
-            out.append(_board(key, rows, metric))
+            out.append(_board(key, rows, metric, band))
     return out
 
 
@@ -384,22 +426,29 @@ def _html_table(headers: list[str], rows: list[list[str]], css: str) -> str:
     )
 
 
-def _sections(results: pd.DataFrame) -> list[tuple[str, str, list[Board]]]:
+def _sections(results: pd.DataFrame, band: Band | None) -> list[tuple[str, str, list[Board]]]:
     """(metric, heading, boards) for every board metric that has boards, fine-tuned first."""
     out = []
     for metric, label in BOARD_METRICS.items():
-        ranked = boards(results, metric)
+        ranked = boards(results, metric, band)
         if ranked:
             out.append((metric, f"Accuracy {label}", ranked))
     return out
 
 
-def render_markdown(results: pd.DataFrame) -> str:
-    """The leaderboard of a normalised results table as Markdown."""
+def _facts(results: pd.DataFrame, band: Band | None) -> list[tuple[str, str]]:
+    """Provenance, and the noise band the ties use, as ``(label, value)`` pairs."""
+    noise = (f"measured on {len(band.machines)} machines ({', '.join(band.machines)}), {band.created}; "
+             f"ties within {NOISE_Z:g}·√(σ_A² + σ_B²)") if band is not None else "none (ties from seed noise only)"
+    return [*provenance(results).items(), ("Noise band", noise)]
+
+
+def render_markdown(results: pd.DataFrame, band: Band | None = None) -> str:
+    """The leaderboard of a normalised results table as Markdown (ties absorb ``band``'s machine noise when given)."""
     lines = ["# Pruning criteria leaderboard", ""]
-    lines += [f"- **{label}**: {value}" for label, value in provenance(results).items()]
+    lines += [f"- **{label}**: {value}" for label, value in _facts(results, band)]
     lines += ["", "## Method", "", METHOD, ""]
-    for _, heading, ranked in _sections(results):
+    for _, heading, ranked in _sections(results, band):
         lines += [f"## {heading}", "", "### Overall", ""]
         lines += [_markdown_table(OVERALL_HEADERS, overall_rows(overall(ranked))), ""]
         for board in ranked:
@@ -435,16 +484,16 @@ def _html_board(board: Board) -> str:
     )
 
 
-def render_html(results: pd.DataFrame) -> str:
-    """The leaderboard of a normalised results table as a self-contained HTML page."""
+def render_html(results: pd.DataFrame, band: Band | None = None) -> str:
+    """The leaderboard of a normalised results table as a self-contained HTML page (see :func:`render_markdown`)."""
     facts = "".join(
-        f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in provenance(results).items()
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in _facts(results, band)
     )
     sections = "".join(
         f'<h2 id="{metric}">{html.escape(heading)}</h2><h3>Overall</h3>'
         f"{_html_table(OVERALL_HEADERS, overall_rows(overall(ranked)), 'overall')}"
         + "".join(_html_board(b) for b in ranked)
-        for metric, heading, ranked in _sections(results)
+        for metric, heading, ranked in _sections(results, band)
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Pruning criteria leaderboard</title>'
@@ -454,16 +503,17 @@ def render_html(results: pd.DataFrame) -> str:
 
 
 def write_leaderboard(
-    results: str | os.PathLike[str] | pd.DataFrame, output_dir: str | os.PathLike[str]
+    results: str | os.PathLike[str] | pd.DataFrame, output_dir: str | os.PathLike[str], band: Band | None = None
 ) -> dict[str, Path]:
     """Write ``index.html`` and ``leaderboard.md`` for ``results`` into ``output_dir``.
 
-    Returns ``{"html": path, "markdown": path}``.
+    ``band``: the measured noise of the suite's reference (its ``band.json``);
+    ties then also absorb machine noise. Returns ``{"html": path, "markdown": path}``.
     """
     table = load_results(results)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     written = {"html": directory / "index.html", "markdown": directory / "leaderboard.md"}
-    written["html"].write_text(render_html(table), encoding="utf-8")
-    written["markdown"].write_text(render_markdown(table), encoding="utf-8")
+    written["html"].write_text(render_html(table, band), encoding="utf-8")
+    written["markdown"].write_text(render_markdown(table, band), encoding="utf-8")
     return written
