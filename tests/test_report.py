@@ -15,7 +15,7 @@ import pytest
 from oba.report import StaticExportError, load_results, write_report
 from oba.report.html import build_report, write_pngs
 from oba.report.palette import criterion_colours
-from results_fixtures import error_row, report_rows, write_store
+from results_fixtures import error_row, report_rows, row, write_store
 
 CHROMIUM = shutil.which("chromium")
 FIGURES_PER_SETTING = 6
@@ -258,3 +258,14 @@ def test_png_export_without_a_browser_names_what_to_install(
     with pytest.raises(StaticExportError, match="apt-get install chromium"):
         write_pngs(list(figures.items())[:1], tmp_path / "png")
     assert not list((tmp_path / "png").glob("*.png"))
+
+
+def test_cells_table_shows_each_cells_criterion_options(tmp_path: Path) -> None:
+    """criterion_config's options (not name, mode or per-step seeds) appear in the cell's row, in key order."""
+    config = {"name": "kfac-obs", "mode": "eval", "fisher": "true", "obs_update": True, "seed": 1,
+              "step_seeds": {"1": 5}, "signed": False}
+    store = write_store(tmp_path / "results", [row(criterion="kfac-obs", criterion_config=config)])
+    page = write_report(store, tmp_path / "report.html").read_text(encoding="utf-8")
+    shown = html.escape('fisher="true", obs_update=true, seed=1, signed=false')
+    assert f'<td class="text" data-value="{shown}">{shown}</td>' in page
+    assert "step_seeds" not in page

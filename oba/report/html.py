@@ -9,6 +9,7 @@ Chrome/Chromium browser.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -119,6 +120,7 @@ _CELL_COLUMNS = [
     ("structure", "structure", "", 1.0, True),
     ("allocation", "allocation", "", 1.0, True),
     ("criterion", "criterion", "", 1.0, True),
+    ("criterion options", "criterion_options", "", 1.0, True),
     ("ratio (%)", "ratio", ".0f", 100.0, False),
     ("seed", "seed", ".0f", 1.0, False),
     ("status", "status", "", 1.0, True),
@@ -138,7 +140,22 @@ _CELL_COLUMNS = [
 ]
 
 
+OPTION_KEYS_LEFT_OUT = ("name", "mode", "step_seeds")
+"""``criterion_config`` keys the cells table leaves out: shown elsewhere, or per step (kept in the rows)."""
+
+
+def criterion_options(config: object) -> str:
+    """``key=value`` pairs of a row's ``criterion_config`` (JSON text), e.g. ``fisher=true, obs_update=true, seed=0``."""
+    if not isinstance(config, str) or not config:
+        return ""
+    options = json.loads(config)
+    return ", ".join(
+        f"{key}={json.dumps(value)}" for key, value in sorted(options.items()) if key not in OPTION_KEYS_LEFT_OUT
+    )
+
+
 def _cells_table(results: pd.DataFrame) -> str:
+    results = results.assign(criterion_options=results["criterion_config"].map(criterion_options))
     head = "".join(
         f'<th class="{"text" if text else ""}">{html.escape(label)}</th>' for label, _, _, _, text in _CELL_COLUMNS
     )
