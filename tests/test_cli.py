@@ -101,3 +101,21 @@ def test_a_corrupt_part_is_skipped_with_a_warning_by_report_and_leaderboard_and_
     assert (tmp_path / "out" / "board" / "leaderboard.md").is_file()
     line = _one_error_line(oba_cli(*_reader_args("check", results, tmp_path, baseline)), "oba check: error: results: ")
     assert f"unreadable result part {broken}" in line
+
+
+def test_leaderboard_reads_a_band_beside_the_results_or_given_and_names_a_bad_one(tmp_path: Path) -> None:
+    from oba.report.band import measure_band
+    from oba.report.load import load_results
+    from results_fixtures import report_rows, write_store
+
+    results = Path(write_store(tmp_path / "results", report_rows()))
+    done = oba_cli("leaderboard", str(results), "-o", str(tmp_path / "plain"))
+    assert done.returncode == 0 and "**Noise band**: none" in (tmp_path / "plain" / "leaderboard.md").read_text()
+    measure_band(load_results(str(results)), [load_results(str(results))], ["native", "avx2"]).write(results / "band.json")
+    done = oba_cli("leaderboard", str(results), "-o", str(tmp_path / "beside"))
+    assert done.returncode == 0, done.stderr
+    assert "**Noise band**: measured on 2 machines (native, avx2)" in (tmp_path / "beside" / "leaderboard.md").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    line = _one_error_line(oba_cli("leaderboard", str(results), "-o", str(tmp_path / "x"), "--band", str(bad)), "oba leaderboard: ")
+    assert str(bad) in line and "not a readable band file" in line
