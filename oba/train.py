@@ -5,10 +5,16 @@ evaluates the validation split after every epoch (and before the first), keeps
 the state with the best validation top-1 (ties: lower validation loss, then the
 earlier epoch) and restores it at the end; the test split is evaluated once, on
 the kept state, for reporting. It runs on CUDA when available, else on the CPU,
-and on the CPU it is deterministic given ``recipe.seed``. Models with 2-d
-convolutions train and evaluate in the channels-last memory format (faster
-kernels on the smoke CNNs: benchmarks/memory_format.py) and are handed back in
-the format they came in.
+and on the CPU it is deterministic given ``recipe.seed``. By default
+(``channels_last = "auto"``) models with 2-d convolutions train and evaluate
+in the channels-last memory format (faster kernels on the smoke CNNs:
+benchmarks/memory_format.py) and are handed back in the format they came in.
+
+``recipe.precision`` other than "fp32" runs the forward pass and the loss of
+training and evaluation under ``torch.autocast`` (bf16, or fp16 with a
+gradient scaler); parameters, gradients and optimiser state stay fp32. Only
+these two functions autocast: scoring and fidelity run outside them, in the
+parameters' own precision (oba/batches.py).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +42,11 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "none")
 EVAL_BATCH_SIZE = 256
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", *AUTOCAST_DTYPES)
+# Fields added after cache keys and cell ids existed: to_dict leaves them out at these
+# defaults, so every key and id made before they existed still holds.
+OMITTED_AT_DEFAULT: dict[str, Any] = {"precision": "fp32", "channels_last": "auto"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,11 @@ class Recipe:
     keeps it constant; all follow ``warmup_epochs`` of linear warm-up. Weight
     decay skips biases, normalisation parameters and the model's
     ``no_weight_decay()`` names (timm's position embedding and class token).
-    ``momentum`` is SGD's; AdamW uses its default betas.
+    ``momentum`` is SGD's; AdamW uses its default betas. ``precision``: "fp32",
+    or "bf16"/"fp16" mixed precision (autocast for forward and loss, fp32 master
+    weights; fp16 adds a gradient scaler; both run on the CPU too, slowly: they
+    are meant for GPUs). ``channels_last``: "auto" (channels-last for models with
+    2-d convolutions), true or false.
     """
 
     epochs: int = 10
@@ -62,6 +77,8 @@ class Recipe:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
+    channels_last: str | bool = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -74,12 +91,23 @@ class Recipe:
             raise ValueError(f"step milestones must be fractions of the epochs in (0, 1] and gamma positive: {self}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+        if not (self.channels_last == "auto" or isinstance(self.channels_last, bool)):
+            raise ValueError(f"channels_last must be \"auto\", true or false (got {self.channels_last!r})")
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (the canonical form used in cache keys)."""
+        """A JSON-ready dict of the fields (the canonical form used in cache keys and cell ids).
+
+        The fields in :data:`OMITTED_AT_DEFAULT` are left out at their default
+        values; :meth:`from_dict` restores them.
+        """
         data = dataclasses.asdict(self)
         data["milestones"] = list(self.milestones)
+        for name, default in OMITTED_AT_DEFAULT.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -119,10 +147,24 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def preferred_memory_format(model: nn.Module) -> torch.memory_format:
-    """Channels-last for a model with 2-d convolutions (faster kernels), else the default format."""
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.channels_last if has_conv else torch.contiguous_format
+def preferred_memory_format(model: nn.Module, channels_last: str | bool = "auto") -> torch.memory_format:
+    """The memory format to train and evaluate ``model`` in.
+
+    ``channels_last="auto"``: channels-last for a model with 2-d convolutions
+    (faster kernels), else the default format; true or false force either.
+    """
+    if channels_last == "auto":
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """``torch.autocast`` to ``precision``'s dtype on ``device``'s type; a context that does nothing for "fp32"."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
 @contextmanager
@@ -144,21 +186,33 @@ def in_memory_format(model: nn.Module, memory_format: torch.memory_format) -> It
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Dataset | DataLoader, device: torch.device | str | None = None
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    device: torch.device | str | None = None,
+    *,
+    precision: str = "fp32",
+    channels_last: str | bool = "auto",
+    num_workers: int | None = None,
 ) -> dict[str, float]:
     """Top-1 accuracy, top-5 accuracy (only when there are ≥ 5 classes) and mean cross-entropy of ``model`` on ``data``.
 
-    Accuracies are fractions in [0, 1]. The model runs in its
-    :func:`preferred_memory_format` (faster kernels; convolution results depend
-    on the weights' format in the last bits, so evaluating in one fixed format
-    makes the metrics independent of it) and is handed back in the format it
-    came in. The model is run in eval mode on
-    ``device`` (default: where its parameters are, and it is not moved) and
-    its train/eval mode is restored afterwards.
+    Accuracies are fractions in [0, 1]. The model runs in
+    :func:`preferred_memory_format` for ``channels_last`` (faster kernels;
+    convolution results depend on the weights' format in the last bits, so
+    evaluating in one fixed format makes the metrics independent of it) and is
+    handed back in the format it came in. The forward pass runs under
+    :func:`mixed_precision` for ``precision``; the metrics are computed from
+    fp32 logits. The model is run in eval mode on ``device`` (default: where
+    its parameters are, and it is not moved) and its train/eval mode is
+    restored afterwards. ``num_workers`` is passed to :func:`oba.data.make_loader`.
     """
     device = torch.device(device) if device is not None else _model_device(model)
-    loader = data if isinstance(data, DataLoader) else make_loader(data, EVAL_BATCH_SIZE, device=device)
-    memory_format = preferred_memory_format(model)
+    loader = (
+        data
+        if isinstance(data, DataLoader)
+        else make_loader(data, EVAL_BATCH_SIZE, num_workers=num_workers, device=device)
+    )
+    memory_format = preferred_memory_format(model, channels_last)
     was_training = model.training
     model.eval()
     count, correct1, correct5, loss_sum, num_classes = 0, 0, 0, 0.0, 0
@@ -168,7 +222,9 @@ def evaluate(
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 if inputs.dim() == 4:
                     inputs = inputs.contiguous(memory_format=memory_format)
-                logits = model(inputs)
+                with mixed_precision(device, precision):
+                    logits = model(inputs)
+                logits = logits.float()
                 num_classes = logits.shape[1]
                 loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
                 top = logits.topk(min(5, num_classes), dim=1).indices
@@ -229,6 +285,8 @@ def _train_epoch(
     criterion: nn.Module,
     device: torch.device,
     memory_format: torch.memory_format,
+    precision: str,
+    scaler: torch.amp.GradScaler,
 ) -> float:
     model.train()
     loss_sum, count = 0.0, 0
@@ -236,12 +294,14 @@ def _train_epoch(
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=memory_format)
-        loss = criterion(model(inputs), targets)
+        with mixed_precision(device, precision):
+            loss = criterion(model(inputs), targets)
         if not torch.isfinite(loss):
             raise RuntimeError(f"training diverged: loss is {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         loss_sum += loss.item() * targets.numel()
         count += targets.numel()
@@ -263,13 +323,17 @@ def train(
 
     Epoch 0 (the model as given) is a candidate too, so a recipe never returns
     a model worse on validation than its input. The model ends on ``device``
-    (default: CUDA when available) in eval mode, holding the kept state.
+    (default: CUDA when available) in eval mode, holding the kept state; every
+    evaluation uses the recipe's precision and memory format. For "fp16" a
+    gradient scaler scales the loss (a step whose gradients overflow is
+    skipped); otherwise the scaler is disabled and does nothing.
     ``num_workers`` is passed to :func:`oba.data.make_loader`.
     """
     device = torch.device(device) if device is not None else default_device()
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)
-    memory_format = preferred_memory_format(model)
+    memory_format = preferred_memory_format(model, recipe.channels_last)
+    settings: dict[str, Any] = {"precision": recipe.precision, "channels_last": recipe.channels_last}
     model.to(device)
     train_loader = make_loader(
         data.train, recipe.batch_size, shuffle=True, seed=recipe.seed, num_workers=num_workers, device=device
@@ -280,14 +344,17 @@ def train(
         steps_per_epoch = len(train_loader)
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
         criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
 
-        best_val = evaluate(model, val_loader, device)
+        best_val = evaluate(model, val_loader, device, **settings)
         best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
         history: list[dict[str, float]] = []
         for epoch in range(1, recipe.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            train_loss = _train_epoch(model, train_loader, optimizer, scheduler, criterion, device, memory_format)
-            val = evaluate(model, val_loader, device)
+            train_loss = _train_epoch(
+                model, train_loader, optimizer, scheduler, criterion, device, memory_format, recipe.precision, scaler
+            )
+            val = evaluate(model, val_loader, device, **settings)
             history.append(
                 {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_top1": val["top1"], "val_loss": val["loss"]}
             )
@@ -296,7 +363,9 @@ def train(
                 best_val, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
         model.load_state_dict(best_state)
     model.eval()
-    test = evaluate(model, make_loader(data.test, EVAL_BATCH_SIZE, num_workers=num_workers, device=device), device)
+    test = evaluate(
+        model, make_loader(data.test, EVAL_BATCH_SIZE, num_workers=num_workers, device=device), device, **settings
+    )
     return TrainResult(
         val=best_val,
         test=test,

@@ -82,11 +82,16 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader; shuffling order is fixed by ``seed``.
 
-    ``num_workers=None`` picks 0 for in-memory data and up to 8 worker
-    processes for file-backed data. Pinned memory is used when ``device`` is CUDA.
+    In-memory data is always read in this process (workers would only add
+    overhead, and the batches are the same). File-backed data gets
+    ``num_workers`` worker processes (a suite passes its trial's CPUs), or with
+    ``None`` one per CPU of the machine, at most 8. Workers persist across
+    epochs; pinned memory is used when ``device`` is CUDA.
     """
-    if num_workers is None:
-        num_workers = 0 if is_in_memory(dataset) else min(8, os.cpu_count() or 1)
+    if is_in_memory(dataset):
+        num_workers = 0
+    elif num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -136,9 +136,10 @@ def _fidelity(context: DenseContext, sampled_scores: Tensor, record: PruneRecord
     return rank_fidelity(sampled_scores, context.fidelity_changes, k)
 
 
-def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> dict[str, Any]:
+def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
+             num_workers: int | None) -> dict[str, Any]:
     c = cell.config
-    context = dense_context(cell, data_root, download, cache_dir, device)
+    context = dense_context(cell, data_root, download, cache_dir, device, num_workers)
     model = context.fresh_model()
     mode = c["prune"]["mode"]
     criterion = cell_criterion(c)
@@ -153,12 +154,14 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     )
     sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
     fidelity = _fidelity(context, sampled_scores, record)
-    raw = evaluate(pruned, context.splits.test)
+    recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
+    settings = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
+    raw = evaluate(pruned, context.splits.test, **settings)
     recalibrated = raw
     if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
-        recalibrated = evaluate(pruned, context.splits.test)
+        recalibrated = evaluate(pruned, context.splits.test, **settings)
     latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
-    tuned = fine_tune(pruned, context.splits, replace(Recipe.from_dict(c["finetune"]), seed=c["seed"]), device=device)
+    tuned = fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers)
     return {
         "dense_acc": context.metadata["test"]["top1"],
         "dense_top5": context.metadata["test"].get("top5"),
@@ -194,14 +197,18 @@ def run_cell(
     cache_dir: str | None = None,
     git_sha: str = "unknown",
     device: torch.device | str | None = None,
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run one cell end to end and return its result row (status "ok" or "error")."""
+    """Run one cell end to end and return its result row (status "ok" or "error").
+
+    ``num_workers`` (the trial's CPUs) is passed to every data loader the cell makes.
+    """
     device = torch.device(device) if device is not None else default_device()
     row = {**_identity(cell), "started_at": _now(), "git_sha": git_sha, "package_versions": package_versions(),
            "device": device_name(device), "ray_node": ray_node()}
     start = time.perf_counter()
     try:
-        row.update(_measure(cell, data_root, download, cache_dir, device))
+        row.update(_measure(cell, data_root, download, cache_dir, device, num_workers))
         row["status"] = "ok"
     except Exception as err:  # a failed cell is stored, never lost
         row["status"] = "error"

@@ -106,13 +106,14 @@ def _key(cell: Cell, data_root: str | None, cache_dir: str | None, device: torch
     return json.dumps(shared, sort_keys=True)
 
 
-def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device) -> DenseContext:
+def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
+           num_workers: int | None) -> DenseContext:
     c = cell.config
     seed, mode, measure = c["seed"], c["prune"]["mode"], c["measure"]
     splits = datasets.load(c["dataset"], root=data_root, download=download, **c["dataset_options"])
     dense = dense_checkpoint(
         c["model"], c["dataset"], Recipe.from_dict(c["dense"]), seed, cache_dir,
-        dataset_options=c["dataset_options"], data=splits, device=device,
+        dataset_options=c["dataset_options"], data=splits, device=device, num_workers=num_workers,
     )
     model = dense.model.eval()
     calibration, recalibration = draw_batches(
@@ -138,14 +139,18 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
 
 
 def dense_context(
-    cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device
+    cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
+    num_workers: int | None = None,
 ) -> DenseContext:
-    """The cell's :class:`DenseContext`: built on first use, then served from this process's cache."""
+    """The cell's :class:`DenseContext`: built on first use, then served from this process's cache.
+
+    ``num_workers`` is passed to the loaders of a dense model trained here (it never changes the context).
+    """
     key = _key(cell, data_root, cache_dir, device)
     if key in _contexts:
         _contexts.move_to_end(key)
         return _contexts[key]
-    context = _build(cell, data_root, download, cache_dir, device)
+    context = _build(cell, data_root, download, cache_dir, device, num_workers)
     _contexts[key] = context
     while len(_contexts) > _CACHE_SIZE:
         _contexts.popitem(last=False)

@@ -5,7 +5,9 @@ Without ``address`` a fresh local Ray starts; ``address`` joins an existing
 cluster, probed first (:mod:`oba.suite.cluster`). Dense
 checkpoints are prepared first (one Ray task per distinct model × dataset ×
 seed, trained once, cached under a folder every node can read), then the cells
-run as trials asking for the suite's per-trial resources. Cells already stored
+run as trials asking for the suite's per-trial resources; each task and trial
+uses its CPUs (``resources.cpu``) as torch threads and as data-loader workers
+for file-backed data. Cells already stored
 with status "ok" are skipped, so an interrupted run resumes where it stopped;
 failed cells are stored with their error and run again next time. A trial lost
 with its node is retried elsewhere (``run.max_failures``). A failed cell's
@@ -160,7 +162,7 @@ def _trial(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config["threads"])))
     cell = Cell(**config["cell"])
     row = run_cell(cell, data_root=config["data_root"], download=config["download"], cache_dir=config["cache_dir"],
-                   git_sha=config["git_sha"])
+                   git_sha=config["git_sha"], num_workers=config["threads"])
     ResultStore(config["results"]).write(row)
     tune.report({"cell_ok": row["status"] == "ok", "compute_seconds": row["compute_seconds"]})
 
@@ -175,7 +177,7 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
         model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
-        data_root=data_root, download=suite.data.get("download", False),
+        data_root=data_root, download=suite.data.get("download", False), num_workers=threads,
     )
     return str(ckpt.path)
 
