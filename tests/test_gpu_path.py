@@ -7,17 +7,32 @@ patched to True): code that still picks CUDA then fails, because this machine ha
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+from torch import Tensor, nn
 
+from nets import ResidualCNN
+from oba.measure import timed, warm_up
+from oba.pruning import prune
 from oba.store import ResultStore
 from oba.suite import runner
+from oba.suite.cell import gradient_seconds
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
 from oba.suite.plan import plan_run, resolve_path
 from suites import tiny_suite
+
+LOSS = nn.functional.cross_entropy
+STALL = 1.0
+"""Seconds the first backward pass of :class:`FirstBackwardStalls` takes (what kernel loading costs on a GPU)."""
+
+
+def _batches(n: int = 2, size: int = 8) -> list[tuple[Tensor, Tensor]]:
+    return [(torch.randn(size, 2, 6, 6), torch.randint(0, 3, (size,))) for _ in range(n)]
 
 
 # -- 1. the device a trial runs on -------------------------------------------------------------------------------
@@ -60,3 +75,72 @@ def test_every_local_path_of_a_run_is_resolved_on_the_driver(tmp_path: Path, mon
     suite_path.write_text(suite_path.read_text().replace(f'cache_dir = "{tmp_path / "cache"}"', 'cache_dir = "~/cache"'))
     plan = plan_run(load_suite(suite_path), "~/results")
     assert (plan.data_root, plan.cache_dir, plan.results) == (str(home / "data"), str(home / "cache"), str(home / "results"))
+
+
+# -- 4. warm-up before, and synchronisation around, every timed section ------------------------------------------
+
+
+class _StallOnce(torch.autograd.Function):
+    """Identity whose first backward pass in the process sleeps ``STALL`` seconds."""
+
+    stalled = False
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        if not _StallOnce.stalled:
+            _StallOnce.stalled = True
+            time.sleep(STALL)
+        return grad
+
+
+class FirstBackwardStalls(ResidualCNN):
+    """A ResidualCNN whose first backward pass is slow, as the first CUDA work of a process is."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _StallOnce.apply(super().forward(x))
+
+
+@pytest.fixture
+def stalling_model() -> FirstBackwardStalls:
+    _StallOnce.stalled = False
+    return FirstBackwardStalls()
+
+
+def test_the_gradient_pass_is_timed_after_a_warm_up(stalling_model: FirstBackwardStalls) -> None:
+    assert gradient_seconds(stalling_model, _batches(), "eval") < STALL
+
+
+@pytest.mark.parametrize("structure", ["channels", "unstructured"])
+def test_pruning_times_scoring_after_a_warm_up(stalling_model: FirstBackwardStalls, structure: str) -> None:
+    batches = _batches()
+    _, record = prune(stalling_model, batches[0][0], batches, LOSS, "taylor", ratio=0.3, structure=structure, steps=1)
+    assert record.dense_scoring_seconds < STALL
+
+
+def test_a_warm_up_leaves_no_trace() -> None:
+    """Parameters, batch-norm statistics, modes, gradients and the random stream are as before."""
+    model, batches = nn.Sequential(ResidualCNN(), nn.Dropout(0.5)).train(), _batches()
+    model[0].bn1.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    warm_up(model, batches, LOSS, "train")
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert [m.training for m in model.modules()] == modes
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_timed_section_synchronises_cuda_before_the_clock_starts_and_before_it_stops(monkeypatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append(f"sync {device}"))
+    with timed(torch.device("cuda", 0)) as clock:
+        events.append("work")
+    assert events == ["sync cuda:0", "work", "sync cuda:0"] and clock.seconds > 0
+    with timed(torch.device("cpu")):
+        events.append("cpu work")
+    assert events[3:] == ["cpu work"], "nothing to wait for on the CPU"
