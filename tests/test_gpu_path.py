@@ -15,9 +15,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import oba
 from nets import ResidualCNN
+from oba.batches import full_fp32, scoring_context
 from oba.measure import timed, warm_up
 from oba.pruning import prune
+from oba.ranking_fidelity import loss_changes
 from oba.store import ResultStore
 from oba.suite import runner
 from oba.suite.cell import gradient_seconds
@@ -144,3 +147,51 @@ def test_a_timed_section_synchronises_cuda_before_the_clock_starts_and_before_it
     with timed(torch.device("cpu")):
         events.append("cpu work")
     assert events[3:] == ["cpu work"], "nothing to wait for on the CPU"
+
+
+# -- 5. true fp32 while scoring and measuring fidelity -----------------------------------------------------------
+
+
+class _SeesPrecision(ResidualCNN):
+    """Records, at every forward, whether TF32 is allowed for matrix products and for cuDNN convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.add((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return super().forward(x)
+
+
+@pytest.fixture
+def tf32_allowed():
+    """TF32 allowed everywhere (PyTorch's default for cuDNN; ``high`` precision for matrix products); restored after."""
+    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = cudnn
+
+
+@pytest.mark.usefixtures("tf32_allowed")
+def test_scoring_and_fidelity_run_in_true_fp32_and_restore_the_settings() -> None:
+    model, batches = _SeesPrecision(), _batches()
+    groups = oba.pruning.find_groups(model, batches[0][0])[1][0].units[:2]
+    model.seen.clear()
+    oba.criteria.get("oba").parameter_scores(model, batches, LOSS)
+    loss_changes(model, batches, LOSS, groups)
+    with scoring_context(model):
+        model(batches[0][0])
+    assert model.seen == {(False, False)}
+    assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+
+
+def test_full_fp32_leaves_settings_already_at_full_precision_exactly_as_they_were() -> None:
+    state = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.cudnn.allow_tf32)
+    with full_fp32():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision,
+            torch.backends.cudnn.allow_tf32) == state
