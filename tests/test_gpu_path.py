@@ -7,6 +7,7 @@ patched to True): code that still picks CUDA then fails, because this machine ha
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 import oba
 from nets import ResidualCNN
 from oba.batches import full_fp32, scoring_context
+from oba.checkpoints import checkpoint_key, device_metadata
 from oba.measure import timed, warm_up
 from oba.pruning import prune
 from oba.ranking_fidelity import loss_changes
@@ -27,6 +29,7 @@ from oba.suite.cell import gradient_seconds
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
 from oba.suite.plan import plan_run, resolve_path
+from oba.train import Recipe, reproducible
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy
@@ -195,3 +198,40 @@ def test_full_fp32_leaves_settings_already_at_full_precision_exactly_as_they_wer
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision,
             torch.backends.cudnn.allow_tf32) == state
+
+
+# -- 6. reproducible on CUDA, and a cache that tells devices apart -----------------------------------------------
+
+
+def test_training_on_cuda_is_deterministic_and_the_settings_come_back(monkeypatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+              torch.are_deterministic_algorithms_enabled())
+    torch.backends.cudnn.benchmark = True
+    try:
+        with reproducible(torch.device("cpu")):
+            assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ, "the CPU path changes nothing"
+        with reproducible(torch.device("cuda")):
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+            assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.backends.cudnn.benchmark = before[1]
+    assert (torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == (before[0], before[2])
+
+
+def test_the_cache_key_tells_gpu_weights_from_cpu_weights_and_keeps_every_cpu_key() -> None:
+    recipe = Recipe(epochs=3, batch_size=32, lr=0.05, weight_decay=1e-4)
+    cpu = checkpoint_key("resnet8", "synthetic", recipe, 0, {"n": 256})
+    assert cpu == "c6c33c8fa72356c85890", "the key of CPU checkpoints cached before devices were told apart"
+    assert checkpoint_key("resnet8", "synthetic", recipe, 0, {"n": 256}, torch.device("cpu")) == cpu
+    gpu = {checkpoint_key("resnet8", "synthetic", recipe, 0, {"n": 256}, d) for d in ("cuda", "cuda:0", "cuda:1")}
+    assert len(gpu) == 1 and cpu not in gpu, "the device type is the identity, not its index"
+
+
+def test_dense_metadata_names_the_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert device_metadata(torch.device("cuda", 0)) == {"device": "cuda:0", "gpu": "NVIDIA H200"}
+    assert device_metadata(torch.device("cpu")) == {"device": "cpu"}

@@ -165,8 +165,11 @@ def _trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from ..train import deterministic_cublas
     from .cell import run_cell
 
+    if config["device"] == "cuda":
+        deterministic_cublas()
     torch.set_num_threads(max(1, int(config["threads"])))
     cell = Cell(**config["cell"])
     row = run_cell(cell, data_root=config["data_root"], download=config["download"], cache_dir=config["cache_dir"],
@@ -181,8 +184,10 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
     import torch
 
     from ..checkpoints import dense_checkpoint
-    from ..train import Recipe
+    from ..train import Recipe, deterministic_cublas
 
+    if device == "cuda":
+        deterministic_cublas()
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
         model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
