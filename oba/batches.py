@@ -37,13 +37,38 @@ def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn) -> Tensor:
 
 
 @contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Float32 matrix products and cuDNN convolutions in true fp32 inside: no TF32 (nor bf16) shortcuts.
+
+    Second-order scores and fidelity's loss changes are small differences of
+    large numbers; TF32's 10-bit mantissa (on by default for cuDNN convolutions
+    on Ampere and later GPUs) would round them away. A setting already at full
+    precision is left untouched, the others are restored on exit, so the
+    previous state comes back exactly. The switches are process-wide.
+    """
+    matmul = torch.get_float32_matmul_precision()
+    cudnn = torch.backends.cudnn.allow_tf32
+    if matmul != "highest":
+        torch.set_float32_matmul_precision("highest")
+    if cudnn:
+        torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if matmul != "highest":
+            torch.set_float32_matmul_precision(matmul)
+        if cudnn:
+            torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
 def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]:
     """Score without side effects.
 
     Inside: the model is in ``mode`` ("eval", "train", or None for its current
     mode), attention runs through the math SDPA kernel (the only one with a
-    double backward). On exit every parameter, buffer and module's train flag is
-    restored exactly.
+    double backward) and float32 runs in true fp32 (:func:`full_fp32`). On exit
+    every parameter, buffer and module's train flag is restored exactly.
     """
     if mode not in (None, "eval", "train"):
         raise ValueError(f"mode must be 'eval', 'train' or None, got {mode!r}")
@@ -54,7 +79,7 @@ def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     try:
-        with sdpa_kernel([SDPBackend.MATH]):
+        with sdpa_kernel([SDPBackend.MATH]), full_fp32():
             yield
     finally:
         with torch.no_grad():

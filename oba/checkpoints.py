@@ -1,14 +1,17 @@
-"""Cache of dense (trained, unpruned) checkpoints keyed by (model, dataset, recipe, seed).
+"""Cache of dense (trained, unpruned) checkpoints keyed by (model, dataset, recipe, seed, device type).
 
 A checkpoint is trained once and loaded by every later request, from any
 process: the key is a hash of the canonical JSON of the model name, dataset
-name and options, recipe and seed. Files live in the cache folder (argument,
-else the ``OBA_CACHE`` environment variable, else ``.cache/checkpoints`` under
-the working directory):
+name and options, recipe and seed, and of the device type for a checkpoint
+trained on anything but the CPU (weights trained on a GPU differ from the
+CPU's; CPU keys stay those of checkpoints cached before devices were told
+apart). Files live in the cache folder (argument, else the ``OBA_CACHE``
+environment variable, else ``.cache/checkpoints`` under the working directory):
 
     <key>.pt     {"format", "key", "model", "info", "state_dict"} (torch.save)
     <key>.json   metadata: the identity above, val/test metrics, best epoch,
-                 training seconds, device, who trained it and when
+                 training seconds, device (and the GPU's name on CUDA), who
+                 trained it and when
     <key>.lock   lock file; never deleted
 
 Concurrency: a request that finds no ``<key>.pt`` takes an exclusive
@@ -68,21 +71,30 @@ def default_cache_dir() -> Path:
 
 
 def checkpoint_key(
-    model_name: str, dataset_name: str, recipe: Recipe, seed: int, dataset_options: dict[str, Any] | None = None
+    model_name: str,
+    dataset_name: str,
+    recipe: Recipe,
+    seed: int,
+    dataset_options: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
 ) -> str:
     """The cache key: the first 20 hex digits of SHA-256 over the canonical JSON of the identity.
 
     ``seed`` replaces ``recipe.seed`` (it seeds both initialisation and training);
     ``dataset_options`` are resolved against the dataset's defaults first, so
     leaving an option out and giving its default value are the same key.
+    ``device``'s type (not its index) is part of the identity unless it is the
+    CPU, so CPU keys are unchanged from before devices were told apart.
     """
     options = datasets.resolve_options(dataset_name, dataset_options)
-    identity = _identity(model_name, dataset_name, replace(recipe, seed=seed), options)
+    identity = _identity(model_name, dataset_name, replace(recipe, seed=seed), options, torch.device(device))
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def _identity(model_name: str, dataset_name: str, recipe: Recipe, dataset_options: dict[str, Any]) -> dict[str, Any]:
+def _identity(
+    model_name: str, dataset_name: str, recipe: Recipe, dataset_options: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "model": model_name,
@@ -90,7 +102,15 @@ def _identity(model_name: str, dataset_name: str, recipe: Recipe, dataset_option
         "dataset_options": dataset_options,
         "recipe": recipe.to_dict(),
         "seed": recipe.seed,
+        **({} if device.type == "cpu" else {"device_type": device.type}),
     }
+
+
+def device_metadata(device: torch.device) -> dict[str, str]:
+    """Where a checkpoint was trained: ``device``, and on CUDA the GPU's name as ``gpu``."""
+    if device.type == "cuda":
+        return {"device": str(device), "gpu": torch.cuda.get_device_name(device)}
+    return {"device": str(device)}
 
 
 def dense_checkpoint(
@@ -136,7 +156,7 @@ def dense_checkpoint(
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = checkpoint_key(model_name, dataset_name, recipe, seed, options)
+    key = checkpoint_key(model_name, dataset_name, recipe, seed, options, device)
     path = folder / f"{key}.pt"
     if path.exists():
         return _load_cached(path, device)
@@ -153,12 +173,12 @@ def dense_checkpoint(
         )
         result = train(model, split_data, recipe, device=device, num_workers=num_workers)
         metadata = {
-            **_identity(model_name, dataset_name, recipe, options),
+            **_identity(model_name, dataset_name, recipe, options, device),
             "key": key,
             "info": asdict(split_data.info),
             **{k: v for k, v in result.to_dict().items() if k != "seconds"},
             "train_seconds": result.seconds,
-            "device": str(device),
+            **device_metadata(device),
             "torch": torch.__version__,
             "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

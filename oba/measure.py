@@ -1,22 +1,29 @@
-"""Cost measurements: MACs (FlopCounterMode), parameter counts, latency.
+"""Cost measurements: MACs (FlopCounterMode), parameter counts, latency, and timing helpers.
 
 MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (which sees
 functional matmuls and attention) under the math SDPA kernel, so attention's
 matrix products are counted as the ``bmm`` calls they are; one MAC = 2 FLOPs.
+
+Timed sections (gradient pass, scoring) follow one rule: :func:`warm_up` first
+(kernel loading, library handles and allocator growth are not charged to what
+is measured), then :func:`timed`, which synchronises CUDA before the clock
+starts and before it stops (queued GPU work is charged to the section that
+queued it).
 """
 from __future__ import annotations
 
 import contextlib
 import statistics
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .batches import forward
+from .batches import Batch, LossFn, batch_loss, forward, require_batches, scoring_context
 
 
 @contextlib.contextmanager
@@ -58,6 +65,46 @@ def count_params(model: nn.Module, nonzero: bool = False) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished its queued work (CUDA); other devices run synchronously."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Stopwatch:
+    """The wall time of a :func:`timed` block, in seconds (set when the block ends)."""
+
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def timed(device: torch.device) -> Iterator[Stopwatch]:
+    """Time the block: ``device`` is synchronised before the clock starts and before it stops."""
+    watch = Stopwatch()
+    synchronize(device)
+    start = time.perf_counter()
+    yield watch
+    synchronize(device)
+    watch.seconds = time.perf_counter() - start
+
+
+def warm_up(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, mode: str | None = None) -> None:
+    """One plain gradient pass on the first batch, in ``mode``, that leaves no trace.
+
+    Parameters, buffers (batch-norm statistics) and module modes are restored by
+    :func:`~oba.batches.scoring_context`, and the random number generators of the
+    CPU and the model's CUDA device are forked, so what runs after it computes
+    exactly what it would have computed without it.
+    """
+    batch = require_batches(batches)[0]
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), scoring_context(model, mode):
+        torch.autograd.grad(batch_loss(model, batch, loss_fn), params, allow_unused=True)
+    synchronize(device)
+
+
 def measure_latency(model: nn.Module, example_inputs: Any, warmup: int = 3, repeats: int = 15) -> float:
     """Median wall time of one forward in milliseconds, after ``warmup`` forwards.
 
@@ -65,14 +112,11 @@ def measure_latency(model: nn.Module, example_inputs: Any, warmup: int = 3, repe
     synchronised around every timed forward.
     """
     device = next(model.parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: list[float] = []
     with _inference(model):
         for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            forward(model, example_inputs)
-            sync()
+            with timed(device) as clock:
+                forward(model, example_inputs)
             if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
+                times.append(clock.seconds * 1e3)
     return statistics.median(times)

@@ -34,8 +34,8 @@ def loss_changes(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, gr
     """Actual ``ΔL`` of removing each group alone (float64 CPU tensor, one entry per group).
 
     Each group's elements are zeroed, the mean batch loss measured and the
-    parameters restored. Runs in the model's current mode under ``torch.no_grad``;
-    parameters, buffers (e.g. batch-norm statistics) and modes are restored exactly.
+    parameters restored. Runs in the model's current mode under ``torch.no_grad``,
+    in true fp32 (:func:`oba.batches.scoring_context`); parameters, buffers (e.g. batch-norm statistics) and modes are restored exactly.
     """
     require_batches(batches)
     named = trainable_parameters(model)

@@ -5,7 +5,8 @@ evaluates the validation split after every epoch (and before the first), keeps
 the state with the best validation top-1 (ties: lower validation loss, then the
 earlier epoch) and restores it at the end; the test split is evaluated once, on
 the kept state, for reporting. It runs on CUDA when available, else on the CPU,
-and on the CPU it is deterministic given ``recipe.seed``. By default
+and is deterministic given ``recipe.seed``: on the CPU by itself, on CUDA under
+:func:`reproducible` (deterministic cuDNN and PyTorch algorithms). By default
 (``channels_last = "auto"``) models with 2-d convolutions train and evaluate
 in the channels-last memory format (faster kernels on the smoke CNNs:
 benchmarks/memory_format.py) and are handed back in the format they came in.
@@ -23,6 +24,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -139,6 +141,40 @@ class TrainResult:
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def deterministic_cublas() -> None:
+    """Ask cuBLAS for its deterministic workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set).
+
+    cuBLAS reads it once, when it first runs in a process: call this before a
+    process's first CUDA matrix product.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextmanager
+def reproducible(device: torch.device) -> Iterator[None]:
+    """On CUDA, deterministic kernels inside; elsewhere nothing changes (CPU training is deterministic as it is).
+
+    Inside, on CUDA: cuDNN deterministic with benchmarking off, and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op with no
+    deterministic kernel warns instead of failing), and :func:`deterministic_cublas`
+    (effective only if cuBLAS has not run yet in this process). The previous
+    settings are restored on exit.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    deterministic_cublas()
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -326,7 +362,8 @@ def train(
     (default: CUDA when available) in eval mode, holding the kept state; every
     evaluation uses the recipe's precision and memory format. For "fp16" a
     gradient scaler scales the loss (a step whose gradients overflow is
-    skipped); otherwise the scaler is disabled and does nothing.
+    skipped); otherwise the scaler is disabled and does nothing. On CUDA it
+    trains :func:`reproducible`.
     ``num_workers`` is passed to :func:`oba.data.make_loader`.
     """
     device = torch.device(device) if device is not None else default_device()
@@ -339,7 +376,7 @@ def train(
         data.train, recipe.batch_size, shuffle=True, seed=recipe.seed, num_workers=num_workers, device=device
     )
     val_loader = make_loader(data.val, EVAL_BATCH_SIZE, num_workers=num_workers, device=device)
-    with in_memory_format(model, memory_format):
+    with reproducible(device), in_memory_format(model, memory_format):
         optimizer = _optimizer(model, recipe)
         steps_per_epoch = len(train_loader)
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))

@@ -22,6 +22,7 @@ from oba.suite.config import load_suite
 from oba.suite.grid import expand
 from oba.suite.runner import run_suite
 from suites import tiny_suite
+from test_data import _write_cifar10
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -148,3 +149,20 @@ def test_cells_of_a_dense_model_that_cannot_be_trained_keep_their_provenance(tmp
     assert json.loads(frame["package_versions"].iloc[0])["torch"]
     page = write_report(str(tmp_path / "results"), tmp_path / "report.html").read_text(encoding="utf-8")
     assert "unknown and unknown" not in page and "the dense checkpoint failed before the cell ran" in page
+
+
+def test_a_relative_data_root_reaches_every_trial_and_a_gpu_0_trial_stays_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """Tune runs each trial in a working folder of its own: the driver resolves ``root = "data"`` for it.
+
+    ``CUDA_VISIBLE_DEVICES`` is set, as Ray ≥ 2.49 leaves it for a worker given no GPU.
+    """
+    work = tmp_path / "work"
+    _write_cifar10(work / "data")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    suite_path = tiny_suite(tmp_path, criteria=("taylor",), datasets=("cifar10",), data_root=Path("data"))
+    suite_path.write_text(suite_path.read_text() + "options = { verify_checksums = false }\n")
+    summary = run_suite(load_suite(suite_path), "results", num_cpus=2, stream=io.StringIO())
+    assert (summary.ran, summary.failed) == (1, 0), summary.failures
+    frame = ResultStore(str(work / "results")).read()
+    assert list(frame["status"]) == ["ok"] and frame["device"].iloc[0].startswith("cpu:")

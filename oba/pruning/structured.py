@@ -1,7 +1,8 @@
 """Iterative structured pruning toward a target fraction of dense MACs removed.
 
 Round k of ``steps`` aims at ``ratio * k / steps`` of the dense MACs removed:
-score every unit with the criterion as step k (``criterion.reseed(k)``; timed), let the allocation policy pick
+score every unit with the criterion as step k (``criterion.reseed(k)``; timed after a warm-up gradient pass,
+with the device synchronised around it: :mod:`oba.measure`), let the allocation policy pick
 units from their estimated per-unit MACs, remove them physically, recount MACs
 exactly with FlopCounterMode and repeat with the remaining scores until the
 round's target is met within ``tolerance`` (per-unit estimates ignore that a
@@ -22,7 +23,6 @@ union of the chosen units' elements; its time counts as scoring time.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Sequence
 
 import torch
@@ -34,7 +34,7 @@ from ..recalibration import recalibrate_batchnorm
 from .allocation import NORMALISERS, GroupState, allocate_global, allocate_uniform, normalise_groups
 from .compensation import compensate
 from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
-from ..measure import count_macs
+from ..measure import count_macs, timed, warm_up
 
 ALLOCATIONS = ("global", "uniform")
 
@@ -100,14 +100,16 @@ def prune_structured(
     scoring_seconds = dense_scoring_seconds = 0.0
     first_step_units_removed = 0
     dense_unit_scores = torch.zeros(0, dtype=torch.float64)
+    device = next(model.parameters()).device
     for step in range(1, steps + 1):
         target_removed = ratio * step / steps * macs_dense
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
         criterion.reseed(step)
-        start = time.perf_counter()
-        all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
-        seconds = time.perf_counter() - start
+        warm_up(model, batches, loss_fn, criterion.mode)
+        with timed(device) as clock:
+            all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
+        seconds = clock.seconds
         scoring_seconds += seconds
         all_scores = all_scores.double().cpu()
         if step == 1:
@@ -139,9 +141,9 @@ def prune_structured(
                 break
             if step == 1:
                 first_step_units_removed += sum(len(units) for units in chosen.values())
-            start = time.perf_counter()
-            compensate(model, criterion, batches, loss_fn, _removed_masks(model, groups, chosen))
-            scoring_seconds += time.perf_counter() - start
+            with timed(device) as clock:
+                compensate(model, criterion, batches, loss_fn, _removed_masks(model, groups, chosen))
+            scoring_seconds += clock.seconds
             for g in groups:
                 units = chosen.get(g.name, [])
                 remove_units(dg, g, units)

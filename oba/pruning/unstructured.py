@@ -3,7 +3,8 @@
 The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
 per-element case of the group score ``|Σ s_i|``; ``s_i`` itself for a criterion
 built with ``signed=True``). Round k of ``steps`` scores as step k
-(``criterion.reseed(k)``) and masks ``ratio * k / steps`` of those weights;
+(``criterion.reseed(k)``; timed after a warm-up gradient pass, with the device
+synchronised around it: :mod:`oba.measure`) and masks ``ratio * k / steps`` of those weights;
 masked weights stay masked. Masked weights are zeroed and a gradient hook keeps
 them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
@@ -15,7 +16,6 @@ scoring time.
 from __future__ import annotations
 
 import math
-import time
 from typing import Sequence
 
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
+from ..measure import timed, warm_up
 from ..recalibration import recalibrate_batchnorm
 from .compensation import compensate
 
@@ -71,13 +72,15 @@ def prune_unstructured(
     total = sum(w.numel() for w in weights.values())
     scoring_seconds = dense_scoring_seconds = 0.0
     first_step_units_removed = 0
+    device = next(model.parameters()).device
     for step in range(1, steps + 1):
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
         criterion.reseed(step)
-        start = time.perf_counter()
-        scores = criterion.parameter_scores(model, batches, loss_fn)
-        seconds = time.perf_counter() - start
+        warm_up(model, batches, loss_fn, criterion.mode)
+        with timed(device) as clock:
+            scores = criterion.parameter_scores(model, batches, loss_fn)
+        seconds = clock.seconds
         scoring_seconds += seconds
         if step == 1:
             dense_scoring_seconds = seconds
@@ -97,9 +100,9 @@ def prune_unstructured(
         for name, w in weights.items():
             masks[name] = keep[offset : offset + w.numel()].reshape(w.shape).to(w.device)
             offset += w.numel()
-        start = time.perf_counter()
-        compensate(model, criterion, batches, loss_fn, {name: ~mask for name, mask in masks.items()})
-        scoring_seconds += time.perf_counter() - start
+        with timed(device) as clock:
+            compensate(model, criterion, batches, loss_fn, {name: ~mask for name, mask in masks.items()})
+        scoring_seconds += clock.seconds
         with torch.no_grad():
             for name, w in weights.items():
                 w.mul_(masks[name].to(w.dtype))

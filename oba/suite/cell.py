@@ -44,7 +44,7 @@ from .. import criteria as criteria_registry
 from ..batches import scoring_context
 from ..criteria.base import Criterion, SeededCriterion
 from ..ranking_fidelity import FidelityResult, first_step_k, rank_fidelity
-from ..measure import measure_latency
+from ..measure import measure_latency, timed, warm_up
 from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
@@ -72,16 +72,17 @@ def ray_node() -> str:
 
 
 def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: str) -> float:
-    """Wall time of one plain gradient pass over ``batches`` (the unit scoring time is reported in)."""
+    """Wall time of one plain gradient pass over ``batches`` (the unit scoring time is reported in).
+
+    Measured after a warm-up pass and with the device synchronised around it
+    (:func:`oba.measure.warm_up`, :func:`oba.measure.timed`); leaves the model as it was.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    with scoring_context(model, mode):
-        sync = torch.cuda.synchronize if params[0].is_cuda else (lambda: None)
-        sync()
-        start = time.perf_counter()
+    warm_up(model, batches, LOSS, mode)
+    with scoring_context(model, mode), timed(params[0].device) as clock:
         for x, y in batches:
             torch.autograd.grad(LOSS(model(x), y), params)
-        sync()
-        return time.perf_counter() - start
+    return clock.seconds
 
 
 def _identity(cell: Cell) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """What a run will do, checked before any compute.
 
 :func:`plan_run` resolves a run's locations and checks everything that can be
-checked before a model is trained: the results location is a folder a file can
+checked before a model is trained. Every local path (results, checkpoint cache,
+data root) is resolved here, on the driver, to an absolute path with ``~``
+expanded: Tune runs each trial in a working folder of its own, where a relative
+path would point nowhere. Then: the results location is a folder a file can
 be written to (a probe file is written and removed; missing folders are
 created), stored cells are read (an unreadable part is reported and its cell
 runs again), the files of every dataset a pending cell needs are where the
@@ -48,14 +51,19 @@ class Plan:
     unreadable: list[UnreadablePart]
 
 
+def resolve_path(path: str) -> str:
+    """A local path as every trial sees it, whatever its working folder: ``~`` expanded, then absolute."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def resolve_results(results: str) -> str:
-    """A results location as trials on any node see it: URIs as given, local paths made absolute."""
-    return results if "://" in results else os.path.abspath(results)
+    """A results location as trials on any node see it: URIs as given, local paths resolved (:func:`resolve_path`)."""
+    return results if "://" in results else resolve_path(results)
 
 
 def resolve_cache(suite: Suite, cache_dir: str | None) -> str:
-    """The dense-checkpoint cache: ``cache_dir``, else the suite's ``[run] cache_dir``, else ``.cache/checkpoints``; absolute."""
-    return os.path.abspath(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
+    """The dense-checkpoint cache: ``cache_dir``, else the suite's ``[run] cache_dir``, else ``.cache/checkpoints``; resolved."""
+    return resolve_path(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
 
 
 def writable_folder_problem(fs: pafs.FileSystem, path: str, what: str) -> str | None:
@@ -96,7 +104,7 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     todo = [c for c in cells if c.cell_id not in done]
     cache = resolve_cache(suite, cache_dir)
     root = data.data_root(suite.data.get("root"))
-    root = os.path.abspath(root) if root is not None else None
+    root = resolve_path(root) if root is not None else None
     problems = []
     if todo:
         for name in dict.fromkeys(c.config["dataset"] for c in todo):

@@ -5,9 +5,10 @@ Without ``address`` a fresh local Ray starts; ``address`` joins an existing
 cluster, probed first (:mod:`oba.suite.cluster`). Dense
 checkpoints are prepared first (one Ray task per distinct model × dataset ×
 seed, trained once, cached under a folder every node can read), then the cells
-run as trials asking for the suite's per-trial resources; each task and trial
-uses its CPUs (``resources.cpu``) as torch threads and as data-loader workers
-for file-backed data. Cells already stored
+run as trials asking for the suite's per-trial resources, both on the device
+:func:`trial_device` names (CUDA when ``[resources] gpu`` is above 0, else the
+CPU); each task and trial uses its CPUs (``resources.cpu``) as torch threads and
+as data-loader workers for file-backed data. Cells already stored
 with status "ok" are skipped, so an interrupted run resumes where it stopped;
 failed cells are stored with their error and run again next time. A trial lost
 with its node is retried elsewhere (``run.max_failures``). A failed cell's
@@ -152,32 +153,47 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def trial_device(gpu: float) -> str:
+    """The device of a trial or dense task given ``gpu`` GPUs: "cuda" when it has some, else "cpu".
+
+    Explicit because a worker given no GPU may still see CUDA: Ray ≥ 2.49 no
+    longer blanks ``CUDA_VISIBLE_DEVICES`` for it.
+    """
+    return "cuda" if gpu > 0 else "cpu"
+
+
 def _trial(config: dict[str, Any]) -> None:
-    """Ray Tune trainable: run one cell, store its row, report its status."""
+    """Ray Tune trainable: run one cell on ``config["device"]``, store its row, report its status."""
     import torch
     from ray import tune
 
+    from ..train import deterministic_cublas
     from .cell import run_cell
 
+    if config["device"] == "cuda":
+        deterministic_cublas()
     torch.set_num_threads(max(1, int(config["threads"])))
     cell = Cell(**config["cell"])
     row = run_cell(cell, data_root=config["data_root"], download=config["download"], cache_dir=config["cache_dir"],
-                   git_sha=config["git_sha"], num_workers=config["threads"])
+                   git_sha=config["git_sha"], num_workers=config["threads"], device=config["device"])
     ResultStore(config["results"]).write(row)
     tune.report({"cell_ok": row["status"] == "ok", "compute_seconds": row["compute_seconds"]})
 
 
 def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
-                   threads: int) -> str:
+                   threads: int, device: str) -> str:
+    """Ray task: train (or find cached) one dense checkpoint on ``device``; return its path."""
     import torch
 
     from ..checkpoints import dense_checkpoint
-    from ..train import Recipe
+    from ..train import Recipe, deterministic_cublas
 
+    if device == "cuda":
+        deterministic_cublas()
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
         model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
-        data_root=data_root, download=suite.data.get("download", False), num_workers=threads,
+        data_root=data_root, download=suite.data.get("download", False), num_workers=threads, device=device,
     )
     return str(ckpt.path)
 
@@ -239,10 +255,11 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     sha = git_sha()
     cpu, gpu = float(suite.resources["cpu"]), float(suite.resources["gpu"])
     threads = max(1, int(cpu))
+    device = trial_device(gpu)
     prepare = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=suite.run["max_failures"])(_prepare_dense)
     keys = dense_keys(plan.todo)
     stream.write(f"preparing {len(keys)} dense checkpoint(s) in {plan.cache_dir}\n")
-    futures = {key: prepare.remote(*key, suite, plan.cache_dir, plan.data_root, threads) for key in keys}
+    futures = {key: prepare.remote(*key, suite, plan.cache_dir, plan.data_root, threads, device) for key in keys}
     broken: dict[tuple[str, str, int], str] = {}
     for key, future in futures.items():
         try:
@@ -310,7 +327,7 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
     param_space = {
         "cell": tune.grid_search([{"suite": c.suite, "cell_id": c.cell_id, "config": c.config} for c in cells]),
         "results": plan.results, "cache_dir": plan.cache_dir, "git_sha": sha, "threads": threads,
-        "data_root": plan.data_root, "download": suite.data.get("download", False),
+        "data_root": plan.data_root, "download": suite.data.get("download", False), "device": trial_device(gpu),
     }
     with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
         tuner = tune.Tuner(
