@@ -169,12 +169,11 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
                    threads: int) -> str:
     import torch
 
-    from ..checkpoints import dense_checkpoint
-    from ..train import Recipe
+    from ..checkpoints import dense_checkpoint, dense_source
 
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
-        model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
+        model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
         data_root=data_root, download=suite.data.get("download", False),
     )
     return str(ckpt.path)
