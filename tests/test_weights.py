@@ -134,6 +134,11 @@ def test_a_path_and_a_uri_load_the_same_tensors(tmp_path: Path) -> None:
         assert resolve(Weights(source), "resnet8").sha256 == _sha256(path)
 
 
+def test_an_unreachable_uri_is_one_line() -> None:
+    with pytest.raises(WeightsError, match=r"^weights nosuchscheme://bucket/w.pt cannot be reached: [^\n]+$"):
+        resolve(Weights("nosuchscheme://bucket/w.pt"), "resnet8")
+
+
 def test_a_wrong_sha256_is_one_line_naming_the_file_and_both_digests(tmp_path: Path) -> None:
     path = tmp_path / "resnet8.pt"
     torch.save(models.create("resnet8", 10).state_dict(), path)

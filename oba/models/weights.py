@@ -187,10 +187,14 @@ def _locate(source: str, model_name: str) -> _Located:
     if scheme == "timm" and spec:
         return _timm(spec, model_name)
     if "://" in source:
+        import pyarrow as pa
         import pyarrow.fs as pafs
 
-        fs, path = pafs.FileSystem.from_uri(source)
-        found = fs.get_file_info(path).type == pafs.FileType.File
+        try:
+            fs, path = pafs.FileSystem.from_uri(source)
+            found = fs.get_file_info(path).type == pafs.FileType.File
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise WeightsError(f"weights {source} cannot be reached: {' '.join(str(err).split())}") from err
         return _Located(source, source if found else None, source)
     path = os.path.abspath(source)
     return _Located(source, path if os.path.isfile(path) else None, path)
