@@ -1,18 +1,30 @@
-"""Cache of dense (trained, unpruned) checkpoints keyed by (model, dataset, recipe, seed, device type).
+"""Cache of dense (unpruned) checkpoints: trained per (model, dataset, recipe, seed), or given as pretrained weights.
 
-A checkpoint is trained once and loaded by every later request, from any
-process: the key is a hash of the canonical JSON of the model name, dataset
-name and options, recipe and seed, and of the device type for a checkpoint
-trained on anything but the CPU (weights trained on a GPU differ from the
-CPU's; CPU keys stay those of checkpoints cached before devices were told
-apart). Files live in the cache folder (argument, else the ``OBA_CACHE``
+A checkpoint is made once and loaded by every later request, from any
+process. A trained one is keyed by a hash of the canonical JSON of the model
+name, dataset name and options, recipe and seed, and of the device type for a
+checkpoint trained on anything but the CPU (weights trained on a GPU differ from
+the CPU's; CPU keys stay those of checkpoints cached before devices were told
+apart). Pretrained weights
+(:class:`~oba.models.weights.Weights`) are never trained: they are read from
+where the user keeps them (SHA-256 checked), evaluated on the validation and
+test splits, and cached under a hash of the model, dataset and options and the
+weights' source and pin — one entry for every seed, and for every node of a
+cluster that shares the cache, so only the node that prepares it needs the
+weights file. Files live in the cache folder (argument, else the ``OBA_CACHE``
 environment variable, else ``.cache/checkpoints`` under the working directory):
 
     <key>.pt     {"format", "key", "model", "info", "state_dict"} (torch.save)
-    <key>.json   metadata: the identity above, val/test metrics, best epoch,
-                 training seconds, device (and the GPU's name on CUDA), who
-                 trained it and when
+    <key>.json   metadata: the identity above, val/test metrics, and for a
+                 trained model best epoch, training seconds, device (and the
+                 GPU's name on CUDA), who trained it and when; for weights, ``weights`` (source, SHA-256
+                 and file they were read from), device, who evaluated them and when
     <key>.lock   lock file; never deleted
+
+Provenance (:attr:`DenseCheckpoint.weights`, ``weights_sha256``): weights give
+their canonical source and the SHA-256 of their file; a trained model gives
+``"trained"`` and the SHA-256 of its cached ``<key>.pt``; a user checkpoint
+file gives its path and SHA-256.
 
 Concurrency: a request that finds no ``<key>.pt`` takes an exclusive
 ``fcntl.flock`` on ``<key>.lock``, checks again, and only then trains; the
@@ -42,6 +54,7 @@ from torch import nn
 from . import data as datasets
 from . import models
 from .data import DatasetInfo, Splits
+from .models.weights import Weights, load_weights, sha256_of
 from .train import Recipe, default_device, evaluate, train
 
 log = logging.getLogger(__name__)
@@ -55,7 +68,9 @@ class DenseCheckpoint:
     """A dense model ready to use, with where it came from.
 
     ``trained`` is true only for the request that trained it (false when it was
-    loaded from the cache or from a user-given file).
+    loaded from the cache, from a user-given file or from pretrained weights).
+    ``weights`` and ``weights_sha256`` say where the weights came from (see the
+    module docstring).
     """
 
     model: nn.Module
@@ -63,6 +78,8 @@ class DenseCheckpoint:
     metadata: dict[str, Any]
     path: Path
     trained: bool
+    weights: str
+    weights_sha256: str
 
 
 def default_cache_dir() -> Path:
@@ -113,10 +130,29 @@ def device_metadata(device: torch.device) -> dict[str, str]:
     return {"device": str(device)}
 
 
+def weights_key(
+    model_name: str, dataset_name: str, weights: Weights, dataset_options: dict[str, Any] | None = None
+) -> str:
+    """The cache key of pretrained ``weights`` evaluated on a dataset (no seed: the weights do not depend on it)."""
+    identity = _weights_identity(model_name, dataset_name, weights, datasets.resolve_options(dataset_name, dataset_options))
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def _weights_identity(model_name: str, dataset_name: str, weights: Weights, dataset_options: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "model": model_name, "dataset": dataset_name, "dataset_options": dataset_options,
+            **weights.identity()}
+
+
+def dense_source(settings: dict[str, Any]) -> Recipe | Weights:
+    """How a suite's resolved ``[dense]`` settings make the dense model: :class:`Weights` when they name
+    ``weights``, else the training :class:`Recipe`."""
+    return Weights.from_settings(settings) if "weights" in settings else Recipe.from_dict(settings)
+
+
 def dense_checkpoint(
     model_name: str,
     dataset_name: str,
-    recipe: Recipe,
+    recipe: Recipe | Weights,
     seed: int,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
@@ -128,13 +164,16 @@ def dense_checkpoint(
     device: torch.device | str | None = None,
     num_workers: int | None = None,
 ) -> DenseCheckpoint:
-    """Dense ``model_name`` on ``dataset_name`` with ``recipe`` and ``seed``: loaded if cached, else trained and cached.
+    """Dense ``model_name`` on ``dataset_name`` with ``recipe`` and ``seed``: loaded if cached, else made and cached.
 
-    ``seed`` replaces ``recipe.seed`` and also seeds the initial weights.
+    A :class:`Recipe` trains the model; ``seed`` replaces ``recipe.seed`` and
+    also seeds the initial weights. :class:`Weights` load it instead (never
+    trained; ``seed`` is unused): the weights file must be in place unless the
+    weights allow a download, and the model is evaluated once.
     ``data`` saves re-loading the dataset when the caller already has its
     splits (it must be ``dataset_name`` with ``dataset_options``); otherwise the
     dataset is loaded with ``data_root``/``download``/``dataset_options`` only
-    if training is needed. ``checkpoint`` bypasses the cache: a user file,
+    if training or evaluation is needed. ``checkpoint`` bypasses the cache: a user file,
     either written by this module or a bare state dict for
     ``models.create(model_name, ...)``; its metadata is the JSON beside it when
     there is one, else its validation and test metrics are measured. The model
@@ -142,7 +181,6 @@ def dense_checkpoint(
     """
     device = torch.device(device) if device is not None else default_device()
     options = datasets.resolve_options(dataset_name, dataset_options)
-    recipe = replace(recipe, seed=seed)
 
     def splits() -> Splits:
         if data is not None:
@@ -156,7 +194,11 @@ def dense_checkpoint(
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = checkpoint_key(model_name, dataset_name, recipe, seed, options, device)
+    if isinstance(recipe, Weights):
+        key = weights_key(model_name, dataset_name, recipe, options)
+    else:
+        recipe = replace(recipe, seed=seed)
+        key = checkpoint_key(model_name, dataset_name, recipe, seed, options, device)
     path = folder / f"{key}.pt"
     if path.exists():
         return _load_cached(path, device)
@@ -165,24 +207,14 @@ def dense_checkpoint(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             return _load_cached(path, device)
-        log.info("training dense checkpoint %s (%s on %s, seed %d)", key, model_name, dataset_name, seed)
         split_data = splits()
-        torch.manual_seed(seed)
-        model = models.create(
-            model_name, split_data.info.num_classes, split_data.info.in_chans, split_data.info.image_size
-        )
-        result = train(model, split_data, recipe, device=device, num_workers=num_workers)
-        metadata = {
-            **_identity(model_name, dataset_name, recipe, options, device),
-            "key": key,
-            "info": asdict(split_data.info),
-            **{k: v for k, v in result.to_dict().items() if k != "seconds"},
-            "train_seconds": result.seconds,
-            **device_metadata(device),
-            "torch": torch.__version__,
-            "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        if isinstance(recipe, Weights):
+            model, metadata = _evaluate_weights(model_name, recipe, split_data, device)
+            identity = _weights_identity(model_name, dataset_name, recipe, options)
+        else:
+            model, metadata = _train(model_name, recipe, seed, key, split_data, device, num_workers)
+            identity = _identity(model_name, dataset_name, recipe, options, device)
+        metadata = {**identity, "key": key, "info": asdict(split_data.info), **metadata}
         _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(metadata, indent=2).encode()))
         payload = {
             "format": FORMAT_VERSION,
@@ -192,7 +224,56 @@ def dense_checkpoint(
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         }
         _atomic_write(path, lambda f: torch.save(payload, f))
-    return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=path, trained=True)
+    source, digest = _provenance(path, metadata)
+    return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=path,
+                           trained=not isinstance(recipe, Weights), weights=source, weights_sha256=digest)
+
+
+def _train(
+    model_name: str, recipe: Recipe, seed: int, key: str, split_data: Splits, device: torch.device,
+    num_workers: int | None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model trained with ``recipe`` from a ``seed``-ed initialisation, and its training metadata."""
+    log.info("training dense checkpoint %s (%s on %s, seed %d)", key, model_name, split_data.info.name, seed)
+    torch.manual_seed(seed)
+    model = models.create(model_name, split_data.info.num_classes, split_data.info.in_chans, split_data.info.image_size)
+    result = train(model, split_data, recipe, device=device, num_workers=num_workers)
+    return model, {
+        **{k: v for k, v in result.to_dict().items() if k != "seconds"},
+        "train_seconds": result.seconds,
+        **device_metadata(device),
+        "torch": torch.__version__,
+        "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _evaluate_weights(
+    model_name: str, weights: Weights, split_data: Splits, device: torch.device
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model with ``weights`` loaded, in eval mode on ``device``, and its metadata with val/test metrics."""
+    info = split_data.info
+    model = models.create(model_name, info.num_classes, info.in_chans, info.image_size)
+    file = load_weights(model, model_name, weights, f"{info.name}: {info.num_classes} classes, "
+                                                     f"{info.in_chans}×{info.image_size}² inputs")
+    model.to(device).eval()
+    return model, {
+        "weights": {"source": file.source, "sha256": file.sha256, "file": file.location},
+        "val": evaluate(model, split_data.val),
+        "test": evaluate(model, split_data.test),
+        **device_metadata(device),
+        "torch": torch.__version__,
+        "evaluated_by": {"host": socket.gethostname(), "pid": os.getpid()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _provenance(path: Path, metadata: dict[str, Any]) -> tuple[str, str]:
+    """(source, SHA-256) of a cached checkpoint: its weights' when it was made from weights, else its own file's."""
+    weights = metadata.get("weights")
+    if weights is not None:
+        return weights["source"], weights["sha256"]
+    return "trained", sha256_of(path)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
@@ -215,7 +296,9 @@ def _load_cached(path: Path, device: torch.device) -> DenseCheckpoint:
     model = models.create(payload["model"], info.num_classes, info.in_chans, info.image_size)
     model.load_state_dict(payload["state_dict"])
     metadata = json.loads(path.with_suffix(".json").read_text())
-    return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=path, trained=False)
+    source, digest = _provenance(path, metadata)
+    return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=path, trained=False,
+                           weights=source, weights_sha256=digest)
 
 
 def _load_user_checkpoint(
@@ -229,7 +312,7 @@ def _load_user_checkpoint(
         if payload["model"] != model_name:
             raise ValueError(f"{path} holds a {payload['model']!r} model, not {model_name!r}")
         if path.with_suffix(".json").is_file():
-            return _load_cached(path, device)
+            return replace(_load_cached(path, device), weights=str(path), weights_sha256=sha256_of(path))
     state = payload["state_dict"] if written_here else payload
     split_data = splits()
     info = split_data.info
@@ -244,4 +327,5 @@ def _load_user_checkpoint(
         "val": evaluate(model, split_data.val),
         "test": evaluate(model, split_data.test),
     }
-    return DenseCheckpoint(model=model, info=info, metadata=metadata, path=path, trained=False)
+    return DenseCheckpoint(model=model, info=info, metadata=metadata, path=path, trained=False, weights=str(path),
+                           weights_sha256=sha256_of(path))

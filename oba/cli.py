@@ -57,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         plan = plan_run(suite, results, args.cache, args.address)
         for part in plan.unreadable:
             print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
+        for line in plan.weights:
+            print(f"oba run: dense weights: {line}", file=sys.stderr)
         pending = {c.cell_id for c in plan.todo}
         for cell in plan.cells:
             print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {cell.label()}")
@@ -199,8 +201,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="dense-checkpoint cache folder (default: the suite's [run] cache_dir, "
                                      "else .cache/checkpoints)")
     run.add_argument("--dry-run", action="store_true",
-                     help="check the results and cache folders (creating them) and the data, list the cells and "
-                          "whether each is stored, run nothing")
+                     help="check the results and cache folders (creating them), the data and the dense weights files, "
+                          "list the weights files and the cells and whether each is stored, run nothing")
     rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rep.add_argument("results", help="results folder, Parquet file or URI")
     rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")

@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 
 from .messages import one_line, plain
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
 Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``.
 3: adds criterion_config, fidelity_abs, fidelity_precision, fidelity_k.
+4: adds dense_weights, dense_weights_sha256.
 Older rows read back with the columns they lack as null."""
 
 SCHEMA = pa.schema(
@@ -44,6 +45,8 @@ SCHEMA = pa.schema(
         ("criterion_config", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
+        ("dense_weights", pa.string()),
+        ("dense_weights_sha256", pa.string()),
         ("dense_acc", pa.float64()),
         ("pruned_acc_raw", pa.float64()),
         ("pruned_acc", pa.float64()),

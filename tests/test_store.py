@@ -112,7 +112,7 @@ def test_criterion_config_is_stored_as_json_and_older_rows_read_it_as_null(tmp_p
     store.write(row(cell_id="new", criterion_config=config))
     (tmp_path / "mixed" / "old.parquet").write_bytes((only_old / "old.parquet").read_bytes())
     table = store.read().set_index("cell_id")
-    assert table.loc["new", "schema_version"] == SCHEMA_VERSION == 3
+    assert table.loc["new", "schema_version"] == SCHEMA_VERSION
     assert json.loads(table.loc["new", "criterion_config"]) == config
     assert pd.isna(table.loc["old", "criterion_config"]) and table.loc["old", "schema_version"] == 2
 
@@ -128,10 +128,26 @@ def test_version_two_rows_read_with_the_fidelity_columns_null(tmp_path: Path) ->
     version_two = pa.schema([f for f in SCHEMA if f.name not in added])
     pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_two.names}], schema=version_two), tmp_path / "old.parquet")
     table = load_results(str(tmp_path)).set_index("cell_id")
-    assert SCHEMA_VERSION == 3 and table.loc["new", "schema_version"] == 3
+    assert table.loc["new", "schema_version"] == SCHEMA_VERSION
     assert (table.loc["new", "fidelity"], table.loc["new", "fidelity_abs"]) == (0.3, 0.6)
     assert (table.loc["new", "fidelity_precision"], table.loc["new", "fidelity_k"]) == (0.75, 4)
     assert table.loc["old", "fidelity"] == 0.2 and all(pd.isna(table.loc["old", name]) for name in added)
+
+
+def test_version_three_rows_read_with_the_dense_weights_columns_null(tmp_path: Path) -> None:
+    """Schema 4 adds where the dense weights came from and their SHA-256; older parts have neither."""
+    added = ("dense_weights", "dense_weights_sha256")
+    store = ResultStore(str(tmp_path))
+    store.write(row(cell_id="new", dense_weights="torchvision:ResNet50_Weights.IMAGENET1K_V2", dense_weights_sha256="ab" * 32))
+    old = row(cell_id="old")
+    old.update(schema_version=3, config="{}", package_versions="{}")
+    version_three = pa.schema([f for f in SCHEMA if f.name not in added])
+    pq.write_table(pa.Table.from_pylist([{k: old.get(k) for k in version_three.names}], schema=version_three), tmp_path / "old.parquet")
+    table = store.read().set_index("cell_id")
+    assert SCHEMA_VERSION == 4 and table.loc["new", "schema_version"] == 4 and table.loc["old", "schema_version"] == 3
+    assert table.loc["new", "dense_weights"] == "torchvision:ResNet50_Weights.IMAGENET1K_V2"
+    assert table.loc["new", "dense_weights_sha256"] == "ab" * 32
+    assert all(pd.isna(table.loc["old", name]) for name in added)
 
 
 def test_stored_errors_are_plain_text(tmp_path: Path) -> None:

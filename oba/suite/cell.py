@@ -12,6 +12,12 @@ A criterion that draws random numbers takes the cell's seed as its base seed
 (:func:`cell_criterion`); ``criterion_config`` records its options, with the
 seed of every pruning step it drew from.
 
+``dense_weights`` is where the dense model's weights came from — ``"trained"``
+by the suite's recipe, or the pretrained weights' canonical source (e.g.
+``torchvision:ResNet50_Weights.IMAGENET1K_V2``) — and ``dense_weights_sha256``
+the SHA-256 of the cached checkpoint file for a trained model, of the weights
+file for pretrained ones.
+
 ``scoring_seconds`` is the criterion's time over every pruning round;
 ``scoring_seconds_per_grad`` is the first round (on the dense model) divided by
 one plain gradient pass on the same model and calibration batches. Fidelity
@@ -164,6 +170,8 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
     tuned = fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers)
     return {
+        "dense_weights": context.weights,
+        "dense_weights_sha256": context.weights_sha256,
         "dense_acc": context.metadata["test"]["top1"],
         "dense_top5": context.metadata["test"].get("top5"),
         "pruned_acc_raw": raw["top1"],

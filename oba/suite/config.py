@@ -4,7 +4,11 @@ A suite names the grid (models × datasets × criteria × ratios × seeds ×
 structures × allocations) and everything held fixed across it: the pruning
 protocol, calibration data, dense and fine-tuning recipes (``[dense]`` keys for
 every model, a ``[dense.<model>]`` table overriding them for one model; the
-same for ``[finetune]``), measurements and per-trial resources. Every error names the file, the line, the key and what is
+same for ``[finetune]``), measurements and per-trial resources. Instead of a
+training recipe, ``[dense]``/``[dense.<model>]`` may give pretrained
+``weights`` (with ``weights_sha256`` and ``weights_download``; see
+:mod:`oba.models.weights`): that model is then loaded and evaluated, never
+trained, and recipe keys in the same table are an error. Every error names the file, the line, the key and what is
 allowed, and is raised before anything runs.
 """
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models.weights import SETTINGS as WEIGHTS_SETTINGS
+from ..models.weights import Weights, WeightsError
 from ..pruning import STRUCTURES
 from ..pruning.allocation import NORMALISERS
 from ..pruning.structured import ALLOCATIONS
@@ -132,21 +138,64 @@ def _names(loc: _Locator, key: str, values: list[Any], valid: list[str], allow_d
 def _recipes(loc: _Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:
     """One resolved recipe per grid model: the section's keys, overridden by a ``[section.<model>]`` table.
 
-    Overrides may name any registered model (a subset suite can share its parent's file layout).
+    Overrides may name any registered model (a subset suite can share its parent's file layout). In
+    ``[dense]``, a model whose resolved keys name ``weights`` gets the weights settings instead of a recipe.
     """
     shared = {k: v for k, v in values.items() if not isinstance(v, dict)}
     overrides = {k: v for k, v in values.items() if isinstance(v, dict)}
+    recipe_keys = sorted(Recipe.from_dict({}).to_dict())
+    valid = recipe_keys + list(WEIGHTS_SETTINGS) if section == "dense" else recipe_keys
     for name in overrides:
         if name not in known:
             raise loc.error(f"{section}.{name}", None, f"override for an unknown model; valid models: {', '.join(known)}")
+    for table, body in [(section, shared), *((f"{section}.{name}", body) for name, body in overrides.items())]:
+        for key in body:
+            if key not in valid:
+                raise loc.error(table, key, f"unknown key; valid keys: {', '.join(valid)}")
     out = {}
     for model in models:
         table = f"{section}.{model}" if model in overrides else section
+        settings = {**shared, **overrides.get(model, {})}
+        if any(key in settings for key in WEIGHTS_SETTINGS):
+            out[model] = _weights(loc, section, model, shared, overrides.get(model, {}))
+            continue
         try:
-            out[model] = Recipe.from_dict({**shared, **overrides.get(model, {})}).to_dict()
+            out[model] = Recipe.from_dict(settings).to_dict()
         except (TypeError, ValueError) as err:
             raise loc.error(table, None, str(err)) from err
     return out
+
+
+def _weights(loc: _Locator, section: str, model: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A model's validated weights settings (``weights``, ``weights_sha256``, ``weights_download``).
+
+    Recipe keys that would train it — in its own table, or beside shared weights — are an error.
+    """
+    settings = {**shared, **own}
+
+    def table(key: str) -> str:
+        return f"{section}.{model}" if key in own else section
+
+    if "weights" not in settings:
+        key = next(k for k in WEIGHTS_SETTINGS if k in settings)
+        raise loc.error(table(key), key, "applies only together with weights")
+    for key, kind in zip(WEIGHTS_SETTINGS, (str, str, bool)):
+        if key in settings:
+            _check_type(loc, table(key), key, settings[key], kind)
+    stray = [k for k in own if k not in WEIGHTS_SETTINGS]
+    stray += [k for k in shared if k not in WEIGHTS_SETTINGS] if "weights" in shared else []
+    if stray:
+        raise loc.error(table(stray[0]), stray[0], f"{model} is given weights, so it is loaded and evaluated, never "
+                                                   f"trained: recipe key(s) {', '.join(stray)} do not apply")
+    try:
+        Weights(settings["weights"])
+    except WeightsError as err:
+        raise loc.error(table("weights"), "weights", str(err)) from err
+    try:
+        weights = Weights.from_settings(settings)
+    except WeightsError as err:
+        raise loc.error(table("weights_sha256"), "weights_sha256", str(err)) from err
+    return {**weights.identity(), "weights_download": bool(settings.get("weights_download", False))}
 
 
 def load_suite(path: str | Path) -> Suite:

@@ -1,7 +1,7 @@
 """What every cell of one dense model shares, computed once per process and reused.
 
 A :class:`DenseContext` holds what does not depend on the criterion: the data
-splits, the dense model, the calibration batches (scoring) and the
+splits, the dense model and where its weights came from (source and SHA-256), the calibration batches (scoring) and the
 recalibration batches (batch-norm statistics after pruning), the example and
 latency inputs, the dense latency, and fidelity's ground truth — the actual
 loss change of removing each sampled unit alone. Ray reuses trial actors, so
@@ -22,13 +22,12 @@ from torch.utils.data import Dataset
 
 from .. import data as datasets
 from ..batches import Batch, scoring_context
-from ..checkpoints import dense_checkpoint
+from ..checkpoints import dense_checkpoint, dense_source
 from ..ranking_fidelity import loss_changes, sample_groups
 from ..groups import Group, ParamSlice
 from ..measure import measure_latency
 from ..pruning import find_groups
 from ..pruning.unstructured import maskable_weights
-from ..train import Recipe
 from .grid import Cell
 
 LOSS = torch.nn.functional.cross_entropy
@@ -43,6 +42,8 @@ class DenseContext:
     splits: datasets.Splits
     model: nn.Module
     metadata: dict[str, Any]
+    weights: str
+    weights_sha256: str
     calibration: list[Batch]
     recalibration: list[Batch]
     example: Tensor
@@ -112,7 +113,7 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
     seed, mode, measure = c["seed"], c["prune"]["mode"], c["measure"]
     splits = datasets.load(c["dataset"], root=data_root, download=download, **c["dataset_options"])
     dense = dense_checkpoint(
-        c["model"], c["dataset"], Recipe.from_dict(c["dense"]), seed, cache_dir,
+        c["model"], c["dataset"], dense_source(c["dense"]), seed, cache_dir,
         dataset_options=c["dataset_options"], data=splits, device=device, num_workers=num_workers,
     )
     model = dense.model.eval()
@@ -131,7 +132,8 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
     with scoring_context(model, mode):
         changes = loss_changes(model, calibration, LOSS, [units[i] for i in index.tolist()])
     return DenseContext(
-        splits=splits, model=model, metadata=dense.metadata, calibration=calibration, recalibration=recalibration,
+        splits=splits, model=model, metadata=dense.metadata, weights=dense.weights,
+        weights_sha256=dense.weights_sha256, calibration=calibration, recalibration=recalibration,
         example=example, latency_input=latency_input,
         latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
         fidelity_groups=units, fidelity_index=index, fidelity_changes=changes,

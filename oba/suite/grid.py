@@ -3,8 +3,8 @@
 ``cell_id`` is the SHA-256 (first 20 hex digits) of the canonical JSON of the
 cell's full resolved config: everything that can change its result (model,
 dataset and its options, criterion and its options, structure, allocation,
-ratio, seed, the pruning protocol, calibration, dense and fine-tuning recipes,
-measurement settings). The suite's name is not part of it.
+ratio, seed, the pruning protocol, calibration, dense recipe or pretrained
+weights (source and SHA-256 pin), fine-tuning recipe, measurement settings). The suite's name is not part of it.
 """
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def cell_id(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
+def dense_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """A model's resolved ``[dense]`` settings as a cell records them: without ``weights_download``,
+    which decides only whether a missing weights file may be fetched, never the result."""
+    return {k: v for k, v in settings.items() if k != "weights_download"}
+
+
 def expand(suite: Suite) -> list[Cell]:
     """Every cell of the suite, in a deterministic order (models outermost, seeds innermost)."""
     cells = []
@@ -56,7 +62,7 @@ def expand(suite: Suite) -> list[Cell]:
             "seed": seed,
             "prune": suite.prune,
             "calibration": suite.calibration,
-            "dense": suite.dense[model],
+            "dense": dense_config(suite.dense[model]),
             "finetune": suite.finetune[model],
             "measure": suite.measure,
         }

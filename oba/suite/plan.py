@@ -8,8 +8,10 @@ path would point nowhere. Then: the results location is a folder a file can
 be written to (a probe file is written and removed; missing folders are
 created), stored cells are read (an unreadable part is reported and its cell
 runs again), the files of every dataset a pending cell needs are where the
-loaders will look, the dense-checkpoint cache is writable, and a named Ray
-cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
+loaders will look, the pretrained weights a dense model is given are in place
+with the pinned SHA-256 (unless the checkpoint cache already holds them
+evaluated, or they may be downloaded), the dense-checkpoint cache is writable,
+and a named Ray cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
 once, one line each, as a :class:`PreflightError`.
 """
 from __future__ import annotations
@@ -23,8 +25,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .. import data
+from ..checkpoints import weights_key
 from ..errors import UserError
 from ..messages import one_line
+from ..models.weights import Weights, WeightsError, check
 from ..store import ResultStore, UnreadablePart
 from .cluster import ClusterUnreachable, probe
 from .config import Suite
@@ -49,6 +53,8 @@ class Plan:
     cache_dir: str
     data_root: str | None
     unreadable: list[UnreadablePart]
+    weights: list[str]
+    """One line per pretrained-weights dense model still needed: the file it is read from, or where it comes from."""
 
 
 def resolve_path(path: str) -> str:
@@ -105,13 +111,20 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     cache = resolve_cache(suite, cache_dir)
     root = data.data_root(suite.data.get("root"))
     root = resolve_path(root) if root is not None else None
-    problems = []
+    problems: list[str] = []
+    weights: list[str] = []
     if todo:
         for name in dict.fromkeys(c.config["dataset"] for c in todo):
             try:
                 data.check_files(name, root, download=suite.data.get("download", False))
             except (FileNotFoundError, ValueError) as err:
                 problems.append(f"dataset {name}: {one_line(str(err))}")
+        for model, dataset in dict.fromkeys((c.config["model"], c.config["dataset"]) for c in todo):
+            if "weights" in suite.dense[model]:
+                try:
+                    weights.append(_weights_line(suite, model, dataset, cache))
+                except WeightsError as err:
+                    problems.append(f"dense model {model}: {one_line(str(err))}")
         problem = writable_folder_problem(pafs.LocalFileSystem(), cache, "checkpoint cache")
         if problem:
             problems.append(problem)
@@ -122,4 +135,17 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                 problems.append(str(err))
     if problems:
         raise PreflightError(problems)
-    return Plan(cells, todo, results, cache, root, unreadable)
+    return Plan(cells, todo, results, cache, root, unreadable, weights)
+
+
+def _weights_line(suite: Suite, model: str, dataset: str, cache: str) -> str:
+    """Where dense ``model``'s weights for ``dataset`` come from; raises :class:`WeightsError` when they cannot."""
+    spec = Weights.from_settings(suite.dense[model])
+    key = weights_key(model, dataset, spec, suite.data.get("options", {}))
+    cached = os.path.join(cache, f"{key}.pt")
+    if os.path.isfile(cached):
+        return f"{model} on {dataset}: {spec.source}, evaluated in the checkpoint cache ({cached})"
+    found = check(spec, model)
+    if isinstance(found, str):
+        return f"{model} on {dataset}: {spec.source}, to be downloaded to {found}"
+    return f"{model} on {dataset}: {found.source} from {found.location} (sha256 {found.sha256})"

@@ -185,14 +185,14 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
     """Ray task: train (or find cached) one dense checkpoint on ``device``; return its path."""
     import torch
 
-    from ..checkpoints import dense_checkpoint
-    from ..train import Recipe, deterministic_cublas
+    from ..checkpoints import dense_checkpoint, dense_source
+    from ..train import deterministic_cublas
 
     if device == "cuda":
         deterministic_cublas()
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
-        model, dataset, Recipe.from_dict(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
+        model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
         data_root=data_root, download=suite.data.get("download", False), num_workers=threads, device=device,
     )
     return str(ckpt.path)
