@@ -13,9 +13,10 @@ allowed, and is raised before anything runs.
 """
 from __future__ import annotations
 
+
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def _recipes(loc: _Locator, section: str, values: dict[str, Any], models: tuple[
     """
     shared = {k: v for k, v in values.items() if not isinstance(v, dict)}
     overrides = {k: v for k, v in values.items() if isinstance(v, dict)}
-    recipe_keys = sorted(Recipe.from_dict({}).to_dict())
+    recipe_keys = sorted(f.name for f in fields(Recipe))
     valid = recipe_keys + list(WEIGHTS_SETTINGS) if section == "dense" else recipe_keys
     for name in overrides:
         if name not in known:
