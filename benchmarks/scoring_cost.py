@@ -19,6 +19,10 @@ is ``torch.cuda.max_memory_allocated`` growth instead.
 Methods besides the criteria (which run with their defaults; ``oba-group`` runs
 its probed form, ``probes=8``, on the model's Torch-Pruning units):
   gradient         one plain gradient pass (sanity row, ratio ≈ 1)
+  hvp              one bare exact Hessian-vector product H θ per batch (double
+                   backward): the floor of every exact second-order criterion
+  reduce-groups    summing given per-parameter scores over every unit
+                   (``reduce_groups``): the bookkeeping every group score pays
   tp-taylor        tp.importance.TaylorImportance over every Torch-Pruning group
   tp-hessian       tp.importance.HessianImportance: a per-sample backward loop
                    through the batch graph with accumulate_grad (1.6 keys its
@@ -32,6 +36,7 @@ batch only (64 samples) against a one-batch gradient pass; the rest on all
 batches. The vgg19 row checks obd's memory on a 20M-parameter model.
 
 Usage: python benchmarks/scoring_cost.py [--threads 2] [--device cpu] [--timeout 1500] [--repeats 2] [--models ...] [--methods ...]
+(resnet50 and vit_b_16 use 224² inputs, batches of 32, and are meant for ``--device cuda``)
 """
 from __future__ import annotations
 
@@ -53,8 +58,8 @@ from torch import nn
 
 import oba.criteria as criteria
 import oba.models
-from oba.criteria.base import Batch, batch_loss, trainable_parameters
-from oba.curvature import gradient
+from oba.criteria.base import Batch, batch_loss, reduce_groups, trainable_parameters
+from oba.curvature import gradient, hvp
 from oba.pruning.groups import classifier_layer, find_groups
 
 
@@ -63,13 +68,18 @@ class Setting:
     model: str
     batches: int
     batch_size: int = 64
+    image_size: int = 32
 
 
 SETTINGS = {
     "resnet32": Setting("resnet32", batches=4),
     "vit-tiny": Setting("vit-tiny", batches=4),
     "vgg19": Setting("vgg19", batches=1),
+    "resnet50": Setting("resnet50", batches=2, batch_size=32, image_size=224),
+    "vit_b_16": Setting("vit_b_16", batches=2, batch_size=32, image_size=224),
 }
+CPU_MODELS = ["resnet32", "vit-tiny", "vgg19"]
+"""The default models; resnet50 and vit_b_16 (224² inputs) are meant for a GPU."""
 PEER_METHODS = ["tp-taylor", "tp-hessian", "per-sample-loop"]
 
 
@@ -77,7 +87,7 @@ def make_batches(setting: Setting, device: torch.device) -> list[Batch]:
     generator = torch.Generator().manual_seed(0)
     return [
         (
-            torch.randn(setting.batch_size, 3, 32, 32, generator=generator).to(device),
+            torch.randn(setting.batch_size, 3, setting.image_size, setting.image_size, generator=generator).to(device),
             torch.randint(0, 10, (setting.batch_size,), generator=generator).to(device),
         )
         for _ in range(setting.batches)
@@ -102,6 +112,14 @@ def prepare(method: str, model: nn.Module, batches: list[Batch], loss_fn: nn.Mod
     """A zero-argument callable running ``method``; setup (group tracing) is done here, untimed."""
     if method == "gradient":
         return lambda: gradient_pass(model, batches, loss_fn), {}
+    if method == "hvp":
+        params = list(trainable_parameters(model).values())
+        theta = [p.detach() for p in params]
+        return lambda: [hvp(model, batch, loss_fn, params, theta) for batch in batches], {}
+    if method == "reduce-groups":
+        units = [u for g in find_groups(model, batches[0][0][:1])[1] for u in g.units]
+        scores = {name: torch.rand_like(p) for name, p in trainable_parameters(model).items()}
+        return lambda: reduce_groups(scores, units), {"groups": len(units)}
     if method == "oba-group":
         units = [u for g in find_groups(model, batches[0][0][:1])[1] for u in g.units]
         criterion = criteria.get("oba-group", probes=8)
@@ -155,12 +173,12 @@ DATA_FREE = {"random", "magnitude-l1", "magnitude-l2"}
 ONE_BATCH = ["obd", "obd-hutchinson", "oba-group", "tp-hessian", "per-sample-loop"]
 
 
-def plan(model_name: str) -> list[tuple[str, int]]:
-    """(method, number of batches) in run order; data-free methods first."""
-    if model_name == "vgg19":
+def plan(model_name: str, device: torch.device) -> list[tuple[str, int]]:
+    """(method, number of batches) in run order; data-free methods first (vgg19 on the CPU: obd's memory only)."""
+    if model_name == "vgg19" and device.type == "cpu":
         return [("gradient", 1), ("obd", 1)]
     setting = SETTINGS[model_name]
-    everything = ["gradient", *criteria.names(), "tp-taylor"]
+    everything = ["gradient", "hvp", "reduce-groups", *criteria.names(), "tp-taylor"]
     full = sorted((m for m in everything if m not in ONE_BATCH), key=lambda m: m not in DATA_FREE)
     return [(m, setting.batches) for m in full] + [(m, 1) for m in ONE_BATCH]
 
@@ -222,11 +240,11 @@ def worker(model_name: str, threads: int, device_name: str, methods: list[str] |
     device = torch.device(device_name)
     setting = SETTINGS[model_name]
     torch.manual_seed(0)
-    model = oba.models.create(setting.model, num_classes=10).to(device).eval()
+    model = oba.models.create(setting.model, num_classes=10, image_size=setting.image_size).to(device).eval()
     all_batches = make_batches(setting, device)
     loss_fn = nn.CrossEntropyLoss()
     memory = Memory(device)
-    steps = [step for step in plan(model_name) if methods is None or step[0] in methods]
+    steps = [step for step in plan(model_name, device) if methods is None or step[0] in methods]
     gradient_pass(model, all_batches[:1], loss_fn)
     pending: dict | None = None
     for i, (method, count) in enumerate(steps):
@@ -285,7 +303,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=1500.0, help="seconds per model")
-    parser.add_argument("--models", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--models", nargs="*", default=CPU_MODELS, choices=list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=2, help="runs per timing; the fastest counts")
     parser.add_argument("--methods", nargs="*", default=None, help="only these methods (default: all)")
     parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
