@@ -14,6 +14,7 @@ Sections, each printing one JSON line per result (also appended to OUT/gpu.jsonl
 Usage (from the repository root, on a machine with CUDA):
 
     python benchmarks/gpu.py --out /tmp/gpu [--cache DIR] [--deadline 200] [--scoring-timeout 50]
+        [--sections ...] [--criteria ...] [--scoring-models ...]
 """
 from __future__ import annotations
 
@@ -78,11 +79,15 @@ def reproducible(log: Log, device: torch.device) -> None:
     log("reproducible", same_seed_identical=digests[0] == digests[1], other_seed_differs=digests[0] != digests[2])
 
 
-def cells(log: Log, suite_path: str, cache: Path, deadline: float, device: torch.device) -> None:
-    """Run the suite's cells on ``device`` (round robin over models) until ``deadline`` seconds have passed."""
+def cells(
+    log: Log, suite_path: str, cache: Path, deadline: float, device: torch.device, only: list[str] | None
+) -> None:
+    """Run the suite's cells (of the ``only`` criteria, when given) on ``device``, round robin over models,
+    until ``deadline`` seconds have passed."""
     by_model: dict[str, list] = {}
     for cell in expand(load_suite(suite_path)):
-        by_model.setdefault(cell.config["model"], []).append(cell)
+        if only is None or cell.config["criterion"] in only:
+            by_model.setdefault(cell.config["model"], []).append(cell)
     order = [c for group in itertools.zip_longest(*by_model.values()) for c in group if c is not None]
     start = time.perf_counter()
     for done, cell in enumerate(order):
@@ -100,10 +105,10 @@ def cells(log: Log, suite_path: str, cache: Path, deadline: float, device: torch
     log("cells", stopped_at_deadline=False, ran=len(order), of=len(order))
 
 
-def scoring(log: Log, timeout: float) -> None:
-    """benchmarks/scoring_cost.py on CUDA, its table rows passed through."""
+def scoring(log: Log, timeout: float, models_: list[str]) -> None:
+    """benchmarks/scoring_cost.py on CUDA for ``models_``, its table rows passed through."""
     command = [sys.executable, str(ROOT / "benchmarks" / "scoring_cost.py"), "--device", "cuda", "--repeats", "3",
-               "--timeout", str(timeout), "--models", *SCORING_MODELS]
+               "--timeout", str(timeout), "--models", *models_]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         log("scoring", line=line)
@@ -120,6 +125,8 @@ def main() -> int:
     parser.add_argument("--scoring-timeout", type=float, default=50.0, help="seconds per model in the scoring section")
     parser.add_argument("--sections", nargs="*", default=["environment", "reproducible", "cells", "scoring"])
     parser.add_argument("--device", default="cuda", help="cuda (the point); cpu only to try the script itself")
+    parser.add_argument("--criteria", nargs="*", default=None, help="cells section: only these criteria")
+    parser.add_argument("--scoring-models", nargs="*", default=SCORING_MODELS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -136,9 +143,9 @@ def main() -> int:
             elif section == "reproducible":
                 reproducible(log, device)
             elif section == "cells":
-                cells(log, args.suite, args.cache, args.deadline, device)
+                cells(log, args.suite, args.cache, args.deadline, device, args.criteria)
             elif section == "scoring":
-                scoring(log, args.scoring_timeout)
+                scoring(log, args.scoring_timeout, args.scoring_models)
         except Exception as err:  # one broken section must not hide the others' results
             log(section, failed=f"{type(err).__name__}: {err}"[:2000])
         log(section, section_seconds=round(time.perf_counter() - start, 1))

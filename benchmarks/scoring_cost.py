@@ -58,7 +58,7 @@ from torch import nn
 
 import oba.criteria as criteria
 import oba.models
-from oba.criteria.base import Batch, batch_loss, reduce_groups, trainable_parameters
+from oba.criteria.base import Batch, batch_loss, reduce_groups, scoring_context, trainable_parameters
 from oba.curvature import gradient, hvp
 from oba.pruning.groups import classifier_layer, find_groups
 
@@ -115,7 +115,12 @@ def prepare(method: str, model: nn.Module, batches: list[Batch], loss_fn: nn.Mod
     if method == "hvp":
         params = list(trainable_parameters(model).values())
         theta = [p.detach() for p in params]
-        return lambda: [hvp(model, batch, loss_fn, params, theta) for batch in batches], {}
+
+        def bare_hvp() -> list[list[torch.Tensor]]:
+            with scoring_context(model):  # the math attention kernel: fused ones have no double backward
+                return [hvp(model, batch, loss_fn, params, theta) for batch in batches]
+
+        return bare_hvp, {}
     if method == "reduce-groups":
         units = [u for g in find_groups(model, batches[0][0][:1])[1] for u in g.units]
         scores = {name: torch.rand_like(p) for name, p in trainable_parameters(model).items()}
