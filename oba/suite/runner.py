@@ -41,6 +41,8 @@ from .interrupt import stop_on_signals
 from .plan import Plan, plan_run
 
 NOT_RUN = "not run (the run stopped first)"
+UNATTRIBUTED = "<unattributed>"
+"""Key of the trial errors whose cell Tune no longer knows; a cell left without a row is reported with them."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,7 @@ def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSumma
     for cell in plan.todo:
         row = rows.get(cell.cell_id)
         if row is None:
-            failures.append(Failure(cell.label(), trial_errors.get(cell.cell_id, NOT_RUN)))
+            failures.append(Failure(cell.label(), trial_errors.get(cell.cell_id, trial_errors.get(UNATTRIBUTED, NOT_RUN))))
         elif row["status"] != "ok":
             failures.append(Failure(cell.label(), reason(row["error"] or f"status {row['status']}")))
     return RunSummary(len(plan.cells), len(plan.cells) - len(plan.todo), len(plan.todo), len(failures),
@@ -342,5 +344,15 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
             ),
         )
         outcome = tuner.fit()
-        return {result.config["cell"]["cell_id"]: f"trial failed: {_cause(result.error)}"
-                for result in outcome if result.error is not None}
+        errors: dict[str, str] = {}
+        unattributed = []
+        for result in outcome:
+            if result.error is None:
+                continue
+            if result.config is None:  # Tune lost the trial's state (e.g. with its node): its cell is unknown
+                unattributed.append(_cause(result.error))
+            else:
+                errors[result.config["cell"]["cell_id"]] = f"trial failed: {_cause(result.error)}"
+        if unattributed:
+            errors[UNATTRIBUTED] = "a trial failed and Tune lost which cell it ran: " + "; ".join(unattributed)
+        return errors
