@@ -39,13 +39,20 @@ class OBA(Criterion):
         with scoring_context(model, self.mode):
             theta = [p.detach().clone() for p in params]
             for batch in batches:
-                _, grads, (h_theta,) = gradient_and_hvps(model, batch, loss_fn, params, [theta])
+                grads, h_theta = self.gradient_and_curvature_product(model, batch, loss_fn, params, theta)
                 for total, t, g, ht in zip(totals, theta, grads, h_theta):
                     term = 0.5 * t * ht
                     if self.first_order:
                         term = term - g * t
                     total.add_(term)
         return {name: total / len(batches) for name, total in zip(named, totals)}
+
+    def gradient_and_curvature_product(
+        self, model: nn.Module, batch: Batch, loss_fn: LossFn, params: list[Tensor], theta: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``(g_b, H_b θ)`` for one batch: the gradient and the exact Hessian-vector product."""
+        _, grads, (h_theta,) = gradient_and_hvps(model, batch, loss_fn, params, [theta])
+        return grads, h_theta
 
 
 @register("oba-hvp")

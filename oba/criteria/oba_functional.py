@@ -25,29 +25,24 @@ forward, one backward to z, one backward with a graph and one double backward
 """
 from __future__ import annotations
 
-from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..curvature import gradient_and_functional_hvp
-from .base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
+from .base import Batch, LossFn
+from .oba import OBA
 from .registry import register
 
 
 @register("oba-functional")
-class OBAFunctional(Criterion):
+class OBAFunctional(OBA):
     """``s_i = mean_b[−g_{b,i} θ_i + ½ θ_i (H̃_b θ)_i]``, H̃_b the Hessian without its Gauss–Newton part (module docstring)."""
 
-    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
-        require_batches(batches)
-        named = trainable_parameters(model)
-        params = list(named.values())
-        totals = [torch.zeros_like(p, requires_grad=False) for p in params]
-        with scoring_context(model, self.mode):
-            theta = [p.detach().clone() for p in params]
-            for batch in batches:
-                _, grads, h_theta = gradient_and_functional_hvp(model, batch, loss_fn, params, theta)
-                for total, t, g, ht in zip(totals, theta, grads, h_theta):
-                    total.add_(0.5 * t * ht - g * t)
-        return {name: total / len(batches) for name, total in zip(named, totals)}
+    signed_estimate = False
+
+    def gradient_and_curvature_product(
+        self, model: nn.Module, batch: Batch, loss_fn: LossFn, params: list[Tensor], theta: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``(g_b, H̃_b θ)``: the gradient and the Hessian-vector product without the Gauss–Newton part."""
+        _, grads, h_theta = gradient_and_functional_hvp(model, batch, loss_fn, params, theta)
+        return grads, h_theta
