@@ -62,7 +62,7 @@ class OBDHutchinson(SeededCriterion):
         named = trainable_parameters(model)
         params = list(named.values())
         diagonal = [torch.zeros_like(p, requires_grad=False) for p in params]
-        generator = self.generator()
+        generator = self.generator(params[0].device if params else "cpu")
 
         def accumulate(z: Sequence[Tensor], hz: list[Tensor]) -> None:
             for d, zi, hzi in zip(diagonal, z, hz):

@@ -12,11 +12,12 @@ from oba.criteria.registry import register
 
 @register("random")
 class Random(SeededCriterion):
-    """``s_i ~ U[0, 1)`` i.i.d., drawn on CPU in parameter order from the step's generator."""
+    """``s_i ~ U[0, 1)`` i.i.d., drawn on the parameters' device in parameter order from the step's generator."""
 
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
-        generator = self.generator()
+        named = trainable_parameters(model)
+        generator = self.generator(next(iter(named.values())).device if named else "cpu")
         return {
-            name: torch.rand(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-            for name, p in trainable_parameters(model).items()
+            name: torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+            for name, p in named.items()
         }

@@ -44,9 +44,8 @@ from oba.criteria.base import (
     scoring_context,
     trainable_parameters,
 )
-from oba.criteria.oba_group import group_membership
 from oba.curvature import fisher_diagonal, per_sample_gradients
-from oba.groups import check_groups
+from oba.groups import GroupLayout, check_groups
 from oba.ranking_fidelity import rank_fidelity
 from oba.suite.cell import gradient_seconds
 from oba.suite.config import load_suite
@@ -147,7 +146,7 @@ class OBDBlock(Criterion):
         if not groups:
             return torch.zeros(0, dtype=torch.float64)
         theta = {name: p.detach() for name, p in named.items()}
-        membership = group_membership(groups, {name: t.shape for name, t in theta.items()})
+        membership = GroupLayout.of(groups, {name: t.shape for name, t in theta.items()}).members
         names = sorted({name for name, _ in membership})
         first = torch.zeros(len(groups), dtype=torch.float64)
         second = torch.zeros(len(groups), dtype=torch.float64)

@@ -77,9 +77,10 @@ def gradient_and_functional_hvp(
 
 
 def rademacher_like(params: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
-    """Independent ±1 entries shaped like each parameter (drawn on CPU for reproducibility)."""
+    """Independent ±1 entries shaped like each parameter, drawn on ``generator``'s device."""
     return [
-        (torch.randint(0, 2, p.shape, generator=generator, dtype=torch.int8).to(p.dtype) * 2 - 1).to(p.device)
+        (torch.randint(0, 2, p.shape, generator=generator, dtype=torch.int8, device=generator.device).to(p.dtype) * 2 - 1)
+        .to(p.device)
         for p in params
     ]
 

@@ -5,11 +5,17 @@ conv with its batch-norm entries and the matching input channels of every
 consumer, one attention head, one MLP neuron). Each member is a
 :class:`ParamSlice`: a parameter name, a dimension and the indices along it
 (``dim=None`` means flat indices into the flattened parameter).
+
+A :class:`GroupLayout` is the vectorised form of a list of groups: per
+``(parameter, dim)``, which indices belong to which group. Summing a tensor over
+every group is then one reduction per parameter and one ``index_add`` — no
+per-group loop, no host-device traffic until the caller asks for the result.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -17,18 +23,11 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class ParamSlice:
-    """Elements ``index`` of parameter ``name`` along ``dim`` (flat when ``dim`` is None)."""
+    """Elements ``index`` (a 1-D integer tensor) of parameter ``name`` along ``dim`` (flat when ``dim`` is None)."""
 
     name: str
     dim: int | None
     index: Tensor
-
-    def select(self, tensor: Tensor) -> Tensor:
-        """The selected elements of ``tensor`` (a tensor shaped like the parameter)."""
-        index = self.index.to(tensor.device)
-        if self.dim is None:
-            return tensor.reshape(-1).index_select(0, index)
-        return tensor.index_select(self.dim, index)
 
     def mask(self, shape: torch.Size, device: torch.device | str = "cpu") -> Tensor:
         """Boolean mask shaped like the parameter, true on the selected elements."""
@@ -62,13 +61,6 @@ class Group:
     def names(self) -> set[str]:
         return {s.name for s in self.slices}
 
-    def sum(self, tensors: Mapping[str, Tensor]) -> Tensor:
-        """Σ of ``tensors`` over the group's elements (tensors keyed by parameter name)."""
-        parts = [s.select(tensors[s.name]).sum() for s in self.slices]
-        if not parts:
-            raise ValueError(f"group {self.label!r} selects no parameter elements")
-        return torch.stack(parts).sum()
-
     def masks(self, shapes: Mapping[str, torch.Size], device: torch.device | str = "cpu") -> dict[str, Tensor]:
         """Boolean masks per parameter name (union of this group's slices)."""
         out: dict[str, Tensor] = {}
@@ -91,3 +83,111 @@ def check_groups(groups: Iterable[Group], parameter_names: Iterable[str]) -> lis
         if unknown:
             raise ValueError(f"group {g.label!r} names unknown or frozen parameters {sorted(unknown)}")
     return groups
+
+
+Members = dict[tuple[str, int | None], tuple[Tensor, Tensor]]
+"""``(parameter name, dim) → (index along dim, group id)``: one pair per element-group membership."""
+
+
+def per_index(tensor: Tensor, dim: int | None) -> Tensor:
+    """Sums of ``tensor`` per index along ``dim`` (the flattened tensor when ``dim`` is None)."""
+    if dim is None:
+        return tensor.reshape(-1)
+    return tensor.transpose(0, dim).reshape(tensor.shape[dim], -1).sum(1)
+
+
+def along(values: Tensor, shape: torch.Size, dim: int | None) -> Tensor:
+    """A per-index vector along ``dim`` (or per flat element) shaped to broadcast against ``shape``."""
+    if dim is None:
+        return values.view(shape)
+    return values.view([-1 if d == dim else 1 for d in range(len(shape))])
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Which of ``num_groups`` groups hold which parameter elements, as index tensors.
+
+    A slice along ``dim`` selects whole hyperplanes, so one index along ``dim``
+    stands for all of them. Pairs are unique: a group's repeated indices count
+    once (a group is a set of elements). Groups may overlap one another, and a
+    group may select one parameter along two dims (elements on both
+    hyperplanes then count once per dim).
+    """
+
+    num_groups: int
+    members: Members
+
+    @classmethod
+    def of(cls, groups: Sequence[Group], shapes: Mapping[str, torch.Size]) -> "GroupLayout":
+        """The layout of ``groups`` over parameters of the given shapes (index tensors on the CPU)."""
+        indices: dict[tuple[str, int | None], list[Tensor]] = defaultdict(list)
+        owners: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+        for gid, group in enumerate(groups):
+            if not group.slices:
+                raise ValueError(f"group {group.label!r} selects no parameter elements")
+            for s in group.slices:
+                indices[(s.name, s.dim)].append(s.index)
+                owners[(s.name, s.dim)].append(gid)
+        members: Members = {}
+        for (name, dim), parts in indices.items():
+            size = shapes[name].numel() if dim is None else shapes[name][dim]
+            index = torch.cat(parts).cpu()
+            gid = torch.repeat_interleave(torch.tensor(owners[(name, dim)]), torch.tensor([p.numel() for p in parts]))
+            key = torch.unique(gid * size + index)
+            members[(name, dim)] = (key % size, key // size)
+        return cls(len(groups), members)
+
+    def names(self) -> set[str]:
+        """The parameters any group touches."""
+        return {name for name, _ in self.members}
+
+    def to(self, device: torch.device | str) -> "GroupLayout":
+        """The same layout with its index tensors on ``device``."""
+        moved = {key: (index.to(device), gid.to(device)) for key, (index, gid) in self.members.items()}
+        return GroupLayout(self.num_groups, moved)
+
+    def sums(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        """``Σ_{i∈G} t_i`` for every group, float64 on the tensors' device (``tensors`` keyed by name).
+
+        One reduction per ``(parameter, dim)`` and one ``index_add``; nothing is
+        copied to the host, so a caller on a GPU synchronises once, when it reads
+        the result. The layout's index tensors must be on the tensors' device.
+        """
+        device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
+        total = torch.zeros(self.num_groups, dtype=torch.float64, device=device)
+        for (name, dim), (index, gid) in self.members.items():
+            total.index_add_(0, gid, per_index(tensors[name].detach(), dim).double()[index])
+        return total
+
+
+_RECENT_LAYOUTS: list[tuple[list[Group], dict[str, torch.Size], dict[str, GroupLayout]]] = []
+_REMEMBERED = 4
+
+
+def layout_of(groups: Sequence[Group], shapes: Mapping[str, torch.Size], device: torch.device | str = "cpu") -> GroupLayout:
+    """:meth:`GroupLayout.of` on ``device``, remembered for the last few group lists.
+
+    A list is recognised by the identity of its groups (the same ``Group``
+    objects in the same order) and equal shapes, so scoring the same groups
+    again (another criterion, another batch) skips building the layout and
+    copying its indices to the device.
+    """
+    shapes = dict(shapes)
+    by_device = _remembered(groups, shapes)
+    if by_device is None:
+        by_device = {"cpu": GroupLayout.of(groups, shapes)}
+        _RECENT_LAYOUTS.insert(0, (list(groups), shapes, by_device))
+        del _RECENT_LAYOUTS[_REMEMBERED:]
+    key = str(torch.device(device))
+    if key not in by_device:
+        by_device[key] = by_device["cpu"].to(device)
+    return by_device[key]
+
+
+def _remembered(groups: Sequence[Group], shapes: dict[str, torch.Size]) -> dict[str, GroupLayout] | None:
+    """The remembered layouts (by device) of exactly these group objects and shapes, moved to the front."""
+    for i, (known, known_shapes, by_device) in enumerate(_RECENT_LAYOUTS):
+        if len(known) == len(groups) and known_shapes == shapes and all(a is b for a, b in zip(known, groups)):
+            _RECENT_LAYOUTS.insert(0, _RECENT_LAYOUTS.pop(i))
+            return by_device
+    return None

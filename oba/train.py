@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "none")
 EVAL_BATCH_SIZE = 256
+DIVERGENCE_CHECK_STEPS = 50
+"""Training reads its loss back from the device (a sync) once per this many steps and at each epoch's end,
+raising when any loss so far was not finite."""
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("fp32", *AUTOCAST_DTYPES)
 # Fields added after cache keys and cell ids existed: to_dict leaves them out at these
@@ -325,23 +328,31 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
 ) -> float:
     model.train()
-    loss_sum, count = 0.0, 0
-    for inputs, targets in loader:
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count, finite = 0, torch.ones((), dtype=torch.bool, device=device)
+    for step, (inputs, targets) in enumerate(loader, start=1):
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=memory_format)
         with mixed_precision(device, precision):
             loss = criterion(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"training diverged: loss is {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_sum += loss.item() * targets.numel()
+        loss_sum += loss.detach().double() * targets.numel()
         count += targets.numel()
-    return loss_sum / max(count, 1)
+        finite &= torch.isfinite(loss.detach())
+        if step % DIVERGENCE_CHECK_STEPS == 0:
+            _raise_if_diverged(finite, loss)
+    _raise_if_diverged(finite, loss_sum)
+    return loss_sum.item() / max(count, 1)
+
+
+def _raise_if_diverged(finite: Tensor, loss: Tensor) -> None:
+    if not bool(finite):
+        raise RuntimeError(f"training diverged: loss is {loss.item()}")
 
 
 def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:

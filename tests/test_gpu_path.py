@@ -59,12 +59,16 @@ def test_a_gpu_0_trial_records_a_cpu_device_even_where_cuda_is_visible(tmp_path:
     device = runner.trial_device(suite.resources["gpu"])
     threads = torch.get_num_threads()
     runner._prepare_dense(*runner.dense_keys([cell])[0], suite, str(tmp_path / "cache"), None, threads, device)
-    runner._trial({"cell": {"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config},
-                   "results": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "git_sha": "test",
-                   "threads": threads, "data_root": None, "download": False, "device": device})
+    runner._trial(_trial_config(cell, tmp_path, threads, device, suite.resources["gpu"]))
     row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
     assert row["status"] == "ok", row["error"]
     assert row["device"].startswith("cpu:") and reports == [{"cell_ok": True, "compute_seconds": row["compute_seconds"]}]
+
+
+def _trial_config(cell: Any, tmp_path: Path, threads: int, device: str, gpu: float) -> dict[str, Any]:
+    return {"cell": {"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config},
+            "results": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "git_sha": "test",
+            "threads": threads, "data_root": None, "download": False, "device": device, "gpu": gpu}
 
 
 # -- 2. paths resolved on the driver -----------------------------------------------------------------------------
@@ -235,3 +239,33 @@ def test_dense_metadata_names_the_gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     assert device_metadata(torch.device("cuda", 0)) == {"device": "cuda:0", "gpu": "NVIDIA H200"}
     assert device_metadata(torch.device("cpu")) == {"device": "cpu"}
+
+
+# -- 7. a failed cell and the trial's process -----------------------------------------------------------------------
+
+
+def _failing_cell(tmp_path: Path) -> Any:
+    (cell,) = expand(load_suite(tiny_suite(tmp_path, criteria=("taylor",))))
+    return type(cell)(cell.suite, cell.cell_id, {**cell.config, "criterion_options": {"no_such_option": 1}})
+
+
+def test_a_failed_cell_on_a_usable_device_keeps_its_actor(tmp_path: Path, monkeypatch) -> None:
+    cell = _failing_cell(tmp_path)
+    reports: list[dict[str, Any]] = []
+    monkeypatch.setattr("ray.tune.report", reports.append)
+    runner._trial(_trial_config(cell, tmp_path, 1, "cpu", 0))
+    row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
+    assert row["status"] == "error" and "no_such_option" in row["error"]
+    assert reports == [{"cell_ok": False, "compute_seconds": row["compute_seconds"]}]
+
+
+def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_the_actor(tmp_path: Path, monkeypatch) -> None:
+    """A sticky CUDA error cannot be caused on a CPU machine; the trial's answer to one is what is tested."""
+    from oba.device_health import DeviceUnusable
+
+    cell = _failing_cell(tmp_path)
+    monkeypatch.setattr("oba.device_health.device_usable", lambda device: False)
+    monkeypatch.setattr("ray.tune.report", lambda metrics: pytest.fail("a trial on an unusable device reported"))
+    with pytest.raises(DeviceUnusable, match="unusable after the cell failed"):
+        runner._trial(_trial_config(cell, tmp_path, 1, "cpu", 0))
+    assert ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)["status"] == "error"

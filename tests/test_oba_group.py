@@ -7,7 +7,8 @@ from torch import nn
 
 import oba.criteria as criteria
 from oba import Group, ParamSlice
-from oba.criteria.oba_group import OBAGroup, group_membership
+from oba.criteria.oba_group import OBAGroup
+from oba.groups import GroupLayout
 from reference import gradient_and_hessian
 
 LOSS = nn.CrossEntropyLoss()
@@ -90,7 +91,7 @@ def test_probed_rejects_a_group_spanning_two_dims_of_one_parameter() -> None:
 def test_group_membership_lists_each_group_element_once() -> None:
     shapes = {n: p.shape for n, p in mlp().named_parameters()}
     groups = neuron_groups() + [Group((ParamSlice("2.bias", None, torch.tensor([2, 2, 1])),), "dup")]
-    membership = group_membership(groups, shapes)
+    membership = GroupLayout.of(groups, shapes).members
     assert set(membership) == {("0.weight", 0), ("0.bias", 0), ("2.weight", 1), ("2.bias", None)}
     index, gid = membership[("2.weight", 1)]
     assert sorted(zip(gid.tolist(), index.tolist())) == [(j, j) for j in range(5)]

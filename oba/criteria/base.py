@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scoring_context, trainable_parameters
-from ..groups import Group, check_groups
+from ..groups import Group, check_groups, layout_of
 
 __all__ = [
     "Batch", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",
@@ -123,7 +123,7 @@ def step_seed(seed: int, step: int) -> int:
 class SeededCriterion(Criterion):
     """A criterion that draws random numbers, seeded per pruning step from a base ``seed``.
 
-    Step k draws from a CPU generator seeded with ``step_seed(seed, k)``; every
+    Step k draws from a generator seeded with ``step_seed(seed, k)``; every
     seed actually drawn from is kept in ``step_seeds`` (step → seed) and recorded
     by :meth:`config`, so the numbers of any step can be drawn again.
     """
@@ -141,9 +141,14 @@ class SeededCriterion(Criterion):
         self.step_seeds[self.step] = seed
         return seed
 
-    def generator(self) -> torch.Generator:
-        """A fresh CPU generator seeded for the current step (the seed is recorded)."""
-        return torch.Generator().manual_seed(self.current_seed())
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """A fresh generator on ``device`` seeded for the current step (the seed is recorded).
+
+        Numbers are drawn where they are used, so no probe crosses the host-device
+        link; a CUDA generator draws a different (equally reproducible) stream
+        than the CPU one for the same seed.
+        """
+        return torch.Generator(device=device).manual_seed(self.current_seed())
 
     def config(self) -> dict[str, Any]:
         """The base seed and, per step drawn from (as a string key), the seed used."""
@@ -155,8 +160,13 @@ class SeededCriterion(Criterion):
 
 
 def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group], signed: bool = False) -> Tensor:
-    """``|Σ_{i∈G} s_i|`` for each group (``Σ_{i∈G} s_i`` when ``signed``), as a float64 CPU tensor."""
+    """``|Σ_{i∈G} s_i|`` for each group (``Σ_{i∈G} s_i`` when ``signed``), as a float64 CPU tensor.
+
+    Vectorised over groups (:func:`~oba.groups.layout_of`), summed in float64 on
+    the scores' device (all scores on one device), copied to the host once.
+    """
     if not groups:
         return torch.zeros(0, dtype=torch.float64)
-    sums = torch.stack([g.sum(scores).detach().double().cpu() for g in groups])
+    device = next(iter(scores.values())).device
+    sums = layout_of(groups, {name: t.shape for name, t in scores.items()}, device).sums(scores).cpu()
     return sums if signed else sums.abs()

@@ -23,81 +23,38 @@ must select each parameter along a single dim. The variance per probe is
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..curvature import gradient_and_hvp_map
-from ..groups import Group, check_groups
+from ..groups import Group, GroupLayout, along, check_groups, layout_of
 from .base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
 from .oba import OBA
 from .registry import register
 
 
-Membership = dict[tuple[str, int | None], tuple[Tensor, Tensor]]
-
-
-def group_membership(groups: Sequence[Group], shapes: dict[str, torch.Size]) -> Membership:
-    """Which groups hold which parameter elements, as ``(index, group id)`` pairs per ``(name, dim)``.
-
-    A slice along ``dim`` selects whole hyperplanes, so one index along ``dim``
-    stands for all of them (``dim=None``: flat indices). Pairs are unique, so a
-    group's repeated indices count once. Groups may overlap one another; a group
-    selecting one parameter along two different dims raises ``ValueError``.
-    """
-    pairs: dict[tuple[str, int | None], list[tuple[Tensor, int]]] = defaultdict(list)
-    dims: dict[tuple[int, str], int | None] = {}
-    for gid, group in enumerate(groups):
+def check_one_dim_per_parameter(groups: Sequence[Group]) -> None:
+    """The probed estimator needs each group to select a parameter along a single dim."""
+    for group in groups:
+        dims: dict[str, int | None] = {}
         for s in group.slices:
-            if dims.setdefault((gid, s.name), s.dim) != s.dim:
+            if dims.setdefault(s.name, s.dim) != s.dim:
                 raise ValueError(
                     f"group {group.label!r} selects {s.name!r} along two dims; the probed oba-group "
                     "estimator needs one dim per parameter and group (use probes=None)"
                 )
-            pairs[(s.name, s.dim)].append((s.index.reshape(-1).cpu(), gid))
-    membership: Membership = {}
-    for (name, dim), items in pairs.items():
-        size = shapes[name].numel() if dim is None else shapes[name][dim]
-        index = torch.cat([i for i, _ in items])
-        gid = torch.cat([torch.full_like(i, g) for i, g in items])
-        key = torch.unique(gid * size + index)
-        membership[(name, dim)] = (key % size, key // size)
-    return membership
 
 
-def _along(values: Tensor, shape: torch.Size, dim: int | None) -> Tensor:
-    """A per-index vector along ``dim`` (or per flat element) broadcast to ``shape``."""
-    if dim is None:
-        return values.view(shape)
-    return values.view([-1 if d == dim else 1 for d in range(len(shape))])
-
-
-def _per_index(tensor: Tensor, dim: int | None) -> Tensor:
-    """Sums of ``tensor`` per index along ``dim`` (the flattened tensor when ``dim`` is None)."""
-    if dim is None:
-        return tensor.reshape(-1)
-    return tensor.transpose(0, dim).reshape(tensor.shape[dim], -1).sum(1)
-
-
-def group_sums(membership: Membership, tensors: dict[str, Tensor], num_groups: int) -> Tensor:
-    """``Σ_{i∈G} t_i`` for every group (float64, CPU), ``tensors`` keyed by parameter name."""
-    sums = torch.zeros(num_groups, dtype=torch.float64)
-    for (name, dim), (index, gid) in membership.items():
-        per_index = _per_index(tensors[name], dim).double().cpu()
-        sums.index_add_(0, gid, per_index[index])
-    return sums
-
-
-def sign_probe(membership: Membership, signs: Tensor, theta: dict[str, Tensor]) -> dict[str, Tensor]:
+def sign_probe(layout: GroupLayout, signs: Tensor, theta: dict[str, Tensor]) -> dict[str, Tensor]:
     """``v = Σ_G ε_G θ_G`` (θ_G: θ on G's elements, zero elsewhere), keyed by parameter name."""
     coefficients: dict[str, Tensor] = {}
-    for (name, dim), (index, gid) in membership.items():
+    for (name, dim), (index, gid) in layout.members.items():
         shape = theta[name].shape
         size = shape.numel() if dim is None else shape[dim]
-        along = torch.zeros(size, dtype=torch.float64).index_add_(0, index, signs[gid])
-        term = _along(along.to(theta[name]), shape, dim)
+        coefficient = torch.zeros(size, dtype=torch.float64, device=signs.device).index_add_(0, index, signs[gid])
+        term = along(coefficient.to(theta[name]), shape, dim)
         coefficients[name] = coefficients[name] + term if name in coefficients else term
     return {name: theta[name] * c for name, c in coefficients.items()}
 
@@ -130,18 +87,20 @@ class OBAGroup(SeededCriterion, OBA):
         groups = check_groups(groups, named)
         if not groups:
             return torch.zeros(0, dtype=torch.float64)
-        total = torch.zeros(len(groups), dtype=torch.float64)
         with scoring_context(model, self.mode):
             theta = {name: p.detach().clone() for name, p in named.items()}
+            device = next(iter(theta.values())).device
+            total = torch.zeros(len(groups), dtype=torch.float64, device=device)
             if self.probes is None:
                 for batch in batches:
                     total += self._exact(model, batch, loss_fn, named, theta, groups)
             else:
-                membership = group_membership(groups, {name: t.shape for name, t in theta.items()})
-                generator = self.generator()
+                check_one_dim_per_parameter(groups)
+                layout = layout_of(groups, {name: t.shape for name, t in theta.items()}, device)
+                generator = self.generator(device)
                 for batch in batches:
-                    total += self._probed(model, batch, loss_fn, named, theta, membership, len(groups), generator)
-        return total / len(batches)
+                    total += self._probed(model, batch, loss_fn, named, theta, layout, generator)
+        return (total / len(batches)).cpu()
 
     def _exact(
         self,
@@ -161,14 +120,14 @@ class OBAGroup(SeededCriterion, OBA):
                 yield [theta[n] * masks[n] if n in masks else torch.zeros_like(theta[n]) for n in named]
 
         def quadratic(v: Sequence[Tensor], hv: list[Tensor]) -> Tensor:
-            return torch.stack([(vi * hvi).sum() for vi, hvi in zip(v, hv)]).sum().double().cpu()
+            return torch.stack([(vi * hvi).sum() for vi, hvi in zip(v, hv)]).sum().double()
 
         _, grads, quads = gradient_and_hvp_map(model, batch, loss_fn, list(named.values()), vectors(), quadratic)
         minus_g_theta = {n: -g * theta[n] for n, g in zip(named, grads)}
         linear = []
         for group in groups:
             masks = group.masks(shapes, device)
-            linear.append(torch.stack([minus_g_theta[n][m].sum() for n, m in masks.items()]).sum().double().cpu())
+            linear.append(torch.stack([minus_g_theta[n][m].sum() for n, m in masks.items()]).sum().double())
         return torch.stack(linear) + 0.5 * torch.stack(quads)
 
     def _probed(
@@ -178,25 +137,25 @@ class OBAGroup(SeededCriterion, OBA):
         loss_fn: LossFn,
         named: dict[str, nn.Parameter],
         theta: dict[str, Tensor],
-        membership: Membership,
-        num_groups: int,
+        layout: GroupLayout,
         generator: torch.Generator,
     ) -> Tensor:
-        members = {name for name, _ in membership}
+        members = layout.names()
+        device = generator.device
         signs_of_probe: list[Tensor] = []
 
         def vectors() -> Iterator[list[Tensor]]:
             for _ in range(self.probes):
-                signs = torch.randint(0, 2, (num_groups,), generator=generator).double() * 2 - 1
+                signs = torch.randint(0, 2, (layout.num_groups,), generator=generator, device=device).double() * 2 - 1
                 signs_of_probe.append(signs)
-                v = sign_probe(membership, signs, theta)
+                v = sign_probe(layout, signs, theta)
                 yield [v[n] if n in v else torch.zeros_like(theta[n]) for n in named]
 
         def quadratic(v: Sequence[Tensor], hv: list[Tensor]) -> Tensor:
-            return group_sums(membership, {n: theta[n] * h for n, h in zip(named, hv) if n in members}, num_groups)
+            return layout.sums({n: theta[n] * h for n, h in zip(named, hv) if n in members})
 
         _, grads, sums = gradient_and_hvp_map(model, batch, loss_fn, list(named.values()), vectors(), quadratic)
-        linear = group_sums(membership, {n: -g * theta[n] for n, g in zip(named, grads) if n in members}, num_groups)
+        linear = layout.sums({n: -g * theta[n] for n, g in zip(named, grads) if n in members})
         estimates = torch.stack([signs * total for signs, total in zip(signs_of_probe, sums)])
         return linear + 0.5 * estimates.mean(0)
 

@@ -13,6 +13,10 @@ with status "ok" are skipped, so an interrupted run resumes where it stopped;
 failed cells are stored with their error and run again next time. A trial lost
 with its node is retried elsewhere (``run.max_failures``). A failed cell's
 one-line reason is printed as it fails; the summary groups failures by reason.
+On a GPU, a trial given a fraction of one is capped at that share of its memory,
+and a trial whose failed cell left CUDA unusable (a sticky error) ends its
+actor, so the retry and later cells start in a fresh process
+(:mod:`oba.device_health`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes.
 """
@@ -169,16 +173,22 @@ def _trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
     from ..train import deterministic_cublas
     from .cell import run_cell
 
     if config["device"] == "cuda":
         deterministic_cublas()
+        cap_memory_share(config["device"], config["gpu"])
     torch.set_num_threads(max(1, int(config["threads"])))
     cell = Cell(**config["cell"])
     row = run_cell(cell, data_root=config["data_root"], download=config["download"], cache_dir=config["cache_dir"],
                    git_sha=config["git_sha"], num_workers=config["threads"], device=config["device"])
     ResultStore(config["results"]).write(row)
+    if row["status"] != "ok":
+        release_cached_memory(config["device"])
+        if not device_usable(config["device"]):
+            raise DeviceUnusable(f"{config['device']} is unusable after the cell failed; this actor is replaced")
     tune.report({"cell_ok": row["status"] == "ok", "compute_seconds": row["compute_seconds"]})
 
 
@@ -188,10 +198,12 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
     import torch
 
     from ..checkpoints import dense_checkpoint, dense_source
+    from ..device_health import cap_memory_share
     from ..train import deterministic_cublas
 
     if device == "cuda":
         deterministic_cublas()
+        cap_memory_share(device, suite.resources["gpu"])
     torch.set_num_threads(max(1, threads))
     ckpt = dense_checkpoint(
         model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
@@ -229,6 +241,10 @@ def run_suite(
                  f"{len(plan.todo)} to run\n")
     if not plan.todo:
         return RunSummary(len(plan.cells), len(plan.cells), 0, 0, time.monotonic() - start)
+    if 0 < float(suite.resources["gpu"]) < 1:
+        stream.write(f"note: trials share GPUs ([resources] gpu = {suite.resources['gpu']}): each is capped at that "
+                     "share of GPU memory, and latency is measured under its neighbours' load (use gpu = 1 for "
+                     "latency you will compare)\n")
     trial_errors: dict[str, str] = {}
     with stop_on_signals() as watch:
         try:
@@ -330,6 +346,7 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
         "cell": tune.grid_search([{"suite": c.suite, "cell_id": c.cell_id, "config": c.config} for c in cells]),
         "results": plan.results, "cache_dir": plan.cache_dir, "git_sha": sha, "threads": threads,
         "data_root": plan.data_root, "download": suite.data.get("download", False), "device": trial_device(gpu),
+        "gpu": gpu,
     }
     with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
         tuner = tune.Tuner(
