@@ -73,7 +73,7 @@ with warnings.catch_warnings():
 from oba.batches import forward
 from oba.criteria.base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
 from oba.criteria.registry import register
-from oba.curvature import fisher_diagonal
+from oba.curvature import fisher_diagonal_sums
 
 SUPPORTED_LOSSES = (nn.CrossEntropyLoss, nn.MSELoss, nn.BCEWithLogitsLoss)
 FUNCTIONAL_LOSSES = {
@@ -291,8 +291,8 @@ class _KFAC(SeededCriterion):
                 scores.update(_split_augmented(name, module, self.saliency(_augmented_weight(module), a, g)))
             rest = [n for n in named if n not in scores]
             if rest and self.fallback == "obd":
-                fisher = fisher_diagonal(model, batches, loss_fn, rest, self.chunk_size)
-                scores.update({n: 0.5 * fisher[n] * named[n].detach().square() for n in rest})
+                sums, count = fisher_diagonal_sums(model, batches, loss_fn, rest, self.chunk_size)
+                scores.update({n: 0.5 * (sums[n] / count) * named[n].detach().square() for n in rest})
         return {n: scores.get(n, torch.zeros_like(p, requires_grad=False)) for n, p in named.items()}
 
     def config(self) -> dict[str, Any]:

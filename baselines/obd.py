@@ -15,14 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from oba.criteria.base import (
-    Batch, Criterion, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters,
+    AdditiveCriterion, Batch, BatchSums, LossFn, SeededCriterion, require_batches, scoring_context,
+    trainable_parameters,
 )
 from oba.criteria.registry import register
-from oba.curvature import fisher_diagonal, gradient_and_hvp_map, rademacher_like
+from oba.curvature import fisher_diagonal_sums, gradient_and_hvp_map, rademacher_like
 
 
 @register("obd")
-class OBD(Criterion):
+class OBD(AdditiveCriterion):
     """``s_i = ½ F_ii θ_i²`` with the empirical Fisher diagonal averaged over every sample.
 
     Each sample's loss is ``loss_fn`` on a batch of one. ``chunk_size`` samples go
@@ -36,12 +37,18 @@ class OBD(Criterion):
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
 
-    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
+    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
+        """``Σ_n g_{n,i}²`` per parameter, counted in samples."""
         require_batches(batches)
         named = trainable_parameters(model)
         with scoring_context(model, self.mode):
-            fisher = fisher_diagonal(model, batches, loss_fn, list(named), self.chunk_size, self.memory_budget)
-        return {name: 0.5 * fisher[name] * p.detach().square() for name, p in named.items()}
+            totals, count = fisher_diagonal_sums(model, batches, loss_fn, list(named), self.chunk_size, self.memory_budget)
+        return BatchSums(totals, count)
+
+    def scores_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, Tensor]:
+        """``½ F_ii θ_i²`` with ``F_ii`` the mean of the summed squares."""
+        named = trainable_parameters(model)
+        return {name: 0.5 * (sums.tensors[name] / sums.count) * p.detach().square() for name, p in named.items()}
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "chunk_size": self.chunk_size, "memory_budget": self.memory_budget}

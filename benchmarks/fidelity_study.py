@@ -44,7 +44,7 @@ from oba.criteria.base import (
     scoring_context,
     trainable_parameters,
 )
-from oba.curvature import fisher_diagonal, per_sample_gradients
+from oba.curvature import fisher_diagonal_sums, per_sample_gradients
 from oba.groups import GroupLayout, check_groups
 from oba.ranking_fidelity import rank_fidelity
 from oba.suite.cell import gradient_seconds
@@ -122,7 +122,8 @@ class OBDBlock(Criterion):
         require_batches(batches)
         named = trainable_parameters(model)
         with scoring_context(model, self.mode):
-            fisher = fisher_diagonal(model, batches, loss_fn, list(named), self.chunk_size, self.memory_budget)
+            sums, count = fisher_diagonal_sums(model, batches, loss_fn, list(named), self.chunk_size, self.memory_budget)
+            fisher = {n: t / count for n, t in sums.items()}
             scores = {name: 0.5 * fisher[name] * p.detach().square() for name, p in named.items()}
             if self.linear:
                 mean_grad = {name: torch.zeros_like(p, requires_grad=False) for name, p in named.items()}

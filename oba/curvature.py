@@ -157,15 +157,15 @@ def per_sample_gradients(
         yield per_sample(wrt, tuple(x[chunk] for x in xs), targets[chunk])
 
 
-def fisher_diagonal(
+def fisher_diagonal_sums(
     model: torch.nn.Module,
     batches: Sequence[Batch],
     loss_fn: LossFn,
     names: Sequence[str],
     chunk_size: int | None = None,
     memory_budget: int = 1 << 29,
-) -> dict[str, Tensor]:
-    """Empirical Fisher diagonal ``F_ii = (1/N) Σ_n g_{n,i}²`` over ALL N samples of ``batches``.
+) -> tuple[dict[str, Tensor], int]:
+    """``(Σ_n g_{n,i}², N)`` over ALL N samples of ``batches``: the empirical Fisher diagonal is their ratio.
 
     ``g_n`` are per-sample gradients (:func:`per_sample_gradients`). Samples are
     processed ``chunk_size`` at a time; when None it is the largest chunk whose
@@ -184,4 +184,5 @@ def fisher_diagonal(
             for n, g in grads.items():
                 totals[n].add_(g.square().sum(0))
         count += batch[1].shape[0]
-    return {n: t / count for n, t in totals.items()}
+    return totals, count
+

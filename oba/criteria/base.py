@@ -17,11 +17,18 @@ seeded with :func:`step_seed` of (base seed, step) and recorded in its config.
 ``compensation`` is an optional hook: the additive update of the surviving
 parameters that a criterion pairs with a removal (OBS); the pruning code applies
 it before the removed elements are removed or masked. By default there is none.
+
+An :class:`AdditiveCriterion` computes its scores from :class:`BatchSums`:
+tensors summed over the calibration batches (or their samples) and the count
+that averages them. Sums of disjoint shards of the batches add up to the sums of
+all of them, so such a criterion can be scored by several workers, each on its
+shard (:mod:`oba.data_parallel`).
 """
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -32,7 +39,7 @@ from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scori
 from ..groups import Group, check_groups, layout_of
 
 __all__ = [
-    "Batch", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",
+    "AdditiveCriterion", "Batch", "BatchSums", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",
     "scoring_context", "step_seed", "trainable_parameters",
 ]
 
@@ -109,6 +116,35 @@ class Criterion(ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({opts})"
+
+
+@dataclass
+class BatchSums:
+    """Statistics summed over some calibration batches (or their samples), and the count that averages them."""
+
+    tensors: dict[str, Tensor]
+    count: float
+
+
+class AdditiveCriterion(Criterion):
+    """A criterion whose scores are a function of :class:`BatchSums` of its calibration batches.
+
+    ``parameter_scores(batches) = scores_from_sums(batch_sums(batches))``, and for
+    disjoint shards the sums of the union are the element-wise sums of the
+    shards' sums (tensors and count alike).
+    """
+
+    @abstractmethod
+    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
+        """The statistics of ``batches`` (scored in the criterion's mode), summed."""
+
+    def scores_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, Tensor]:
+        """Per-parameter scores from the summed statistics of all calibration batches: by default their mean."""
+        return {name: total / sums.count for name, total in sums.tensors.items()}
+
+    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
+        require_batches(batches)
+        return self.scores_from_sums(model, self.batch_sums(model, batches, loss_fn))
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -20,18 +20,19 @@ import torch
 from torch import Tensor, nn
 
 from ..curvature import gradient_and_hvps
-from .base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
+from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
 from .registry import register
 
 
 @register("oba")
-class OBA(Criterion):
+class OBA(AdditiveCriterion):
     """``s_i = mean_b[−g_{b,i} θ_i + ½ θ_i (H_b θ)_i]`` with the exact Hessian."""
 
     first_order = True
     signed_estimate = True
 
-    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
+    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
+        """``Σ_b [−g_{b,i} θ_i + ½ θ_i (H_b θ)_i]`` per parameter, counted in batches."""
         require_batches(batches)
         named = trainable_parameters(model)
         params = list(named.values())
@@ -45,7 +46,7 @@ class OBA(Criterion):
                     if self.first_order:
                         term = term - g * t
                     total.add_(term)
-        return {name: total / len(batches) for name, total in zip(named, totals)}
+        return BatchSums(dict(zip(named, totals)), len(batches))
 
     def gradient_and_curvature_product(
         self, model: nn.Module, batch: Batch, loss_fn: LossFn, params: list[Tensor], theta: list[Tensor]

@@ -4,20 +4,21 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..curvature import gradient
-from .base import Batch, Criterion, LossFn, require_batches, scoring_context, trainable_parameters
+from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
 from .registry import register
 
 
 @register("taylor")
-class Taylor(Criterion):
+class Taylor(AdditiveCriterion):
     """The first-order term of the loss change of removing each parameter."""
 
     signed_estimate = True
 
-    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
+    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
+        """``Σ_b −g_{b,i} θ_i`` per parameter, counted in batches."""
         require_batches(batches)
         named = trainable_parameters(model)
         params = list(named.values())
@@ -27,4 +28,4 @@ class Taylor(Criterion):
                 _, grads = gradient(model, batch, loss_fn, params)
                 for total, p, g in zip(totals, params, grads):
                     total.sub_(g * p.detach())
-        return {name: total / len(batches) for name, total in zip(named, totals)}
+        return BatchSums(dict(zip(named, totals)), len(batches))

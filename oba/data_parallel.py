@@ -1,0 +1,125 @@
+"""Scoring with several workers: each sums its shard of the calibration batches, an all-reduce adds them.
+
+For an :class:`~oba.criteria.base.AdditiveCriterion` the scores are a function of
+sums over batches (or samples): worker ``r`` of ``W`` sums ``batches[r::W]``
+(:meth:`~oba.criteria.base.AdditiveCriterion.batch_sums`), the sums and counts
+are all-reduced, and every worker finishes the same scores from the totals.
+The result equals one process's scores up to the order of floating-point
+additions. :func:`score_with_workers` runs this on Ray Train workers
+(``TorchTrainer``: gloo on CPUs, NCCL on GPUs).
+
+Not shardable (they raise ``ValueError``): criteria that are not additive, and
+criteria with their own group scores (``oba-group``). Criteria that draw random
+numbers per pruning step draw them as one stream over the batches in order, so
+a shard would draw different numbers; they are not additive here.
+"""
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .batches import Batch, LossFn
+from .criteria.base import AdditiveCriterion, BatchSums, Criterion
+
+SCORES_FILE = "scores.pt"
+
+
+def shard(batches: Sequence[Batch], rank: int, world: int) -> list[Batch]:
+    """Worker ``rank``'s batches: every ``world``-th batch starting at ``rank``."""
+    return list(batches[rank::world])
+
+
+def check_shardable(criterion: Criterion, batches: int, workers: int) -> AdditiveCriterion:
+    """``criterion`` if ``workers`` workers can score it on ``batches`` batches, else ``ValueError`` saying why."""
+    name = criterion.name or type(criterion).__name__
+    if not isinstance(criterion, AdditiveCriterion):
+        raise ValueError(f"criterion {name!r} cannot be scored on shards: its scores are not sums over batches")
+    if type(criterion).group_scores is not Criterion.group_scores:
+        raise ValueError(f"criterion {name!r} cannot be scored on shards: its group scores are not sums of its parameter scores")
+    if batches < workers:
+        raise ValueError(f"{workers} workers need at least {workers} calibration batches, got {batches}")
+    return criterion
+
+
+def all_reduce_sums(sums: BatchSums) -> BatchSums:
+    """The element-wise sum of every worker's ``sums`` (torch.distributed must be initialised)."""
+    import torch.distributed as dist
+
+    tensors = {}
+    for name in sorted(sums.tensors):
+        total = sums.tensors[name].clone()
+        dist.all_reduce(total)
+        tensors[name] = total
+    count = torch.tensor([float(sums.count)], dtype=torch.float64, device=next(iter(tensors.values())).device)
+    dist.all_reduce(count)
+    return BatchSums(tensors, count.item())
+
+
+def sharded_parameter_scores(
+    criterion: Criterion, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn
+) -> dict[str, Tensor]:
+    """This worker's share of :meth:`Criterion.parameter_scores`, combined over the process group; same on every worker."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    additive = check_shardable(criterion, len(batches), world)
+    local = additive.batch_sums(model, shard(batches, rank, world), loss_fn)
+    return additive.scores_from_sums(model, all_reduce_sums(local))
+
+
+def _score_on_worker(config: dict[str, Any]) -> None:
+    """Ray Train loop: score this worker's shard; rank 0 saves the combined scores as the run's checkpoint."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    model = ray.get(config["model"]).to(device)
+    batches = [tuple(t.to(device) for t in batch) for batch in ray.get(config["batches"])]
+    scores = sharded_parameter_scores(ray.get(config["criterion"]), model, batches, config["loss_fn"])
+    if ray.train.get_context().get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({name: t.cpu() for name, t in scores.items()}, Path(folder) / SCORES_FILE)
+            ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        ray.train.report({}, checkpoint=None)
+
+
+def score_with_workers(
+    criterion: Criterion,
+    model: nn.Module,
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    workers: int,
+    *,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1,
+) -> dict[str, Tensor]:
+    """:meth:`Criterion.parameter_scores` computed by ``workers`` Ray Train workers; CPU tensors.
+
+    Needs a running Ray (``ray.init``). The model, batches and criterion travel
+    through the object store; each worker scores its shard on its device (its
+    CPUs, or one GPU each with ``use_gpu``).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    check_shardable(criterion, len(batches), workers)
+    with tempfile.TemporaryDirectory(prefix="oba-score-") as storage:
+        trainer = TorchTrainer(
+            _score_on_worker,
+            train_loop_config={"model": ray.put(model), "batches": ray.put(list(batches)),
+                               "criterion": ray.put(criterion), "loss_fn": loss_fn},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpus_per_worker}),
+            run_config=RunConfig(storage_path=storage, name=f"score-{uuid.uuid4().hex[:12]}"),
+        )
+        result = trainer.fit()
+        with result.checkpoint.as_directory() as folder:
+            return torch.load(Path(folder) / SCORES_FILE)

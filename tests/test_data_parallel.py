@@ -1,0 +1,120 @@
+"""Scoring on shards of the calibration batches equals scoring them all in one process.
+
+Ground truth is the one-process ``parameter_scores`` (a registered model, so
+that Ray workers can unpickle it). Shards are combined three
+ways: by adding their :class:`BatchSums` by hand, by a real two-process gloo
+group, and by two Ray Train workers (``TorchTrainer``).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import oba.criteria as criteria
+import oba.models
+from oba.criteria.base import BatchSums
+from oba.data_parallel import check_shardable, shard, sharded_parameter_scores
+
+ADDITIVE = ["oba", "oba-hvp", "oba-functional", "taylor", "obd"]
+LOSS = F.cross_entropy
+
+
+def model_and_batches(count: int = 4) -> tuple[torch.nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = oba.models.create("resnet8", num_classes=3, in_chans=2, image_size=8).eval()
+    batches = [(torch.randn(6, 2, 8, 8, generator=generator), torch.randint(0, 3, (6,), generator=generator))
+               for _ in range(count)]
+    return model, batches
+
+
+def relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest, over parameters, of ‖a − b‖ / ‖b‖."""
+    assert a.keys() == b.keys()
+    return max(float((a[n] - b[n]).norm() / b[n].norm().clamp_min(1e-30)) for n in b)
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_the_sums_of_two_shards_give_the_scores_of_all_batches(name: str) -> None:
+    model, batches = model_and_batches()
+    criterion = criteria.get(name, mode="eval")
+    parts = [criterion.batch_sums(model, shard(batches, rank, 2), LOSS) for rank in range(2)]
+    combined = BatchSums({n: parts[0].tensors[n] + parts[1].tensors[n] for n in parts[0].tensors},
+                         parts[0].count + parts[1].count)
+    assert relative_error(criterion.scores_from_sums(model, combined), criterion.parameter_scores(model, batches, LOSS)) < 1e-6
+
+
+def test_shards_deal_batches_round_robin() -> None:
+    assert [shard(list(range(7)), rank, 3) for rank in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("kfac-obd", {}, "not sums over batches"),
+        ("obd-hutchinson", {}, "not sums over batches"),
+        ("oba-group", {"probes": 4}, "group scores are not sums"),
+    ],
+)
+def test_criteria_that_cannot_be_sharded_say_why(name: str, options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_shardable(criteria.get(name, **options), batches=4, workers=2)
+
+
+def test_more_workers_than_batches_is_refused() -> None:
+    with pytest.raises(ValueError, match="3 workers need at least 3 calibration batches, got 2"):
+        check_shardable(criteria.get("oba"), batches=2, workers=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_worker(rank: int, world: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model, batches = model_and_batches()
+        for name in ADDITIVE:
+            scores = sharded_parameter_scores(criteria.get(name, mode="eval"), model, batches, LOSS)
+            torch.save(scores, Path(folder) / f"{name}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_two_process_gloo_group_gives_every_rank_the_one_process_scores(tmp_path: Path) -> None:
+    mp.spawn(_gloo_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    model, batches = model_and_batches()
+    for name in ADDITIVE:
+        alone = criteria.get(name, mode="eval").parameter_scores(model, batches, LOSS)
+        for rank in range(2):
+            assert relative_error(torch.load(tmp_path / f"{name}-{rank}.pt"), alone) < 1e-6, (name, rank)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_ray_train_workers_give_the_one_process_scores() -> None:
+    import ray
+
+    from oba.data_parallel import score_with_workers
+
+    model, batches = model_and_batches()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for name in ("oba", "taylor", "obd"):
+            criterion = criteria.get(name, mode="eval")
+            scores = score_with_workers(criterion, model, batches, LOSS, workers=2)
+            assert relative_error(scores, criterion.parameter_scores(model, batches, LOSS)) < 1e-6, name
+    finally:
+        ray.shutdown()
