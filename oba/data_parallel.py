@@ -6,7 +6,9 @@ sums over batches (or samples): worker ``r`` of ``W`` sums ``batches[r::W]``
 are all-reduced, and every worker finishes the same scores from the totals.
 The result equals one process's scores up to the order of floating-point
 additions. :func:`score_with_workers` runs this on Ray Train workers
-(``TorchTrainer``: gloo on CPUs, NCCL on GPUs).
+(``TorchTrainer``: gloo on CPUs, NCCL on GPUs), and :func:`fine_tune_with_workers`
+fine-tunes as data-parallel replicas (``DistributedDataParallel``, see
+:func:`oba.train.train`).
 
 Not shardable (they raise ``ValueError``): criteria that are not additive, and
 criteria with their own group scores (``oba-group``). Criteria that draw random
@@ -25,8 +27,12 @@ from torch import Tensor, nn
 
 from .batches import Batch, LossFn
 from .criteria.base import AdditiveCriterion, BatchSums, Criterion
+from .data import Splits
+from .train import Recipe, TrainResult, fine_tune
 
-SCORES_FILE = "scores.pt"
+SCORES_FILE, STATE_FILE, RESULT_FILE = "scores.pt", "state.pt", "result.pt"
+SHIPPED = ("model", "batches", "criterion", "data")
+"""Configuration entries sent to the workers through Ray's object store (put once, read by every worker)."""
 
 
 def shard(batches: Sequence[Batch], rank: int, world: int) -> list[Batch]:
@@ -75,19 +81,67 @@ def sharded_parameter_scores(
 def _score_on_worker(config: dict[str, Any]) -> None:
     """Ray Train loop: score this worker's shard; rank 0 saves the combined scores as the run's checkpoint."""
     import ray
-    import ray.train
-    import ray.train.torch
 
-    device = ray.train.torch.get_device()
+    device = _worker_device(config)
     model = ray.get(config["model"]).to(device)
     batches = [tuple(t.to(device) for t in batch) for batch in ray.get(config["batches"])]
     scores = sharded_parameter_scores(ray.get(config["criterion"]), model, batches, config["loss_fn"])
-    if ray.train.get_context().get_world_rank() == 0:
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({name: t.cpu() for name, t in scores.items()}, Path(folder) / SCORES_FILE)
-            ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
-    else:
+    _report_from_rank_zero({SCORES_FILE: {name: t.cpu() for name, t in scores.items()}})
+
+
+def _fine_tune_on_worker(config: dict[str, Any]) -> None:
+    """Ray Train loop: one replica of a data-parallel fine-tune; rank 0 saves the kept state and the metrics."""
+    import ray
+    import ray.train
+
+    device = _worker_device(config)
+    context = ray.train.get_context()
+    model = ray.get(config["model"])
+    result = fine_tune(model, ray.get(config["data"]), config["recipe"], device=device, num_workers=config["threads"],
+                       replica=(context.get_world_rank(), context.get_world_size()))
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    _report_from_rank_zero({STATE_FILE: state, RESULT_FILE: result.to_dict()})
+
+
+def _worker_device(config: dict[str, Any]) -> torch.device:
+    import ray.train.torch
+
+    torch.set_num_threads(max(1, int(config["threads"])))
+    return ray.train.torch.get_device()
+
+
+def _report_from_rank_zero(files: dict[str, Any]) -> None:
+    """Every worker reports (Ray Train's barrier); rank 0 attaches ``files`` (torch-saved) as the checkpoint."""
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() != 0:
         ray.train.report({}, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        for name, value in files.items():
+            torch.save(value, Path(folder) / name)
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _run_workers(loop: Any, config: dict[str, Any], workers: int, use_gpu: bool, cpus_per_worker: float,
+                 files: Sequence[str]) -> dict[str, Any]:
+    """Run ``loop`` on ``workers`` Ray Train workers; return rank 0's checkpoint ``files``, loaded."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    refs = {key: ray.put(value) for key, value in config.items() if key in SHIPPED}
+    with tempfile.TemporaryDirectory(prefix="oba-workers-") as storage:
+        trainer = TorchTrainer(
+            loop,
+            train_loop_config={**config, **refs, "threads": cpus_per_worker},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpus_per_worker}),
+            run_config=RunConfig(storage_path=storage, name=f"oba-{uuid.uuid4().hex[:12]}"),
+        )
+        result = trainer.fit()
+        with result.checkpoint.as_directory() as folder:
+            return {name: torch.load(Path(folder) / name) for name in files}
 
 
 def score_with_workers(
@@ -106,20 +160,26 @@ def score_with_workers(
     through the object store; each worker scores its shard on its device (its
     CPUs, or one GPU each with ``use_gpu``).
     """
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     check_shardable(criterion, len(batches), workers)
-    with tempfile.TemporaryDirectory(prefix="oba-score-") as storage:
-        trainer = TorchTrainer(
-            _score_on_worker,
-            train_loop_config={"model": ray.put(model), "batches": ray.put(list(batches)),
-                               "criterion": ray.put(criterion), "loss_fn": loss_fn},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cpus_per_worker}),
-            run_config=RunConfig(storage_path=storage, name=f"score-{uuid.uuid4().hex[:12]}"),
-        )
-        result = trainer.fit()
-        with result.checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / SCORES_FILE)
+    config = {"model": model, "batches": list(batches), "criterion": criterion, "loss_fn": loss_fn}
+    return _run_workers(_score_on_worker, config, workers, use_gpu, cpus_per_worker, [SCORES_FILE])[SCORES_FILE]
+
+
+def fine_tune_with_workers(
+    model: nn.Module,
+    data: Splits,
+    recipe: Recipe,
+    workers: int,
+    *,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1,
+) -> TrainResult:
+    """:func:`oba.train.fine_tune` as ``workers`` data-parallel replicas on Ray Train (DDP; gloo on CPUs).
+
+    ``model`` gets the kept state (loaded in place, on its own device). Needs a
+    running Ray; each worker uses ``cpus_per_worker`` CPUs as torch threads.
+    """
+    config = {"model": model, "data": data, "recipe": recipe}
+    files = _run_workers(_fine_tune_on_worker, config, workers, use_gpu, cpus_per_worker, [STATE_FILE, RESULT_FILE])
+    model.load_state_dict(files[STATE_FILE])
+    return TrainResult(**files[RESULT_FILE])

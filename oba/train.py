@@ -365,6 +365,7 @@ def train(
     recipe: Recipe,
     device: torch.device | str | None = None,
     num_workers: int | None = None,
+    replica: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` with ``recipe``; keep the best-validation state.
 
@@ -376,6 +377,13 @@ def train(
     skipped); otherwise the scaler is disabled and does nothing. On CUDA it
     trains :func:`reproducible`.
     ``num_workers`` is passed to :func:`oba.data.make_loader`.
+
+    ``replica=(rank, world)``: this process is one of ``world`` data-parallel
+    replicas (torch.distributed initialised). Each trains on its share of every
+    epoch with ``recipe.batch_size / world`` images per step, gradients averaged
+    across replicas (``DistributedDataParallel``), so a step sees the recipe's
+    batch size in all; every replica evaluates the whole validation and test
+    sets and keeps the same state.
     """
     device = torch.device(device) if device is not None else default_device()
     start = time.perf_counter()
@@ -383,11 +391,16 @@ def train(
     memory_format = preferred_memory_format(model, recipe.channels_last)
     settings: dict[str, Any] = {"precision": recipe.precision, "channels_last": recipe.channels_last}
     model.to(device)
+    world = replica[1] if replica is not None else 1
+    if recipe.batch_size % world:
+        raise ValueError(f"batch_size {recipe.batch_size} must be divisible by the {world} replicas")
     train_loader = make_loader(
-        data.train, recipe.batch_size, shuffle=True, seed=recipe.seed, num_workers=num_workers, device=device
+        data.train, recipe.batch_size // world, shuffle=True, seed=recipe.seed, num_workers=num_workers,
+        device=device, replica=replica,
     )
     val_loader = make_loader(data.val, EVAL_BATCH_SIZE, num_workers=num_workers, device=device)
     with reproducible(device), in_memory_format(model, memory_format):
+        stepped = nn.parallel.DistributedDataParallel(model) if replica is not None else model
         optimizer = _optimizer(model, recipe)
         steps_per_epoch = len(train_loader)
         scheduler = LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
@@ -399,8 +412,10 @@ def train(
         history: list[dict[str, float]] = []
         for epoch in range(1, recipe.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
+            if replica is not None:
+                train_loader.sampler.set_epoch(epoch)
             train_loss = _train_epoch(
-                model, train_loader, optimizer, scheduler, criterion, device, memory_format, recipe.precision, scaler
+                stepped, train_loader, optimizer, scheduler, criterion, device, memory_format, recipe.precision, scaler
             )
             val = evaluate(model, val_loader, device, **settings)
             history.append(
@@ -430,9 +445,10 @@ def fine_tune(
     recipe: Recipe,
     device: torch.device | str | None = None,
     num_workers: int | None = None,
+    replica: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Fine-tune a (pruned) model: :func:`train` with a usually shorter recipe, same model selection.
 
     With ``recipe.epochs == 0`` it only evaluates (validation and test) the model as given.
     """
-    return train(model, data, recipe, device=device, num_workers=num_workers)
+    return train(model, data, recipe, device=device, num_workers=num_workers, replica=replica)

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import oba.criteria as criteria
+import oba.data
 import oba.models
 from oba.criteria.base import BatchSums
 from oba.data_parallel import check_shardable, shard, sharded_parameter_scores
@@ -118,3 +119,38 @@ def test_two_ray_train_workers_give_the_one_process_scores() -> None:
             assert relative_error(scores, criterion.parameter_scores(model, batches, LOSS)) < 1e-6, name
     finally:
         ray.shutdown()
+
+
+def _digits_run(seed: int, workers: int) -> float:
+    """Test accuracy of a fresh resnet8 trained 2 epochs on the digits set, by one process or ``workers`` replicas."""
+    from oba.data_parallel import fine_tune_with_workers
+    from oba.train import Recipe, evaluate, fine_tune
+
+    data = oba.data.load("digits")
+    torch.manual_seed(seed)
+    model = oba.models.create("resnet8", num_classes=10, in_chans=1, image_size=8)
+    recipe = Recipe(epochs=2, batch_size=32, lr=0.05, seed=seed)
+    if workers == 1:
+        return fine_tune(model, data, recipe, device="cpu").test["top1"]
+    result = fine_tune_with_workers(model, data, recipe, workers)
+    assert evaluate(model, data.test)["top1"] == result.test["top1"], "the kept state did not come back"
+    return result.test["top1"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_two_worker_fine_tune_reaches_the_one_process_accuracy_within_seed_noise() -> None:
+    import statistics
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        replicas = [_digits_run(seed, workers=2) for seed in range(3)]
+    finally:
+        ray.shutdown()
+    alone = [_digits_run(seed, workers=1) for seed in range(3)]
+    noise = 3 * ((statistics.variance(alone) + statistics.variance(replicas)) / 3) ** 0.5
+    test_size = len(oba.data.load("digits").test)
+    assert min(replicas) > 0.9, replicas
+    assert abs(statistics.mean(replicas) - statistics.mean(alone)) <= noise + 1 / test_size, (alone, replicas)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
 from . import DatasetInfo, Splits
 
@@ -79,6 +79,7 @@ def make_loader(
     seed: int = 0,
     num_workers: int | None = None,
     device: torch.device | str | None = None,
+    replica: tuple[int, int] | None = None,
 ) -> DataLoader:
     """A DataLoader; shuffling order is fixed by ``seed``.
 
@@ -86,17 +87,23 @@ def make_loader(
     overhead, and the batches are the same). File-backed data gets
     ``num_workers`` worker processes (a suite passes its trial's CPUs), or with
     ``None`` one per CPU of the machine, at most 8. Workers persist across
-    epochs; pinned memory is used when ``device`` is CUDA.
+    epochs; pinned memory is used when ``device`` is CUDA. ``replica=(rank,
+    world)`` reads only that replica's share of each epoch (a
+    ``DistributedSampler`` shuffled by ``seed``; call its ``set_epoch`` every epoch).
     """
     if is_in_memory(dataset):
         num_workers = 0
     elif num_workers is None:
         num_workers = min(8, os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if replica is not None:
+        sampler = DistributedSampler(dataset, num_replicas=replica[1], rank=replica[0], shuffle=shuffle, seed=seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
         generator=generator,
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
