@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from results_fixtures import error_row, report_rows, row, write_store
 
 from oba.report import StaticExportError, load_results, write_report
 from oba.report.html import build_report, write_pngs
 from oba.report.palette import criterion_colours
-from results_fixtures import error_row, report_rows, row, write_store
 
 CHROMIUM = shutil.which("chromium")
 FIGURES_PER_SETTING = 6
@@ -141,23 +141,37 @@ def test_every_setting_gets_every_figure_with_labelled_axes(figures: dict[str, g
         assert all(axis.title.text for axis in figure.select_yaxes()), stem
     accuracy = figures["01-cnn-digits-structured-global-accuracy"]
     assert "(%)" in accuracy.layout.yaxis.title.text and "(×" in accuracy.layout.xaxis.title.text
+    # One x convention per family: every accuracy and latency figure has a speedup on a log x axis.
+    for kind in ("accuracy", "pruned-accuracy", "latency"):
+        for axis in figures[f"01-cnn-digits-structured-global-{kind}"].select_xaxes():
+            assert axis.type == "log" and "speedup" in axis.title.text, (kind, axis.title.text)
+    assert [a.title.text.split(" (")[0] for a in accuracy.select_xaxes()] == ["MACs speedup", "latency speedup"]
     scoring = figures["01-cnn-digits-structured-global-scoring-time"]
     assert scoring.layout.yaxis.type == "log" and scoring.layout.yaxis2.type == "log"
 
 
-def test_accuracy_points_are_seed_means_with_std_error_bars(figures: dict[str, go.Figure]) -> None:
+def test_accuracy_points_are_seed_means_with_std_bands(figures: dict[str, go.Figure]) -> None:
     accuracy = figures["01-cnn-digits-structured-global-accuracy"]
-    oba = next(trace for trace in accuracy.data if trace.name == "oba")
-    rows = [r for r in report_rows() if r["model"] == "cnn" and r["criterion"] == "oba" and r["ratio"] == 0.3]
-    values = pd.Series([r["final_acc"] * 100 for r in rows])
-    assert oba.y[0] == pytest.approx(values.mean())
-    assert oba.error_y.array[0] == pytest.approx(values.std(ddof=1))
-    assert oba.x[0] == pytest.approx(pd.Series([r["macs_speedup"] for r in rows]).mean())
+    oba = next(trace for trace in accuracy.data if trace.name == "oba" and trace.xaxis == "x")
+    band = next(trace for trace in accuracy.data if trace.name == "oba ±1 std" and trace.xaxis == "x")
+    rows = [r for r in report_rows() if r["model"] == "cnn" and r["criterion"] == "oba"]
+    for index, ratio in enumerate((0.3, 0.6)):
+        at = [r for r in rows if r["ratio"] == ratio]
+        values = pd.Series([r["final_acc"] * 100 for r in at])
+        assert oba.y[index] == pytest.approx(values.mean())
+        assert oba.x[index] == pytest.approx(pd.Series([r["macs_speedup"] for r in at]).mean())
+        # The band's upper edge runs forward through the ratios, its lower edge back.
+        assert band.y[index] == pytest.approx(values.mean() + values.std(ddof=1))
+        assert band.y[3 - index] == pytest.approx(values.mean() - values.std(ddof=1))
+    dense = pd.Series({r["seed"]: r["dense_acc"] for r in rows}).mean() * 100
+    assert any(shape.y0 == pytest.approx(dense) for shape in accuracy.layout.shapes), "the dense reference line"
+    assert any(trace.name == "Pareto front" for trace in accuracy.data)
 
 
 def test_fidelity_panel_shows_signed_and_absolute_spearman_and_precision_per_ratio(figures: dict[str, go.Figure]) -> None:
     figure = figures["01-cnn-digits-structured-global-fidelity"]
-    assert "Spearman ρ over all cells" in figure.layout.title.text and "P@k per target ratio" in figure.layout.title.text
+    subtitle = figure.layout.title.subtitle.text
+    assert "ρ: mean ± std over all cells" in subtitle and "P@k: mean ± std over seeds per target ratio" in subtitle
     ok = [r for r in report_rows() if r["model"] == "cnn" and r["criterion"] == "taylor" and r["status"] == "ok"]
     assert len(ok) == 3, "the fixture's failed taylor cell must not count"
     traces = {(t.xaxis, t.name): t for t in figure.data}
@@ -181,6 +195,8 @@ def test_each_criterion_has_one_colour_in_every_figure(store: str, figures: dict
             if trace.type == "scatter" and trace.name in colours:
                 assert trace.marker.color == colours[trace.name], (trace.name, trace.marker.color)
                 seen += 1
+            if trace.type == "scatter" and trace.fill == "toself":
+                assert trace.fillcolor == colours[trace.legendgroup], trace.name
             if trace.type == "heatmap":
                 for label in trace.y:
                     name = label.rsplit(" ", 1)[-1]
@@ -267,5 +283,5 @@ def test_cells_table_shows_each_cells_criterion_options(tmp_path: Path) -> None:
     store = write_store(tmp_path / "results", [row(criterion="kfac-obs", criterion_config=config)])
     page = write_report(store, tmp_path / "report.html").read_text(encoding="utf-8")
     shown = html.escape('fisher="true", obs_update=true, seed=1, signed=false')
-    assert f'<td class="text" data-value="{shown}">{shown}</td>' in page
+    assert f'<td class="text wrap" data-value="{shown}">{shown}</td>' in page
     assert "step_seeds" not in page
