@@ -40,7 +40,7 @@ table.across td:nth-child(2), table.across th:nth-child(2) { text-align: right; 
 .note { background: #fff6e5; border-left: 4px solid #e49444; padding: 4px 12px; font-size: 14px; margin: 6px 0; }
 .summary { font-size: 14px; }
 nav a { margin-right: 14px; }
-svg.cd-diagram { max-width: 100%; height: auto; }
+svg.cd-diagram { min-width: 560px; max-width: 100%; height: auto; }
 """
 
 
@@ -73,7 +73,7 @@ def render_html(shown: Contents, colours: dict[str, str], report: str | None = N
         links.insert(0, f'<a href="{html.escape(report)}">the report</a>')
     body = []
     for section in shown.sections:
-        diagram = cd_diagram_svg(section.across, colours) if section.across else ""
+        diagram = f'<div class="scroll">{cd_diagram_svg(section.across, colours)}</div>' if section.across else ""
         body.append(
             f'<h2 id="{section.metric}">{html.escape(section.heading)}</h2><h3>Across boards</h3>'
             f'<p class="summary">{html.escape(across_summary(section))}</p>{diagram}'

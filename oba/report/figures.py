@@ -28,7 +28,7 @@ from .tradeoff import SPEEDUPS, curve_points, pareto_front
 FIGURE_HEIGHT = 430
 LEGEND_ENTRY = 22
 """Pixels per legend entry (font 13, no gap between groups)."""
-_MARGIN = {"l": 70, "r": 20, "t": 120, "b": 60}
+_MARGIN = {"l": 70, "r": 20, "t": 140, "b": 60}
 _GRID = "#e5e5e5"
 
 
@@ -369,7 +369,7 @@ def layer_allocation(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figu
     figure.update_yaxes(title_text="criterion")
     height = 140 + per_facet * len(ratios) + 14 * max(len(label[layer]) for layer in layers) // 2
     _layout(figure, "Where each criterion removed capacity: % of each layer's units removed", subtitle,
-            "mean over seeds; layers in the model's order", height)
+            "mean over seeds; layers in the order the rows record them (the model's module order)", height)
     figure.update_layout(margin={"l": 140, "b": 40 + 5 * max(len(label[layer]) for layer in layers)})
     return figure
 

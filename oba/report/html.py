@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from .aggregate import cells_anchor, panel_title, panels
+from .aggregate import PANEL_KEYS, cells_anchor, panel_title, panels
 from .figures import Style, panel_figures
 from .load import load_results
 from .palette import criterion_colours, criterion_symbols
@@ -55,14 +55,14 @@ dl.provenance dd { margin: 0; font-family: ui-monospace, monospace; word-break: 
 nav { font-size: 14px; margin-top: 10px; }
 nav a { margin-right: 14px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(620px, 100%), 1fr)); gap: 14px; }
-.figure { background: #fff; border: 1px solid #dde1e6; border-radius: 4px; padding: 4px; min-width: 0; }
+.figure { background: #fff; border: 1px solid #dde1e6; border-radius: 4px; padding: 4px; min-width: 0; overflow: hidden; }
 .figure.wide { grid-column: 1 / -1; }
 .figure > div { height: auto !important; }
 .empty { color: #777; font-style: italic; }
 table { border-collapse: collapse; font-size: 12px; background: #fff; }
 th, td { border: 1px solid #dde1e6; padding: 3px 6px; text-align: right; white-space: nowrap; }
 th { background: #eef1f5; cursor: pointer; user-select: none; position: sticky; top: 0; white-space: normal; vertical-align: bottom; }
-td.wrap { white-space: normal; min-width: 9em; }
+td.wrap { white-space: normal; min-width: 8em; max-width: 13em; }
 tr:target td, tbody:target td { background: #fff3c4; }
 td.text, th.text { text-align: left; }
 td.message { text-align: left; white-space: pre-wrap; font-family: ui-monospace, monospace; max-width: 900px; }
@@ -138,7 +138,8 @@ pruned, log axes); higher and further right is better. The dashed line is the de
 dotted line are the Pareto front (no other point is both faster and more accurate).</li>
 <li><b>Latency vs MACs</b>: points below the dashed y = x line got less wall-clock speedup than their MACs promise.</li>
 <li><b>Where capacity was removed</b>: the share of each layer's channels, neurons or heads removed, per criterion,
-layers in the order the model defines them. In small models this allocation can decide the outcome more than the
+layers in the order the rows record them: the order in which the model registers its modules (rows written before
+that order was recorded list them in the pruning graph's order). In small models this allocation can decide the outcome more than the
 ranking within a layer.</li>
 <li><b>Fidelity</b> compares each sampled unit's score on the dense model with the loss change ΔL measured by removing it
 alone: the Spearman correlation with the signed ΔL (what pruning should follow: a unit whose removal lowers the loss
@@ -168,10 +169,7 @@ def _cell(value: object, spec: str = "", scale: float = 1.0, text: bool = False)
 
 
 _CELL_COLUMNS = [
-    ("model", "model", "", 1.0, True),
-    ("dataset", "dataset", "", 1.0, True),
-    ("structure", "structure", "", 1.0, True),
-    ("allocation", "allocation", "", 1.0, True),
+    ("setting", "setting", "", 1.0, True),
     ("criterion", "criterion", "", 1.0, True),
     ("criterion options", "criterion_options", "", 1.0, True),
     ("ratio (%)", "ratio", ".0f", 100.0, False),
@@ -179,7 +177,7 @@ _CELL_COLUMNS = [
     ("status", "status", "", 1.0, True),
     ("dense acc (%)", "dense_acc", ".2f", 100.0, False),
     ("pruned acc, raw (%)", "pruned_acc_raw", ".2f", 100.0, False),
-    ("pruned acc, BN-recalibrated (%)", "pruned_acc", ".2f", 100.0, False),
+    ("pruned acc, BN-recal. (%)", "pruned_acc", ".2f", 100.0, False),
     ("final acc (%)", "final_acc", ".2f", 100.0, False),
     ("MACs speedup (×)", "macs_speedup", ".2f", 1.0, False),
     ("latency speedup (×)", "latency_speedup", ".2f", 1.0, False),
@@ -222,7 +220,7 @@ def _anchored_rows(ordered: pd.DataFrame, columns: list[tuple[str, str, str, flo
             ids.append(cells_anchor(key, row["criterion"]))
             seen.add((key, row["criterion"]))
         cells = "".join(
-            _cell(row[column], spec, scale, text) if column != "criterion_options" else _wrapped(row[column])
+            _RENDERERS[column](row[column]) if column in _RENDERERS else _cell(row[column], spec, scale, text)
             for _, column, spec, scale, text in columns
         )
         anchors = "".join(f'<span id="{i}"></span>' for i in ids[1:])
@@ -236,9 +234,18 @@ def _wrapped(value: str) -> str:
     return f'<td class="text wrap" data-value="{html.escape(value)}">{html.escape(value)}</td>'
 
 
+def _short_id(value: str) -> str:
+    """The first 8 characters of a cell id; the whole id in the tooltip and the sort key."""
+    shown = html.escape(str(value))
+    return f'<td class="text" data-value="{shown}" title="{shown}">{shown[:8]}</td>'
+
+
+_RENDERERS = {"setting": _wrapped, "criterion_options": _wrapped, "cell_id": _short_id}
+"""Cells-table columns drawn by their own function (wrapping text, shortened ids)."""
+
+
 _SETTING_COLUMNS = [
-    *(next(c for c in _CELL_COLUMNS if c[1] == name) for name in ("model", "dataset", "structure", "allocation",
-                                                                    "ratio", "criterion")),
+    *(next(c for c in _CELL_COLUMNS if c[1] == name) for name in ("setting", "ratio", "criterion")),
     ("seeds ok", "seeds", ".0f", 1.0, False),
     ("failed", "failed", ".0f", 1.0, False),
 ]
@@ -248,6 +255,7 @@ _SUMMARISED = [column for column in _CELL_COLUMNS if not column[4] and column[1]
 def _cells_table(results: pd.DataFrame, raw_rows: str) -> str:
     """Every cell, sortable; above :data:`CELL_TABLE_LIMIT` cells, seed means per (board, criterion) instead."""
     keys = ["model", "dataset", "structure", "allocation", "ratio", "criterion"]
+    results = results.assign(setting=[panel_title(key) for key in results[list(PANEL_KEYS)].itertuples(index=False)])
     if len(results) <= CELL_TABLE_LIMIT:
         results = results.assign(criterion_options=results["criterion_config"].map(criterion_options))
         ordered = results.sort_values(keys + ["seed"])
@@ -257,7 +265,9 @@ def _cells_table(results: pd.DataFrame, raw_rows: str) -> str:
         ok = results["status"] == "ok"
         metrics = [column for _, column, _, _, _ in _SUMMARISED]
         means = results[ok].groupby(keys, sort=True)[metrics].mean()
-        counts = results.assign(ok=ok).groupby(keys, sort=True)["ok"].agg(seeds="sum", failed=lambda s: (~s).sum())
+        counts = results.assign(ok=ok).groupby([*keys, "setting"], sort=True)["ok"].agg(
+            seeds="sum", failed=lambda s: (~s).sum()
+        ).reset_index("setting")
         ordered = counts.join(means).reset_index()
         columns = _SETTING_COLUMNS + _SUMMARISED
         intro = (f"{len(results)} cells are too many to embed: one row per setting and criterion, means over its ok "
@@ -290,7 +300,7 @@ def _errors_table(results: pd.DataFrame) -> str:
             + "".join(f'<td class="text">{v}</td>' for v in values)
             + f'<td class="message">{html.escape(message)}</td></tr>'
         )
-    return f'<table id="errors"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="scroll"><table id="errors"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _provenance_block(results: pd.DataFrame) -> str:
@@ -373,8 +383,17 @@ def build_report(
     return page, figures
 
 
-def write_pngs(figures: list[tuple[str, go.Figure]], png_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write each figure as ``<png_dir>/<stem>.png``; raise :class:`StaticExportError` naming what to install."""
+STATIC_WIDTH = 1200
+"""Pixel width of static images; each figure keeps its own height (which fits its legend)."""
+
+
+def write_pngs(
+    figures: list[tuple[str, go.Figure]], png_dir: str | os.PathLike[str], image_format: str = "png"
+) -> list[Path]:
+    """Write each figure as ``<png_dir>/<stem>.<image_format>`` (png, svg or pdf), :data:`STATIC_WIDTH` wide.
+
+    Raises :class:`StaticExportError` naming what to install when kaleido or a browser is missing.
+    """
     try:
         import kaleido  # noqa: F401  (imported only to fail early with a clear message)
     except ImportError as exc:
@@ -384,15 +403,15 @@ def write_pngs(figures: list[tuple[str, go.Figure]], png_dir: str | os.PathLike[
         ) from exc
     directory = Path(png_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.png" for stem, _ in figures]
+    paths = [directory / f"{stem}.{image_format}" for stem, _ in figures]
     if not figures:
         return paths
     try:
         pio.write_images(
             [figure for _, figure in figures],
             paths,
-            format="png",
-            width=1200,
+            format=image_format,
+            width=STATIC_WIDTH,
             height=[figure.layout.height for _, figure in figures],
         )
     except RuntimeError as exc:

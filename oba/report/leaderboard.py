@@ -222,7 +222,8 @@ def tradeoff_tables(results: pd.DataFrame) -> list[tuple[str, list[str], list[li
             if f"auc_{speedup}" not in summary:
                 continue
             low, high = summary[f"range_{speedup}"].iloc[0]
-            headers += [f"AUC vs {label} (%), {low:.3g}–{high:.3g}×", f"on front ({label})"]
+            span = f"{low:.3g}–{high:.3g}×" if low < high else "no common range"
+            headers += [f"AUC vs {label} (%), {span}", f"on front ({label})"]
             columns.append(speedup)
         ordered = summary.sort_values([f"auc_{columns[0]}", "criterion"], ascending=[False, True], na_position="last")
         table = [
