@@ -26,7 +26,7 @@ BAND_ARGS=()
 if [ -f "$BAND" ]; then
     BAND_ARGS=(--band "$BAND")
 fi
-"$OBA" leaderboard "$RESULTS" -o reports/leaderboard/ --report "reports/$NAME.html" "${BAND_ARGS[@]}"
+"$OBA" leaderboard "$RESULTS" -o reports/leaderboard/ --report "reports/$NAME.html" ${BAND_ARGS[@]+"${BAND_ARGS[@]}"}
 echo
 echo "Open the report:      $ROOT/reports/$NAME.html"
 echo "Leaderboard (HTML):   $ROOT/reports/leaderboard/index.html"

@@ -43,10 +43,12 @@ Tie method (deterministic, no resampling):
   distinguishable. Every member of a group gets the competition rank
   1 + (number of criteria in earlier groups); a group of two or more is shown as ``=r``.
 * Criteria with no ``ok`` seed on a board are listed without a rank.
-* Overall table: per criterion, the mean of its competition ranks over the
+* :func:`overall`: per criterion, the mean of its competition ranks over the
   boards where it was ranked, with the number of such boards and of the boards
-  it led *alone* (a tie for first is not a win). Ranks across boards, with a
-  Friedman test and Nemenyi's critical difference, are in :mod:`.across`.
+  it led *alone* (a tie for first is not a win). The leaderboard shows these
+  counts beside the ranks across boards of :mod:`.across` (mean rank of the
+  exact means, Friedman test, Nemenyi's critical difference), and the mean
+  competition rank only for criteria that :mod:`.across` leaves out.
 * Each criterion's mean also carries a 95 % percentile bootstrap interval over
   its seeds (:func:`bootstrap_interval`); with 2–3 seeds it has only a handful of
   distinct resamples and is shown for reference, not used for ties.
