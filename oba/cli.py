@@ -3,8 +3,8 @@
     oba --version
     oba list models|datasets|criteria
     oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
-    oba report RESULTS -o reports/NAME.html [--png DIR]
-    oba leaderboard RESULTS -o reports/leaderboard/ [--band FILE]
+    oba report RESULTS -o reports/NAME.html [--png DIR] [--plotly-js inline|shared] [--leaderboard DIR]
+    oba leaderboard RESULTS -o reports/leaderboard/ [--band FILE] [--report FILE]
     oba check RESULTS --baseline FILE_OR_DIR [--band FILE] [--tolerance POINTS] [--suite SUITE]
     oba band REFERENCE [--machine NAME=RESULTS ...] [--z Z] [--floor POINTS] [-o FILE]
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
@@ -105,7 +106,8 @@ def _readable_results(command_name: str, location: str) -> pd.DataFrame:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(_readable_results("report", args.results), args.output, png_dir=args.png)
+    path = write_report(_readable_results("report", args.results), args.output, png_dir=args.png,
+                        plotly_js=args.plotly_js, leaderboard=args.leaderboard)
     print(f"report: {path}")
     return 0
 
@@ -115,7 +117,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from .report import write_leaderboard
 
     band = _band_for(args.results, args.band)
-    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output, band=band)
+    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output, band=band, report=args.report)
     for kind, path in paths.items():
         print(f"leaderboard ({kind}): {path}")
     return 0
@@ -207,11 +209,18 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results", help="results folder, Parquet file or URI")
     rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")
     rep.add_argument("--png", help="also write static PNG figures here (needs kaleido and Chromium)")
-    board = sub.add_parser("leaderboard", help="write index.html and leaderboard.md ranking criteria per setting")
+    rep.add_argument("--plotly-js", choices=["inline", "shared"], default="inline",
+                     help="inline (default): one self-contained file; shared: load plotly.min.js, written once beside "
+                          "the report, so that pages in one folder share one copy")
+    rep.add_argument("--leaderboard", help="the leaderboard folder of the same results: the report links to it and to "
+                                           "its raw rows (cells.csv, cells.parquet)")
+    board = sub.add_parser("leaderboard", help="write index.html, leaderboard.md and board.json ranking criteria per "
+                                               "setting and across settings, and the raw rows (cells.csv, cells.parquet)")
     board.add_argument("results", help="results folder, Parquet file or URI")
     board.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/leaderboard/")
     board.add_argument("--band", help="noise band of the suite's reference (its band.json; default: band.json inside "
                                       "RESULTS, when present): ties then also absorb the measured machine noise")
+    board.add_argument("--report", help="the HTML report of the same results: each board links to its cells there")
     chk = sub.add_parser("check", help="fail (exit 1) when a setting's seed mean dropped beyond its noise band; "
                                           "exit 2 on missing cells")
     chk.add_argument("results", help="results folder, Parquet file or URI")

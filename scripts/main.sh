@@ -19,16 +19,17 @@ if unshare -n true 2>/dev/null; then
 else
     "$OBA" run "$SUITE" --results "$RESULTS" || status=$?
 fi
-"$OBA" report "$RESULTS" -o "reports/$NAME.html"
+"$OBA" report "$RESULTS" -o "reports/$NAME.html" --leaderboard reports/leaderboard/
 # Ties on the boards absorb the machine noise measured for this suite's reference, when there is one.
 BAND="results/reference/$NAME/band.json"
+BAND_ARGS=()
 if [ -f "$BAND" ]; then
-    "$OBA" leaderboard "$RESULTS" -o reports/leaderboard/ --band "$BAND"
-else
-    "$OBA" leaderboard "$RESULTS" -o reports/leaderboard/
+    BAND_ARGS=(--band "$BAND")
 fi
+"$OBA" leaderboard "$RESULTS" -o reports/leaderboard/ --report "reports/$NAME.html" ${BAND_ARGS[@]+"${BAND_ARGS[@]}"}
 echo
 echo "Open the report:      $ROOT/reports/$NAME.html"
 echo "Leaderboard (HTML):   $ROOT/reports/leaderboard/index.html"
 echo "Leaderboard (text):   $ROOT/reports/leaderboard/leaderboard.md"
+echo "Raw rows:             $ROOT/reports/leaderboard/cells.csv (and cells.parquet, board.json)"
 exit "$status"

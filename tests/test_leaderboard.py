@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from results_fixtures import error_row, row, write_store
 
 from oba.report import load_results, write_leaderboard
 from oba.report.band import Band, MetricBand, SettingBand, setting_key
-from oba.report.leaderboard import METHOD, boards, compare, overall, render_markdown
-from results_fixtures import error_row, row, write_store
+from oba.report.leaderboard import METHOD, render_markdown
+from oba.report.ranking import boards, compare, overall
 
 
 def _rows(accuracies: dict[str, list[float]], ratio: float = 0.5) -> list[dict]:
@@ -96,7 +97,8 @@ def test_overall_mean_rank_across_boards() -> None:
     assert table["mean_rank"].tolist()[:4] == [1.5, 2.0, 2.0, 3.0]
     assert math.isnan(table["mean_rank"].iloc[4])
     assert table["boards"].tolist() == [2, 2, 2, 1, 0]
-    assert table["first_places"].tolist() == [1, 1, 1, 0, 0]
+    # A and B share first place on board 1 (a tie is no win); C leads board 2 alone.
+    assert table["sole_first_places"].tolist() == [0, 0, 1, 0, 0]
     assert table["failed_cells"].tolist() == [0, 0, 0, 0, 1]
 
 
@@ -104,14 +106,22 @@ def test_pages_are_written_from_a_parquet_store(tmp_path: Path) -> None:
     rows = _rows(BOARD_ONE, ratio=0.5) + _rows(BOARD_TWO, ratio=0.7) + [error_row(criterion="E", ratio=0.7, seed=0)]
     store = write_store(tmp_path / "results", rows)
     written = write_leaderboard(store, tmp_path / "board")
-    assert set(written) == {"html", "markdown"}
+    assert set(written) == {"html", "markdown", "json", "csv", "parquet"}
     markdown = written["markdown"].read_text(encoding="utf-8")
     page = written["html"].read_text(encoding="utf-8")
     assert "## cnn · digits · structured · global allocation · ratio 50%" in markdown
-    assert "| =1 | A | 91.00 ± 1.00 | 3 | 0 | leader |" in markdown
-    assert "| =1 | B | 90.83 ± 0.93 | 3 | 0 | -0.17 [-0.79, +0.46] |" in markdown
-    assert "| – | E | – | 0 | 1 | – |" in markdown
-    assert "| A | 1.50 | 2 | 1 | 0 |" in markdown
+    # Percentile bootstrap over 3 seeds: each extreme mean has probability 1/27 > 2.5 %, so the interval is [min, max].
+    # vs dense: 91.00 − 95.00 = −4.00.
+    assert "| =1 | A | 91.00 ± 1.00 | [90.00, 92.00] | leader | -4.00 | 3 (0) |" in markdown
+    assert "| =1 | B | 90.83 ± 0.93 | [89.80, 91.60] | -0.17 [-0.79, +0.46] | -4.17 | 3 (0) |" in markdown
+    assert "| – | E | – | – | – | – | 0 (1) |" in markdown
+    # Across boards: A, B and C are ranked on both boards (D on one, E on none). Exact means rank A 1, B 2, C 3 on
+    # board 1 and C 1, A 2, B 3 on board 2: mean ranks A 1.5, C 2.0, B 2.5. Nemenyi CD for k = 3, N = 2:
+    # q = 3.3145/√2 = 2.3437 (Demšar's table: 2.343) · √(3·4/(6·2)) = 2.3437; intervals ± 1.1718.
+    assert "| A | 1.50 | [0.33, 2.67] | 2 | 0 | 0 |" in markdown
+    assert "| C | 2.00 | [0.83, 3.17] | 2 | 1 | 0 |" in markdown
+    assert "| D | 3.00 | – | 1 | 0 | 0 |" in markdown
+    assert "Nemenyi critical difference CD = 2.34 ranks. Left out (not ranked on every board): D." in markdown
     assert "paired Student-t interval" in markdown and "paired Student-t interval" in page
     assert "0123456789abcdef0123456789abcdef01234567" in markdown and "torch 2.14.1" in page
     # Two boards after fine-tuning and the same two before it (recalibrated pruned accuracy).
@@ -122,7 +132,7 @@ def test_pages_are_written_from_a_parquet_store(tmp_path: Path) -> None:
 
 
 def test_identical_small_per_seed_differences_are_ties_not_orders() -> None:
-    from oba.report.leaderboard import compare
+    from oba.report.ranking import compare
 
     a = pd.Series([0.9000, 0.8000], index=[0, 1])
     one_image = compare(a, a - 1 / 750)
@@ -187,7 +197,7 @@ def test_boards_show_mean_signed_and_absolute_fidelity_and_precision_at_k() -> N
     assert a.fidelity_k == (2, 3)
     assert math.isnan(b.fidelity_abs) and b.fidelity == pytest.approx(-0.2)
     markdown = render_markdown(table)
-    assert "| fidelity ρ (signed ΔL) | fidelity ρ (\\|ΔL\\|) | P@k (k) |" in markdown
+    assert "| ρ signed ΔL | ρ \\|ΔL\\| | P@k (k) |" in markdown
     assert "| 0.300 | 0.600 | 0.750 (k=2–3) |" in markdown
     assert "| -0.200 | – | 0.250 (k=4) |" in markdown
     assert "P@k" in METHOD and "signed loss change" in METHOD

@@ -61,6 +61,9 @@ def test_structured_pruning_reaches_target_and_runs(kind: str, allocation: str) 
     for width in record.layer_widths.values():
         assert 1 <= width["remaining"] <= width["dense"]
         assert width["dense"] - width["remaining"] <= int(0.9 * width["dense"])
+    # Layers are listed in the order the model registers its modules (the forward order of these models).
+    modules = [name for name, _ in model.named_modules()]
+    assert list(record.layer_widths) == sorted(record.layer_widths, key=modules.index)
 
 
 def test_resnet_residual_coupling_keeps_shapes_consistent() -> None:

@@ -23,18 +23,25 @@ union of the chosen units' elements; its time counts as scoring time.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
+from ..measure import count_macs, timed, warm_up
 from ..recalibration import recalibrate_batchnorm
-from .allocation import NORMALISERS, GroupState, allocate_global, allocate_uniform, normalise_groups
+from .allocation import (
+    NORMALISERS,
+    GroupState,
+    allocate_global,
+    allocate_uniform,
+    normalise_groups,
+)
 from .compensation import compensate
 from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
-from ..measure import count_macs, timed, warm_up
 
 ALLOCATIONS = ("global", "uniform")
 
@@ -80,7 +87,8 @@ def prune_structured(
     rounds, compensation included), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
     round, on the dense model: one score per unit of ``find_groups(dense)``, in
     that order), ``first_step_units_removed`` (units the first round removed)
-    and ``layer_widths`` (group name → kind, dense and remaining units). The
+    and ``layer_widths`` (group name → kind, dense and remaining units, in the order in which the model
+    registers its modules: the forward order of models defined in execution order). The
     dependency graph is traced again only after units were removed.
     """
     if allocation not in ALLOCATIONS:
@@ -153,6 +161,8 @@ def prune_structured(
             sync_attention_heads(model)
             dg, groups = find_groups(model, example_inputs, ignored_layers)
     remaining = {g.name: len(g) for g in groups}
+    position = {name: index for index, (name, _) in enumerate(model.named_modules())}
+    in_model_order = sorted(dense_units, key=lambda name: position.get(name, len(position)))
     return {
         "macs_dense": macs_dense,
         "macs_pruned": count_macs(model, example_inputs),
@@ -161,7 +171,7 @@ def prune_structured(
         "dense_unit_scores": dense_unit_scores,
         "first_step_units_removed": first_step_units_removed,
         "layer_widths": {
-            name: {"kind": kinds[name], "dense": dense, "remaining": remaining.get(name, dense)}
-            for name, dense in dense_units.items()
+            name: {"kind": kinds[name], "dense": dense_units[name], "remaining": remaining.get(name, dense_units[name])}
+            for name in in_model_order
         },
     }

@@ -7,6 +7,7 @@ because global and uniform allocation are different experiments (DESIGN 2.3).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pandas as pd
@@ -87,3 +88,10 @@ def removed_fractions(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(
         records, columns=["criterion", "ratio", "seed", "layer", "kind", "dense", "remaining", "removed"]
     )
+
+
+def cells_anchor(board_key: tuple, criterion: str | None = None) -> str:
+    """The report's element id of a board's cells, ``(model, dataset, structure, allocation, ratio)``, or of one criterion's."""
+    model, dataset, structure, allocation, ratio = board_key
+    parts = [model, dataset, structure, allocation, f"{float(ratio) * 100:g}"] + ([criterion] if criterion else [])
+    return "cells-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(str(p) for p in parts if p != "")).strip("-")

@@ -3,10 +3,16 @@
 Each builder takes the panel's rows (all statuses; only ``ok`` rows are plotted)
 and a :class:`Style` holding the report-wide colour and marker of every
 criterion, and returns a figure, or ``None`` when the panel has no data for it.
-Points per (criterion, ratio) are means over seeds; scoring cost and fidelity's
-Spearman correlations are means over all of a criterion's cells in the panel,
-fidelity's P@k a mean over seeds per ratio. Error bars are one
-sample standard deviation (zero for a single value). Accuracies are in percent.
+Every figure says its aggregation in its title. Points per (criterion, ratio)
+are means over seeds (:mod:`.tradeoff`); scoring cost and fidelity's Spearman
+correlations are means over all of a criterion's cells in the panel, fidelity's
+P@k a mean over seeds per ratio. Bars and bands are one sample standard
+deviation over seeds (zero for a single value). Accuracies are in percent.
+
+Axis conventions: every accuracy and latency figure has a speedup on x (MACs or
+measured latency, log scale); only P@k, which depends on the ratio through k,
+has the target ratio on x. Legends list every criterion: the figure grows to
+hold them (:func:`legend_height`), so none is scrolled or clipped, in HTML or PNG.
 """
 from __future__ import annotations
 
@@ -17,8 +23,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .aggregate import ok_rows, removed_fractions, seed_summary
+from .tradeoff import SPEEDUPS, curve_points, pareto_front
 
 FIGURE_HEIGHT = 430
+LEGEND_ENTRY = 22
+"""Pixels per legend entry (font 13, no gap between groups)."""
+_MARGIN = {"l": 70, "r": 20, "t": 140, "b": 60}
 _GRID = "#e5e5e5"
 
 
@@ -30,22 +40,36 @@ class Style:
     symbols: dict[str, str]
 
     def swatch(self, criterion: str) -> str:
-        """Criterion name prefixed with a square in its colour (Plotly rich text)."""
+        """Criterion name prefixed with its marker colour (Plotly rich text)."""
         return f"<span style='color:{self.colours[criterion]}'>■</span> {criterion}"
 
 
-def _layout(figure: go.Figure, title: str, subtitle: str, height: int = FIGURE_HEIGHT) -> go.Figure:
+def legend_height(entries: int, tick_space: int = 0) -> int:
+    """The figure height whose plot area holds ``entries`` legend entries and a title without scrolling.
+
+    Plotly limits a legend beside the plot to the plot area's height; ``tick_space`` is what long
+    (rotated) tick labels take from it.
+    """
+    return _MARGIN["t"] + _MARGIN["b"] + tick_space + LEGEND_ENTRY * (entries + 1) + 20
+
+
+def _layout(
+    figure: go.Figure, title: str, subtitle: str, aggregation: str, height: int = FIGURE_HEIGHT, tick_space: int = 0
+) -> go.Figure:
+    """Common look; the subtitle names the panel and the aggregation; the height fits the legend."""
+    entries = sum(1 for trace in figure.data if trace.showlegend is not False)
     figure.update_layout(
-        title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left"},
+        title={"text": title, "subtitle": {"text": f"{subtitle}<br>{aggregation}"}, "x": 0.01, "xanchor": "left"},
         template="plotly_white",
-        height=height,
-        margin={"l": 70, "r": 20, "t": 80, "b": 60},
-        legend={"title": {"text": "criterion"}, "groupclick": "togglegroup"},
+        height=max(height, legend_height(entries, tick_space)),
+        margin=_MARGIN,
+        legend={"title": {"text": "criterion"}, "groupclick": "togglegroup", "tracegroupgap": 0},
         font={"size": 13},
         hoverlabel={"namelength": -1},
     )
     figure.update_xaxes(showline=True, linecolor="#888", gridcolor=_GRID, zeroline=False)
     figure.update_yaxes(showline=True, linecolor="#888", gridcolor=_GRID, zeroline=False)
+    figure.update_annotations(yshift=8)
     return figure
 
 
@@ -54,82 +78,125 @@ def _ratio_label(structure: str) -> str:
     return f"target ratio: {what} removed (%)"
 
 
-def _merge(x: pd.DataFrame, y: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return x.merge(y, on=keys, suffixes=("_x", "_y")).sort_values(keys)
+def _std(values: pd.Series) -> pd.Series:
+    return values.fillna(0)
 
 
-def _line(style: Style, criterion: str, data: pd.DataFrame, x: str, y: str, hover: str, **kwargs: object) -> go.Scatter:
-    return go.Scatter(
-        x=data[x],
-        y=data[y],
-        mode="lines+markers",
-        name=criterion,
-        legendgroup=criterion,
-        line={"color": style.colours[criterion], "width": 2},
-        marker={"color": style.colours[criterion], "symbol": style.symbols[criterion], "size": 9},
-        hovertemplate=hover + "<extra>" + criterion + "</extra>",
-        **kwargs,
+def _add_lines(
+    figure: go.Figure, style: Style, points: pd.DataFrame, hover: str, cell: dict, legend: bool = True, bars: bool = True
+) -> None:
+    """One line per criterion through ``points`` (columns x, y, y_std, optional x_std, ratio, n) in their order.
+
+    With ``bars``, ±1 std error bars (x too where ``x_std`` is given).
+    """
+    for criterion, line in points.groupby("criterion", sort=True):
+        colour = style.colours[criterion]
+        error_x = {"type": "data", "array": _std(line["x_std"]), "thickness": 1} if bars and "x_std" in line else None
+        error_y = {"type": "data", "array": _std(line["y_std"]), "thickness": 1.5} if bars else None
+        figure.add_trace(
+            go.Scatter(
+                x=line["x"],
+                y=line["y"],
+                mode="lines+markers",
+                name=criterion,
+                legendgroup=criterion,
+                showlegend=legend,
+                line={"color": colour, "width": 2},
+                marker={"color": colour, "symbol": style.symbols[criterion], "size": 9},
+                error_x=error_x,
+                error_y=error_y,
+                customdata=list(zip(line["ratio"] * 100, _std(line["y_std"]), line["n"])),
+                hovertemplate=hover + "<extra>" + criterion + "</extra>",
+            ),
+            **cell,
+        )
+
+
+def _add_bands(figure: go.Figure, style: Style, points: pd.DataFrame, cell: dict) -> None:
+    """Each criterion's seed band, mean ± one std along its curve, shaded in its colour."""
+    for criterion, line in points.groupby("criterion", sort=True):
+        if len(line) < 2:
+            continue
+        upper, lower = line["y"] + _std(line["y_std"]), line["y"] - _std(line["y_std"])
+        figure.add_trace(
+            go.Scatter(
+                x=list(line["x"]) + list(line["x"])[::-1],
+                y=list(upper) + list(lower)[::-1],
+                fill="toself",
+                fillcolor=style.colours[criterion],
+                opacity=0.1,
+                line={"width": 0},
+                mode="lines",
+                name=f"{criterion} ±1 std",
+                legendgroup=criterion,
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            **cell,
+        )
+
+
+def _add_front(figure: go.Figure, points: pd.DataFrame, cell: dict, legend: bool) -> None:
+    """Ring the Pareto-front points and join them in a dotted line."""
+    front = points[pareto_front(points)].sort_values("x")
+    figure.add_trace(
+        go.Scatter(
+            x=front["x"],
+            y=front["y"],
+            mode="lines+markers",
+            name="Pareto front",
+            legendgroup="Pareto front",
+            showlegend=legend,
+            line={"color": "#444", "width": 1, "dash": "dot"},
+            marker={"symbol": "circle-open", "size": 17, "color": "#444", "line": {"width": 1.5}},
+            hoverinfo="skip",
+        ),
+        **cell,
     )
 
 
-def accuracy_vs_speedup(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
-    """Final (fine-tuned) accuracy against MACs speedup, one line per criterion over ratios."""
-    keys = ["criterion", "ratio"]
-    data = _merge(seed_summary(rows, keys, "macs_speedup"), seed_summary(rows, keys, "final_acc", 100.0), keys)
-    if data.empty:
-        return None
-    figure = go.Figure()
-    for criterion, line in data.groupby("criterion", sort=True):
-        figure.add_trace(
-            _line(
-                style,
-                criterion,
-                line,
-                "mean_x",
-                "mean_y",
-                "ratio %{customdata[0]:.0f}%<br>MACs speedup %{x:.2f}×<br>"
-                "final accuracy %{y:.2f}% ± %{customdata[1]:.2f}<br>seeds %{customdata[2]}",
-                error_x={"type": "data", "array": line["std_x"].fillna(0), "thickness": 1},
-                error_y={"type": "data", "array": line["std_y"].fillna(0), "thickness": 1.5},
-                customdata=list(zip(line["ratio"] * 100, line["std_y"].fillna(0), line["n_y"])),
-            )
-        )
+def _dense_reference(figure: go.Figure, rows: pd.DataFrame, cell: dict) -> None:
     dense = ok_rows(rows).drop_duplicates("seed")["dense_acc"].dropna()
-    if not dense.empty:
-        figure.add_hline(
-            y=dense.mean() * 100,
-            line={"dash": "dash", "color": "#555", "width": 1},
-            annotation={"text": f"dense {dense.mean() * 100:.2f}%", "font": {"color": "#555"}},
-            annotation_position="top right",
-        )
-    figure.update_xaxes(title_text="MACs speedup (×, dense MACs ÷ pruned MACs)")
-    figure.update_yaxes(title_text="top-1 accuracy after fine-tuning (%)")
-    return _layout(figure, "Accuracy after fine-tuning vs MACs speedup", subtitle)
+    if dense.empty:
+        return
+    figure.add_hline(
+        y=dense.mean() * 100,
+        line={"dash": "dash", "color": "#555", "width": 1},
+        annotation={"text": f"dense {dense.mean() * 100:.2f}% (1×)", "font": {"color": "#555"}},
+        annotation_position="top left",
+        **cell,
+    )
 
 
-def pruned_accuracy_vs_ratio(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) -> go.Figure | None:
-    """Accuracy right after pruning, batch-norm recalibrated (before fine-tuning), against the target ratio."""
-    data = seed_summary(rows, ["criterion", "ratio"], "pruned_acc", 100.0)
-    if data.empty:
+TRADEOFF_HOVER = (
+    "ratio %{customdata[0]:.0f}%<br>{speedup} %{x:.3f}×<br>{accuracy} %{y:.2f}% ± %{customdata[1]:.2f}"
+    "<br>seeds %{customdata[2]}"
+)
+
+
+def tradeoff(
+    rows: pd.DataFrame, style: Style, subtitle: str, accuracy: str, label: str, speedups: tuple[str, ...]
+) -> go.Figure | None:
+    """``accuracy`` (percent) against each speedup in ``speedups`` across ratios: lines, seed bands, Pareto front, dense."""
+    curves = {speedup: curve_points(rows, speedup, accuracy, 100.0) for speedup in speedups}
+    curves = {speedup: points for speedup, points in curves.items() if not points.empty}
+    if not curves:
         return None
-    figure = go.Figure()
-    for criterion, line in data.groupby("criterion", sort=True):
-        line = line.assign(ratio_pct=line["ratio"] * 100)
-        figure.add_trace(
-            _line(
-                style,
-                criterion,
-                line,
-                "ratio_pct",
-                "mean",
-                "ratio %{x:.0f}%<br>accuracy before fine-tuning (BN-recalibrated) %{y:.2f}% ± %{customdata[0]:.2f}<br>seeds %{customdata[1]}",
-                error_y={"type": "data", "array": line["std"].fillna(0), "thickness": 1.5},
-                customdata=list(zip(line["std"].fillna(0), line["n"])),
-            )
-        )
-    figure.update_xaxes(title_text=_ratio_label(structure), ticksuffix="%")
-    figure.update_yaxes(title_text="top-1 accuracy before fine-tuning, BN-recalibrated (%)")
-    return _layout(figure, "Accuracy right after pruning, BN-recalibrated (no fine-tuning)", subtitle)
+    figure = make_subplots(
+        rows=1, cols=len(curves), horizontal_spacing=0.1,
+        subplot_titles=[f"vs {SPEEDUPS[speedup]}" for speedup in curves],
+    )
+    for column, (speedup, points) in enumerate(curves.items(), start=1):
+        cell = {"row": 1, "col": column}
+        _add_bands(figure, style, points, cell)
+        hover = TRADEOFF_HOVER.replace("{speedup}", SPEEDUPS[speedup]).replace("{accuracy}", label)
+        _add_lines(figure, style, points, hover, cell, legend=column == 1, bars=False)
+        _add_front(figure, points, cell, legend=column == 1)
+        _dense_reference(figure, rows, cell)
+        figure.update_xaxes(type="log", title_text=f"{SPEEDUPS[speedup]} (×, log scale)", **cell)
+    figure.update_yaxes(title_text=f"top-1 accuracy {label} (%)")
+    aggregation = "mean over seeds per target ratio, band ±1 std; ○ Pareto front; dashed: dense"
+    return _layout(figure, f"Accuracy {label} vs speedup", subtitle, aggregation)
 
 
 def _dot(style: Style, criterion: str, data: pd.Series, hover: str) -> go.Scatter:
@@ -172,14 +239,11 @@ def scoring_time(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure |
     figure.update_yaxes(type="log", title_text="seconds (log scale)", row=1, col=1)
     figure.update_yaxes(type="log", title_text="× one gradient pass (log scale)", row=1, col=2)
     figure.update_xaxes(title_text="criterion")
-    _layout(figure, "Scoring cost per criterion (mean ± std over cells)", subtitle)
-    figure.update_layout(margin={"t": 105})
-    figure.update_annotations(yshift=8)
-    return figure
+    return _layout(figure, "Scoring cost per criterion", subtitle, "mean ± std over all of its cells")
 
 
-FIDELITY_TITLE = "Fidelity on the dense model: Spearman ρ over all cells, P@k per target ratio (mean ± std)"
-"""The fidelity panel's title: which aggregation each part shows."""
+FIDELITY_AGGREGATION = "ρ: mean ± std over all cells; P@k: mean ± std over seeds per target ratio"
+"""The fidelity panel's aggregation, stated in its subtitle."""
 
 
 def fidelity(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) -> go.Figure | None:
@@ -207,39 +271,23 @@ def fidelity(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) ->
         figure.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=column)
         figure.update_yaxes(title_text="Spearman ρ", range=[-1.05, 1.05], row=1, col=column)
         figure.update_xaxes(title_text="criterion", row=1, col=column)
-    for criterion, line in precision.groupby("criterion", sort=True):
-        line = line.assign(ratio_pct=line["ratio"] * 100)
-        figure.add_trace(
-            _line(
-                style,
-                criterion,
-                line,
-                "ratio_pct",
-                "mean",
-                "ratio %{x:.0f}%<br>P@k %{y:.3f} ± %{customdata[0]:.3f}<br>seeds %{customdata[1]}",
-                error_y={"type": "data", "array": line["std"].fillna(0), "thickness": 1.5},
-                customdata=list(zip(line["std"].fillna(0), line["n"])),
-            ),
-            row=1,
-            col=3,
-        )
+    points = precision.rename(columns={"mean": "y", "std": "y_std"}).assign(x=precision["ratio"] * 100)
+    hover = "ratio %{x:.0f}%<br>P@k %{y:.3f} ± %{customdata[1]:.3f}<br>seeds %{customdata[2]}"
+    _add_lines(figure, style, points, hover, {"row": 1, "col": 3})
     figure.update_yaxes(title_text="precision at k", range=[-0.05, 1.05], row=1, col=3)
     figure.update_xaxes(title_text=_ratio_label(structure), ticksuffix="%", row=1, col=3)
-    _layout(figure, FIDELITY_TITLE, subtitle)
-    figure.update_layout(margin={"t": 105})
-    figure.update_annotations(yshift=8)
-    return figure
+    names = max((len(name) for name in style.colours), default=0)
+    return _layout(figure, "Fidelity on the dense model", subtitle, FIDELITY_AGGREGATION, tick_space=7 * names)
 
 
 def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
     """Measured latency speedup against MACs speedup, with the y = x reference."""
-    keys = ["criterion", "ratio"]
-    data = _merge(seed_summary(rows, keys, "macs_speedup"), seed_summary(rows, keys, "latency_speedup"), keys)
-    if data.empty:
+    points = curve_points(rows, "macs_speedup", "latency_speedup")
+    if points.empty:
         return None
     figure = go.Figure()
-    low = min(1.0, data["mean_x"].min(), data["mean_y"].min())
-    high = max(data["mean_x"].max(), data["mean_y"].max())
+    low = min(1.0, points["x"].min(), points["y"].min())
+    high = max(points["x"].max(), points["y"].max())
     figure.add_trace(
         go.Scatter(
             x=[low, high],
@@ -250,23 +298,13 @@ def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figur
             hoverinfo="skip",
         )
     )
-    for criterion, line in data.groupby("criterion", sort=True):
-        figure.add_trace(
-            _line(
-                style,
-                criterion,
-                line,
-                "mean_x",
-                "mean_y",
-                "ratio %{customdata[0]:.0f}%<br>MACs speedup %{x:.2f}×<br>latency speedup %{y:.2f}×<br>seeds %{customdata[1]}",
-                error_x={"type": "data", "array": line["std_x"].fillna(0), "thickness": 1},
-                error_y={"type": "data", "array": line["std_y"].fillna(0), "thickness": 1.5},
-                customdata=list(zip(line["ratio"] * 100, line["n_y"])),
-            )
-        )
-    figure.update_xaxes(title_text="MACs speedup (×)")
-    figure.update_yaxes(title_text="measured latency speedup (×)")
-    return _layout(figure, "Measured latency speedup vs MACs speedup", subtitle)
+    hover = "ratio %{customdata[0]:.0f}%<br>MACs speedup %{x:.3f}×<br>latency speedup %{y:.3f}× ± %{customdata[1]:.3f}<br>seeds %{customdata[2]}"
+    _add_lines(figure, style, points, hover, {})
+    figure.update_xaxes(type="log", title_text="MACs speedup (×, log scale)")
+    figure.update_yaxes(type="log", title_text="measured latency speedup (×, log scale)")
+    return _layout(
+        figure, "Measured latency speedup vs MACs speedup", subtitle, "mean over seeds per target ratio, bars ±1 std"
+    )
 
 
 def layer_allocation(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
@@ -330,18 +368,20 @@ def layer_allocation(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figu
     figure.update_xaxes(title_text="layer (pruned unit)", tickangle=-35, row=len(ratios), col=1)
     figure.update_yaxes(title_text="criterion")
     height = 140 + per_facet * len(ratios) + 14 * max(len(label[layer]) for layer in layers) // 2
-    _layout(figure, "Where each criterion removed capacity (% of each layer's units removed)", subtitle, height)
-    figure.update_layout(margin={"l": 140})
+    _layout(figure, "Where each criterion removed capacity: % of each layer's units removed", subtitle,
+            "mean over seeds; layers in the order the rows record them (the model's module order)", height)
+    figure.update_layout(margin={"l": 140, "b": 40 + 5 * max(len(label[layer]) for layer in layers)})
     return figure
 
 
 def panel_figures(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) -> list[tuple[str, go.Figure]]:
     """All figures of one panel that have data, as ``(short name, figure)`` in display order."""
     built = [
-        ("accuracy", accuracy_vs_speedup(rows, style, subtitle)),
-        ("pruned-accuracy", pruned_accuracy_vs_ratio(rows, style, subtitle, structure)),
-        ("allocation", layer_allocation(rows, style, subtitle)),
+        ("accuracy", tradeoff(rows, style, subtitle, "final_acc", "after fine-tuning", tuple(SPEEDUPS))),
+        ("pruned-accuracy", tradeoff(rows, style, subtitle, "pruned_acc", "after pruning, BN-recalibrated",
+                                     ("macs_speedup",))),
         ("latency", latency_vs_macs(rows, style, subtitle)),
+        ("allocation", layer_allocation(rows, style, subtitle)),
         ("fidelity", fidelity(rows, style, subtitle, structure)),
         ("scoring-time", scoring_time(rows, style, subtitle)),
     ]
