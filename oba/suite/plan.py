@@ -105,7 +105,7 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     if problem:
         raise PreflightError([problem])
     cells = expand(suite)
-    stored, unreadable = store.read_readable()
+    stored, unreadable = store.read_readable(["cell_id", "status"])
     done = set(stored.loc[stored["status"] == "ok", "cell_id"])
     todo = [c for c in cells if c.cell_id not in done]
     cache = resolve_cache(suite, cache_dir)
