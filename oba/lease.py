@@ -15,6 +15,11 @@ them takes longer than ``settle`` between reading the lease and writing its own
 been since 2020). Expiry compares the writer's clock with the reader's: hosts'
 clocks must agree to well within ``ttl``. A holder that finds another token at
 renewal has lost its lease (``lost`` is set) and stops renewing.
+
+On Linux a lease also records its owner's process identity (boot id, pid
+namespace, pid, process start time): a contender on the same machine and in the
+same pid namespace sees at once that the owner is gone (killed, crashed) and
+takes the lease over without waiting for it to expire.
 """
 from __future__ import annotations
 
@@ -35,9 +40,24 @@ from .errors import UserError
 from .store import filesystem
 
 RUN_LEASE = "_lease.json"
+_PROC = "/proc"
 COMPACTION_LEASE = "_compaction.json"
 DEFAULT_TTL = 60.0
 DEFAULT_SETTLE = 1.0
+
+
+def process_identity(pid: int) -> str:
+    """``boot id:pid namespace:pid:start time`` of a live Linux process ("" when it is gone or off Linux)."""
+    try:
+        with open(f"{_PROC}/sys/kernel/random/boot_id") as boot, open(f"{_PROC}/{pid}/stat") as stat:
+            started = stat.read().rsplit(")", 1)[1].split()[19]
+            return f"{boot.read().strip()}:{os.stat(f'{_PROC}/{pid}/ns/pid').st_ino}:{pid}:{started}"
+    except (OSError, IndexError):
+        return ""
+
+
+def _machine(identity: str) -> str:
+    return identity.rsplit(":", 2)[0]
 
 
 def _now() -> dt.datetime:
@@ -61,15 +81,28 @@ class LeaseRecord:
     ttl_seconds: float
     suite: str = ""
     """The suite a run works on ("" for other purposes)."""
+    process: str = ""
+    """The owner's :func:`process_identity` ("" off Linux)."""
+
+    def owner_gone(self) -> bool:
+        """Whether the owner is known dead: same machine and pid namespace as us, and its process is gone."""
+        mine = process_identity(os.getpid())
+        return bool(self.process and mine and _machine(self.process) == _machine(mine)
+                    and process_identity(self.pid) != self.process)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
-        """Whether ``ttl_seconds`` have passed since the last renewal."""
-        return ((now or _now()) - self.renewed).total_seconds() > self.ttl_seconds
+        """Whether ``ttl_seconds`` have passed since the last renewal, or its owner is known dead."""
+        return ((now or _now()) - self.renewed).total_seconds() > self.ttl_seconds or self.owner_gone()
 
     def describe(self, now: dt.datetime | None = None) -> str:
         """One line: owner, purpose, since when, last renewal."""
         age = ((now or _now()) - self.renewed).total_seconds()
-        state = f"expired {age - self.ttl_seconds:.0f} s ago" if self.expired(now) else f"renewed {age:.0f} s ago"
+        if self.owner_gone():
+            state = f"its process is gone (last renewed {age:.0f} s ago)"
+        elif self.expired(now):
+            state = f"expired {age - self.ttl_seconds:.0f} s ago"
+        else:
+            state = f"renewed {age:.0f} s ago"
         return f"{self.purpose} on {self.host} (pid {self.pid}) since {_clock(self.started)}, {state}"
 
     def to_json(self) -> str:
@@ -83,7 +116,7 @@ class LeaseRecord:
         return cls(host=str(payload["host"]), pid=int(payload["pid"]), purpose=str(payload["purpose"]),
                    token=str(payload["token"]), started=dt.datetime.fromisoformat(payload["started"]),
                    renewed=dt.datetime.fromisoformat(payload["renewed"]), ttl_seconds=float(payload["ttl_seconds"]),
-                   suite=str(payload.get("suite", "")))
+                   suite=str(payload.get("suite", "")), process=str(payload.get("process", "")))
 
 
 class LeaseHeld(UserError):
@@ -114,11 +147,11 @@ class Lease:
     def __init__(self, location: str, purpose: str, *, name: str = RUN_LEASE, ttl: float = DEFAULT_TTL,
                  settle: float = DEFAULT_SETTLE, suite: str = "") -> None:
         self.location, self.name, self.ttl, self.settle = location, name, ttl, settle
-        self.fs, root = filesystem(location)
-        self.path = f"{root}/{name}"
+        self.fs, self.root = filesystem(location)
+        self.path = f"{self.root}/{name}"
         started = _now()
         self.record = LeaseRecord(socket.gethostname(), os.getpid(), purpose, uuid.uuid4().hex, started, started, ttl,
-                                  suite)
+                                  suite, process_identity(os.getpid()))
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -134,6 +167,7 @@ class Lease:
         current = read_lease(self.location, self.name)
         if current is not None and current.token != self.record.token and not current.expired():
             raise LeaseHeld(self.location, current)
+        self.fs.create_dir(self.root, recursive=True)
         self._write(self.record)
         time.sleep(self.settle)
         current = read_lease(self.location, self.name)

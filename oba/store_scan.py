@@ -39,6 +39,8 @@ PARTITION_KEYS = ("suite", "model", "dataset")
 FOLDING = "_folding"
 MANIFEST = "_manifest"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+SETTLING_NS = 2_000_000_000
+"""Parts this much older than the newest part are cached in the manifest (see :func:`read_loose_with_manifest`)."""
 LOOSE, TAKEN, COMPACTED = 2, 1, 0
 """Precedence of the three kinds of files (higher wins)."""
 
@@ -208,7 +210,10 @@ def read_loose_with_manifest(fs: pafs.FileSystem, root: str, loose: list[StoredF
                              ) -> tuple[pa.Table, list[UnreadablePart]]:
     """The rows of the ``loose`` parts in ``schema``: cached ones from the manifest, the rest read, then cached.
 
-    The manifest is rewritten when any part had to be read.
+    The manifest is rewritten when any part had to be read. Parts modified within
+    :data:`SETTLING_NS` of the newest part are not cached: object stores keep
+    modification times to the second, and a part rewritten within the same second
+    at the same size would otherwise look unchanged.
     """
     manifest = Manifest(fs, root, manifest_schema(schema.names, schema))
     cached, old_files = manifest.entries()
@@ -220,8 +225,9 @@ def read_loose_with_manifest(fs: pafs.FileSystem, root: str, loose: list[StoredF
     fresh = {_name(f): f for f in loose if _name(f) not in known}
     read, unreadable = read_files(fs, root, fresh.values(), schema)
     if len(read):
+        settled = max(f.mtime_ns for f in loose) - SETTLING_NS
         names = [f"{cell_id}.parquet" for cell_id in read["cell_id"].to_pylist()]
-        matches = [i for i, name in enumerate(names) if name in fresh]
+        matches = [i for i, name in enumerate(names) if name in fresh and fresh[name].mtime_ns < settled]
         additions = read.take(pa.array(matches, pa.int64()))
         columns = {"part": pa.array([names[i] for i in matches], pa.string()),
                    "size": pa.array([fresh[names[i]].size for i in matches], pa.int64()),

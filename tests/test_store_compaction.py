@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -108,16 +109,19 @@ def test_no_cell_is_lost_or_duplicated_while_a_run_rewrites_cells_during_compact
 def test_warm_statuses_come_from_the_manifest_and_a_rewritten_part_is_read_again(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path))
     written = _cells(store, 4)
-    first = min(written)
+    now = time.time_ns()
+    for k, cell_id in enumerate(sorted(written)):  # written a minute ago, ten seconds apart
+        os.utime(tmp_path / f"{cell_id}.parquet", ns=(now, now - (60 - 10 * k) * 10**9))
+    oldest = min(written)
     assert store.statuses() == dict.fromkeys(written, "ok")
-    part = tmp_path / f"{first}.parquet"
+    part = tmp_path / f"{oldest}.parquet"
     stat = part.stat()
     part.write_bytes(b"x" * stat.st_size)  # same size and mtime: only the manifest can still answer
     os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert store.statuses() == dict.fromkeys(written, "ok")
     assert [u.path for u in store.read_readable()[1]] == [str(part)]
-    store.write({**written[first], "status": "error", "error": "late failure"})
-    assert store.statuses()[first] == "error"
+    store.write({**written[oldest], "status": "error", "error": "late failure"})
+    assert store.statuses()[oldest] == "error"
 
 
 def test_readers_read_only_the_columns_they_ask_for(tmp_path: Path) -> None:
