@@ -210,10 +210,10 @@ def read_loose_with_manifest(fs: pafs.FileSystem, root: str, loose: list[StoredF
                              ) -> tuple[pa.Table, list[UnreadablePart]]:
     """The rows of the ``loose`` parts in ``schema``: cached ones from the manifest, the rest read, then cached.
 
-    The manifest is rewritten when any part had to be read. Parts modified within
-    :data:`SETTLING_NS` of the newest part are not cached: object stores keep
-    modification times to the second, and a part rewritten within the same second
-    at the same size would otherwise look unchanged.
+    The manifest is rewritten when any part had to be read. Where modification
+    times are whole seconds (object stores), parts modified within
+    :data:`SETTLING_NS` of the newest part are not cached: a part rewritten within
+    the same second at the same size would otherwise look unchanged.
     """
     manifest = Manifest(fs, root, manifest_schema(schema.names, schema))
     cached, old_files = manifest.entries()
@@ -225,9 +225,10 @@ def read_loose_with_manifest(fs: pafs.FileSystem, root: str, loose: list[StoredF
     fresh = {_name(f): f for f in loose if _name(f) not in known}
     read, unreadable = read_files(fs, root, fresh.values(), schema)
     if len(read):
-        settled = max(f.mtime_ns for f in loose) - SETTLING_NS
+        coarse = all(f.mtime_ns % 1_000_000_000 == 0 for f in loose)
+        settled = max(f.mtime_ns for f in loose) - SETTLING_NS if coarse else None
         names = [f"{cell_id}.parquet" for cell_id in read["cell_id"].to_pylist()]
-        matches = [i for i, name in enumerate(names) if name in fresh and fresh[name].mtime_ns < settled]
+        matches = [i for i, name in enumerate(names) if name in fresh and (settled is None or fresh[name].mtime_ns < settled)]
         additions = read.take(pa.array(matches, pa.int64()))
         columns = {"part": pa.array([names[i] for i in matches], pa.string()),
                    "size": pa.array([fresh[names[i]].size for i in matches], pa.int64()),
