@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 MEASURES = ("finished", "poll", "load", "check")
 
@@ -127,13 +128,13 @@ def main() -> None:
         print(f"{size} cells done", file=sys.stderr, flush=True)
     sizes = args.sizes
     header = " | ".join(f"{s:,} cells: s, MB" for s in sizes)
-    growth = " | ".join(f"×{b // a} cells: time ×" for a, b in zip(sizes, sizes[1:]))
+    growth = " | ".join(f"×{b // a} cells: time ×" for a, b in pairwise(sizes))
     print(f"| measurement | {header} | {growth} |")
     print("|---|" + "---|" * (len(sizes) + len(sizes) - 1))
     for name in results[sizes[0]]:
         cells = [f"{results[s][name]['seconds']:.2f} s, {results[s][name]['peak_mb']:.0f} MB" for s in sizes]
         ratios = [f"{results[b][name]['seconds'] / max(results[a][name]['seconds'], 1e-9):.1f}"
-                  for a, b in zip(sizes, sizes[1:])]
+                  for a, b in pairwise(sizes)]
         print(f"| {name} | " + " | ".join(cells + ratios) + " |")
 
 

@@ -5,11 +5,12 @@ import io
 import time
 from pathlib import Path
 
+from results_fixtures import row
+
 from oba.compaction import compact
 from oba.store import ResultStore
 from oba.suite.grid import Cell
 from oba.suite.runner import Progress, StoreWatcher
-from results_fixtures import row
 
 
 def _cell(seed: int, **fields) -> tuple[Cell, dict]:
