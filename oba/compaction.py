@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .errors import UserError
 from .lease import COMPACTION_LEASE, Lease
 from .store import SCHEMA, ResultStore
 from .store_scan import (
@@ -57,9 +58,12 @@ class CompactionSummary:
 def compact(location: str, *, ttl: float = 60.0, settle: float = 1.0) -> CompactionSummary:
     """Fold every loose part of ``location`` into its partition's compacted file (see the module docstring).
 
-    Raises :class:`~oba.lease.LeaseHeld` while another compaction runs.
+    Raises :class:`~oba.lease.LeaseHeld` while another compaction runs, :class:`~oba.errors.UserError` when
+    ``location`` does not exist.
     """
     store = ResultStore(location)
+    if not store.exists():
+        raise UserError(f"results {location}: no such folder")
     with Lease(location, "compaction", name=COMPACTION_LEASE, ttl=ttl, settle=settle):
         return _compact(store)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .errors import UserError
 from .lease import LeaseRecord, read_lease
 from .store import ResultStore
 
@@ -68,7 +69,10 @@ def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None =
     given, only those cells count. Without it, stored cells of ``suite`` (or of
     every suite when None) count.
     """
-    stored, _ = ResultStore(location).read_readable(["cell_id", "status", "suite", "model", "criterion"])
+    store = ResultStore(location)
+    if not store.exists():
+        raise UserError(f"results {location}: no such folder")
+    stored, _ = store.read_readable(["cell_id", "status", "suite", "model", "criterion"])
     lease = read_lease(location)
     live_run = lease is not None and not lease.expired() and suite is not None and lease.suite == suite
     rows: dict[tuple[str, str], StatusRow] = {}

@@ -152,6 +152,10 @@ class ResultStore:
         self.fs.move(temporary, final)
         return final
 
+    def exists(self) -> bool:
+        """Whether the location is there (a folder, or a prefix holding objects)."""
+        return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
+
     def files(self) -> list[StoredFile]:
         """Every result file: loose parts, parts a compaction has taken, compacted files."""
         return list_files(self.fs, self.root)

@@ -149,3 +149,12 @@ def test_status_counts_per_model_and_criterion(tmp_path: Path, capsys: pytest.Ca
     assert table[0] == ["model", "criterion", "done", "failed"]
     assert ["m0", "oba", "1", "1"] in table and ["m1", "taylor", "1", "0"] in table and table[-1] == ["total", "6", "1"]
     assert pq.read_table(next(tmp_path.glob("*.parquet"))).num_rows == 1
+
+
+@pytest.mark.parametrize("command", [["status"], ["store", "compact"]])
+def test_a_missing_location_is_a_one_line_error(tmp_path: Path, command: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "typo")
+    assert main([*command, missing]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"oba {command[0]}: error: results {missing}: no such folder"]
+    assert not (tmp_path / "typo").exists()
