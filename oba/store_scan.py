@@ -13,9 +13,8 @@ part, which beats a compacted row; among files of one kind the later name (its
 compaction took the cell's part was written after it, so it is newer; the rule
 needs no clock comparison between writers.
 
-Files are scanned together with pyarrow's multi-threaded dataset scanner, reading
-only the asked columns; when one file cannot be read the files are read one by one
-to name it. Key columns of loose parts are cached in a manifest
+Files are read by a pool of threads, only the asked columns; an unreadable file is
+named and skipped. Key columns of loose parts are cached in a manifest
 (``<root>/_manifest/``), keyed by each part's name, size and modification time,
 so a warm ``statuses()`` opens only the parts written since.
 """
@@ -24,6 +23,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +41,9 @@ MANIFEST = "_manifest"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 SETTLING_NS = 2_000_000_000
 """Parts this much older than the newest part are cached in the manifest (see :func:`read_loose_with_manifest`)."""
+READERS = 8
+"""Threads reading files at once (object stores answer each request slowly; local reads overlap decoding)."""
+MERGE_EVERY = 1000
 LOOSE, TAKEN, COMPACTED = 2, 1, 0
 """Precedence of the three kinds of files (higher wins)."""
 
@@ -106,44 +109,56 @@ def _partitioning() -> ds.Partitioning:
     return ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
 
 
-def _dataset(fs: pafs.FileSystem, root: str, paths: list[str], kind: int, schema: pa.Schema) -> ds.Dataset:
-    if kind == COMPACTED:
-        return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs, partitioning=_partitioning(),
-                          partition_base_dir=root)
-    return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order and type (null where it has none)."""
+    return pa.table({f.name: table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+                     for f in schema}, schema=schema)
 
 
-def _scan(fs: pafs.FileSystem, root: str, paths: list[str], kind: int, schema: pa.Schema) -> list[tuple[str, pa.RecordBatch]]:
-    scanner = _dataset(fs, root, paths, kind, schema).scanner(columns=schema.names)
-    return [(tagged.fragment.path, tagged.record_batch) for tagged in scanner.scan_batches()]
+def _read_compacted(fs: pafs.FileSystem, root: str, path: str, schema: pa.Schema) -> pa.Table:
+    dataset = ds.dataset([path], format="parquet", filesystem=fs, partitioning=_partitioning(), partition_base_dir=root)
+    return _conform(dataset.to_table(columns=[c for c in schema.names if c in dataset.schema.names]), schema)
+
+
+def _read_part(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pa.Table:
+    with fs.open_input_file(path) as source:
+        parquet = pq.ParquetFile(source)
+        present = set(parquet.schema_arrow.names)
+        return _conform(parquet.read(columns=[c for c in schema.names if c in present]), schema)
 
 
 def read_files(fs: pafs.FileSystem, root: str, files: Iterable[StoredFile], schema: pa.Schema
                ) -> tuple[pa.Table, list[UnreadablePart]]:
     """The rows of ``files`` in ``schema`` (absent columns null), newest row per cell only, and the unreadable files.
 
-    ``schema`` must include ``cell_id``.
+    ``schema`` must include ``cell_id``. Files are read by :data:`READERS` threads
+    and their rows merged into contiguous tables every :data:`MERGE_EVERY` files,
+    so memory stays proportional to the rows read, not to the number of files.
     """
-    pieces: list[tuple[tuple[int, str], pa.RecordBatch]] = []
-    unreadable: list[UnreadablePart] = []
-    by_kind: dict[int, list[str]] = {}
-    for file in files:
-        by_kind.setdefault(file.kind, []).append(file.path)
-    for kind, paths in by_kind.items():
+    ordered = sorted(files, key=lambda f: (f.kind, f.path))
+
+    def read(file: StoredFile) -> pa.Table | UnreadablePart:
         try:
-            batches = _scan(fs, root, paths, kind, schema)
-        except (OSError, pa.ArrowException):
-            batches = []
-            for path in paths:
-                try:
-                    batches += _scan(fs, root, [path], kind, schema)
-                except (OSError, pa.ArrowException) as err:
-                    unreadable.append(UnreadablePart(path, one_line(str(err)) or type(err).__name__))
-        pieces += [((kind, path), batch) for path, batch in batches if batch.num_rows]
-    if not pieces:
-        return schema.empty_table(), unreadable
-    pieces.sort(key=lambda piece: piece[0])
-    table = pa.Table.from_batches([batch for _, batch in pieces], schema=schema)
+            if file.kind == COMPACTED:
+                return _read_compacted(fs, root, file.path, schema)
+            return _read_part(fs, file.path, schema)
+        except (OSError, pa.ArrowException) as err:
+            return UnreadablePart(file.path, one_line(str(err)) or type(err).__name__)
+
+    merged: list[pa.Table] = []
+    pending: list[pa.Table] = []
+    unreadable: list[UnreadablePart] = []
+    with ThreadPoolExecutor(READERS) as pool:
+        for outcome in pool.map(read, ordered):
+            if isinstance(outcome, UnreadablePart):
+                unreadable.append(outcome)
+                continue
+            pending.append(outcome)
+            if len(pending) == MERGE_EVERY:
+                merged.append(pa.concat_tables(pending).combine_chunks())
+                pending = []
+    tables = merged + ([pa.concat_tables(pending).combine_chunks()] if pending else [])
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     return newest_per_cell(table), sorted(unreadable, key=lambda u: u.path)
 
 
