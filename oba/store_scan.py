@@ -23,8 +23,8 @@ from __future__ import annotations
 import time
 import urllib.parse
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
