@@ -68,18 +68,15 @@ def compact(location: str, *, ttl: float = 60.0, settle: float = 1.0) -> Compact
         return _compact(store)
 
 
-def _take(store: ResultStore, loose: list[StoredFile]) -> list[StoredFile]:
+def _take(store: ResultStore, loose: list[StoredFile]) -> None:
+    """Move the ``loose`` parts into a new ``_folding/<stamp>/`` folder (a part gone meanwhile is skipped)."""
     folder = f"{store.root}/{FOLDING}/{stamp()}"
     store.fs.create_dir(folder, recursive=True)
-    taken = []
     for part in loose:
-        target = f"{folder}/{part.path.rsplit('/', 1)[-1]}"
         try:
-            store.fs.move(part.path, target)
+            store.fs.move(part.path, f"{folder}/{part.path.rsplit('/', 1)[-1]}")
         except FileNotFoundError:
             continue
-        taken.append(StoredFile(TAKEN, target, part.size, part.mtime_ns))
-    return taken
 
 
 def _put_back(store: ResultStore, unreadable: list[UnreadablePart]) -> None:
