@@ -94,8 +94,10 @@ SCHEMA = pa.schema(
 COLUMNS = SCHEMA.names
 _JSON_COLUMNS = ("config", "criterion_config", "layer_widths", "package_versions")
 """Stored as JSON text; ``layer_widths`` keeps the network's layer order, the others sort their keys."""
-KEY_COLUMNS = ("cell_id", "status", "suite", "model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")
-"""What ``statuses`` and ``oba status`` need; cached per loose part in the store's manifest."""
+KEY_COLUMNS = ("cell_id", "status", "error", "suite", "model", "dataset", "criterion", "structure", "allocation",
+               "ratio", "seed")
+"""What ``statuses``, ``oba status`` and a run's plan and summary read; cached per loose part in the store's
+manifest (a run's summary reads them at its end, so a store a run wrote is warm)."""
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:

@@ -119,6 +119,7 @@ def test_warm_statuses_come_from_the_manifest_and_a_rewritten_part_is_read_again
     part.write_bytes(b"x" * stat.st_size)  # same size and mtime: only the manifest can still answer
     os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert store.statuses() == dict.fromkeys(written, "ok")
+    assert store.read(["cell_id", "status", "error", "model"])["error"].isna().all()
     assert [u.path for u in store.read_readable()[1]] == [str(part)]
     store.write({**written[oldest], "status": "error", "error": "late failure"})
     assert store.statuses()[oldest] == "error"
