@@ -12,36 +12,40 @@ test splits, and cached under a hash of the model, dataset and options and the
 weights' source and pin — one entry for every seed, and for every node of a
 cluster that shares the cache, so only the node that prepares it needs the
 weights file. Files live in the cache folder (argument, else the ``OBA_CACHE``
-environment variable, else ``.cache/checkpoints`` under the working directory):
+environment variable, else ``.cache/checkpoints`` under the working directory),
+a local folder or a pyarrow filesystem URI such as
+``s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http``
+(:mod:`oba.cache_folder`):
 
     <key>.pt     {"format", "key", "model", "info", "state_dict"} (torch.save)
     <key>.json   metadata: the identity above, val/test metrics, and for a
                  trained model best epoch, training seconds, device (and the
                  GPU's name on CUDA), who trained it and when; for weights, ``weights`` (source, SHA-256
                  and file they were read from), device, who evaluated them and when
-    <key>.lock   lock file; never deleted
+    <key>.lock   lock file of a local folder; never deleted
+    <key>.lease  the maker's lease on object storage, while it makes the entry
 
 Provenance (:attr:`DenseCheckpoint.weights`, ``weights_sha256``): weights give
 their canonical source and the SHA-256 of their file; a trained model gives
 ``"trained"`` and the SHA-256 of its cached ``<key>.pt``; a user checkpoint
 file gives its path and SHA-256.
 
-Concurrency: a request that finds no ``<key>.pt`` takes an exclusive
-``fcntl.flock`` on ``<key>.lock``, checks again, and only then trains; the
-others block on the lock and load what the winner wrote. Both files are
-written to a temporary name and renamed into place, the ``.pt`` last, so a
-visible ``.pt`` always has its metadata beside it and is never half-written.
+Concurrency: a request that finds no ``<key>.pt`` takes the folder's
+exclusive lock for it (``fcntl.flock`` on a local folder, a lease on object
+storage), checks again, and only then trains; the others wait and load what the
+winner wrote. Both files are written to a temporary name and moved into place,
+the ``.pt`` last, so a visible ``.pt`` always has its metadata beside it and is
+never half-written.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +57,7 @@ from torch import nn
 
 from . import data as datasets
 from . import models
+from .cache_folder import LocalFolder, ObjectFolder, cache_folder
 from .data import DatasetInfo, Splits
 from .models.weights import Weights, load_weights, sha256_of
 from .train import Recipe, default_device, evaluate, train
@@ -76,7 +81,8 @@ class DenseCheckpoint:
     model: nn.Module
     info: DatasetInfo
     metadata: dict[str, Any]
-    path: Path
+    path: Path | str
+    """Where the weights are: a local path, or the path inside the cache's object store."""
     trained: bool
     weights: str
     weights_sha256: str
@@ -192,21 +198,19 @@ def dense_checkpoint(
     if checkpoint is not None:
         return _load_user_checkpoint(Path(checkpoint), model_name, splits, device)
 
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_folder(cache_dir if cache_dir is not None else default_cache_dir())
     if isinstance(recipe, Weights):
         key = weights_key(model_name, dataset_name, recipe, options)
     else:
         recipe = replace(recipe, seed=seed)
         key = checkpoint_key(model_name, dataset_name, recipe, seed, options, device)
-    path = folder / f"{key}.pt"
-    if path.exists():
-        return _load_cached(path, device)
-    with open(folder / f"{key}.lock", "a+") as lock:
-        log.info("waiting for the lock on dense checkpoint %s", key)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            return _load_cached(path, device)
+    name = f"{key}.pt"
+    if folder.exists(name):
+        return _load_cached(folder, key, device)
+    with folder.exclusive(key):
+        log.info("holding the maker's lock on dense checkpoint %s", key)
+        if folder.exists(name):
+            return _load_cached(folder, key, device)
         split_data = splits()
         if isinstance(recipe, Weights):
             model, metadata = _evaluate_weights(model_name, recipe, split_data, device)
@@ -215,7 +219,7 @@ def dense_checkpoint(
             model, metadata = _train(model_name, recipe, seed, key, split_data, device, num_workers)
             identity = _identity(model_name, dataset_name, recipe, options, device)
         metadata = {**identity, "key": key, "info": asdict(split_data.info), **metadata}
-        _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(metadata, indent=2).encode()))
+        folder.write_atomic(f"{key}.json", lambda f: f.write(json.dumps(metadata, indent=2).encode()))
         payload = {
             "format": FORMAT_VERSION,
             "key": key,
@@ -223,9 +227,11 @@ def dense_checkpoint(
             "info": asdict(split_data.info),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         }
-        _atomic_write(path, lambda f: torch.save(payload, f))
-    source, digest = _provenance(path, metadata)
-    return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=path,
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        folder.write_atomic(name, lambda f: f.write(buffer.getvalue()))
+    source, digest = _provenance(buffer.getvalue(), metadata)
+    return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=folder.where(name),
                            trained=not isinstance(recipe, Weights), weights=source, weights_sha256=digest)
 
 
@@ -268,36 +274,26 @@ def _evaluate_weights(
     }
 
 
-def _provenance(path: Path, metadata: dict[str, Any]) -> tuple[str, str]:
-    """(source, SHA-256) of a cached checkpoint: its weights' when it was made from weights, else its own file's."""
+def _provenance(payload: bytes, metadata: dict[str, Any]) -> tuple[str, str]:
+    """(source, SHA-256) of a cached checkpoint: its weights' when it was made from weights, else its ``.pt`` bytes'."""
     weights = metadata.get("weights")
     if weights is not None:
         return weights["source"], weights["sha256"]
-    return "trained", sha256_of(path)
+    return "trained", hashlib.sha256(payload).hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        try:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            os.unlink(handle.name)
-            raise
-    os.replace(handle.name, path)
-
-
-def _load_cached(path: Path, device: torch.device) -> DenseCheckpoint:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def _load_cached(folder: LocalFolder | ObjectFolder, key: str, device: torch.device) -> DenseCheckpoint:
+    raw = folder.read_bytes(f"{key}.pt")
+    payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    where = folder.where(f"{key}.pt")
     if payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {payload.get('format')!r}; this version reads {FORMAT_VERSION}")
+        raise ValueError(f"{where} has checkpoint format {payload.get('format')!r}; this version reads {FORMAT_VERSION}")
     info = DatasetInfo(**payload["info"])
     model = models.create(payload["model"], info.num_classes, info.in_chans, info.image_size)
     model.load_state_dict(payload["state_dict"])
-    metadata = json.loads(path.with_suffix(".json").read_text())
-    source, digest = _provenance(path, metadata)
-    return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=path, trained=False,
+    metadata = json.loads(folder.read_bytes(f"{key}.json"))
+    source, digest = _provenance(raw, metadata)
+    return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=where, trained=False,
                            weights=source, weights_sha256=digest)
 
 
@@ -312,7 +308,8 @@ def _load_user_checkpoint(
         if payload["model"] != model_name:
             raise ValueError(f"{path} holds a {payload['model']!r} model, not {model_name!r}")
         if path.with_suffix(".json").is_file():
-            return replace(_load_cached(path, device), weights=str(path), weights_sha256=sha256_of(path))
+            cached = _load_cached(LocalFolder(path.parent), path.stem, device)
+            return replace(cached, path=path, weights=str(path), weights_sha256=sha256_of(path))
     state = payload["state_dict"] if written_here else payload
     split_data = splits()
     info = split_data.info

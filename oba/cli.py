@@ -7,6 +7,8 @@
     oba leaderboard RESULTS -o reports/leaderboard/ [--band FILE] [--report FILE]
     oba check RESULTS --baseline FILE_OR_DIR [--band FILE] [--tolerance POINTS] [--suite SUITE]
     oba band REFERENCE [--machine NAME=RESULTS ...] [--z Z] [--floor POINTS] [-o FILE]
+    oba status RESULTS [--suite SUITE]
+    oba store compact RESULTS
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 @command("check")
 def _check(args: argparse.Namespace) -> int:
     from .report import ResultsUnreadable, check, load_results
+    from .report.check import CHECK_COLUMNS
 
     baseline = args.baseline
     if args.suite:
@@ -134,7 +137,7 @@ def _check(args: argparse.Namespace) -> int:
 
         wanted = {cell.cell_id for cell in expand(load_suite(args.suite))}
         try:
-            frame = load_results(args.baseline)
+            frame = load_results(args.baseline, CHECK_COLUMNS)
         except ResultsUnreadable as err:
             print(f"oba check: baseline unreadable: {err}", file=sys.stderr)
             return 2
@@ -184,6 +187,34 @@ def _band(args: argparse.Namespace) -> int:
     widest = max((b.band for s in band.settings.values() for b in s.metrics.values()), default=float("nan"))
     print(f"band: {target} ({len(band.settings)} settings, machines {', '.join(names)}, widest band {widest:.2f} pp)")
     return 0
+
+
+@command("status")
+def _status(args: argparse.Namespace) -> int:
+    from .status import store_status
+
+    expected, name = None, None
+    if args.suite:
+        from .suite.config import load_suite
+        from .suite.grid import expand
+
+        suite = load_suite(args.suite)
+        name = suite.name
+        expected = {c.cell_id: (c.config["model"], c.config["criterion"]) for c in expand(suite)}
+    print(store_status(args.results, expected, name).render())
+    return 0
+
+
+@command("store")
+def _store(args: argparse.Namespace) -> int:
+    from .compaction import compact
+
+    summary = compact(args.results)
+    for part in summary.unreadable:
+        print(f"oba store compact: warning: left {part}", file=sys.stderr)
+    print(f"compacted {args.results}: {summary.folded} part(s) folded into {len(summary.written)} file(s), "
+          f"{summary.removed} older compacted file(s) replaced; {summary.cells} cells stored")
+    return 2 if summary.unreadable else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -237,6 +268,15 @@ def parser() -> argparse.ArgumentParser:
     bnd.add_argument("--z", type=float, default=3.0, help="band width in standard deviations (default 3)")
     bnd.add_argument("--floor", type=float, default=0.5, help="smallest band, percentage points (default 0.5)")
     bnd.add_argument("-o", "--output", help="band file to write (default REFERENCE/band.json)")
+    stat = sub.add_parser("status", help="done / failed / running / pending cells per model and criterion, and the "
+                                         "run holding the results' lease")
+    stat.add_argument("results", help="results folder or URI")
+    stat.add_argument("--suite", help="suite TOML file: count its grid's cells (running and pending included)")
+    store = sub.add_parser("store", help="maintain a results location")
+    store_sub = store.add_subparsers(dest="action", required=True)
+    compact = store_sub.add_parser("compact", help="fold the loose parts into one Parquet file per suite/model/dataset "
+                                                   "(hive-partitioned); safe while a run writes to a local folder")
+    compact.add_argument("results", help="results folder or URI")
     return p
 
 

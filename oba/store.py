@@ -1,26 +1,39 @@
-"""Results store: one Parquet part per cell, written atomically, read back as one table.
+"""Results store: one Parquet part per cell, written atomically, read back by columns as one table.
 
 A results location is a local folder or a pyarrow filesystem URI (``file://``,
-``s3://``, ``gs://``, ``hdfs://``...) shared by the cluster's nodes. Cell
-``cell_id`` lives in ``<root>/<cell_id>.parquet``; it is written to a temporary
-name and renamed, so a reader never sees half a part, a re-run overwrites a
-failed cell's part with its new outcome, and two writers of the same cell leave
-exactly one part. Stored error messages are plain text (terminal control codes
-removed).
+``s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http``, ``gs://``...)
+shared by the cluster's nodes. Cell ``cell_id`` is written to
+``<root>/<cell_id>.parquet`` under a temporary name and renamed, so a reader
+never sees half a part, a re-run overwrites a failed cell's part with its new
+outcome, and two writers of the same cell leave exactly one part. Stored error
+messages are plain text (terminal control codes removed).
+
+``oba store compact`` (:mod:`oba.compaction`) folds parts into hive-partitioned
+files; readers see loose parts and compacted files as one table, the newest row
+of each cell winning (:mod:`oba.store_scan`).
 """
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .messages import one_line, plain
+from .messages import plain
+from .store_scan import (
+    LOOSE,
+    StoredFile,
+    UnreadablePart,
+    list_files,
+    newest_per_cell,
+    read_files,
+    read_loose_with_manifest,
+)
 
 SCHEMA_VERSION = 4
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
@@ -81,20 +94,14 @@ SCHEMA = pa.schema(
 COLUMNS = SCHEMA.names
 _JSON_COLUMNS = ("config", "criterion_config", "layer_widths", "package_versions")
 """Stored as JSON text; ``layer_widths`` keeps the network's layer order, the others sort their keys."""
+KEY_COLUMNS = ("cell_id", "status", "error", "suite", "model", "dataset", "criterion", "structure", "allocation",
+               "ratio", "seed")
+"""What ``statuses``, ``oba status`` and a run's plan and summary read; cached per loose part in the store's
+manifest (a run's summary reads them at its end, so a store a run wrote is warm)."""
 
 
-@dataclass(frozen=True)
-class UnreadablePart:
-    """A stored part that cannot be read, and why (one line)."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"unreadable result part {self.path}: {self.reason}"
-
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and root path of a local path or URI (``s3://b/p?endpoint_override=…`` included)."""
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     import os
@@ -102,11 +109,13 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
-def _schema_columns_first(table: pa.Table) -> pa.Table:
-    """``table`` with the schema's columns in schema order (null where absent), then any others it has."""
-    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type) for f in SCHEMA}
-    columns.update({name: table[name] for name in table.column_names if name not in columns})
-    return pa.table(columns)
+def _projection(columns: Sequence[str] | None) -> pa.Schema:
+    """The schema of ``columns`` (every column when None), ``cell_id`` always included; unknown names refused."""
+    wanted = list(COLUMNS) if columns is None else ["cell_id", *[c for c in columns if c != "cell_id"]]
+    unknown = [c for c in wanted if c not in COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown result columns {unknown}; the store has {', '.join(COLUMNS)}")
+    return pa.schema([SCHEMA.field(c) for c in wanted])
 
 
 class ResultStore:
@@ -114,7 +123,7 @@ class ResultStore:
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self.fs, self.root = _filesystem(location)
+        self.fs, self.root = filesystem(location)
 
     def _part(self, cell_id: str) -> str:
         return f"{self.root}/{cell_id}.parquet"
@@ -145,59 +154,67 @@ class ResultStore:
         self.fs.move(temporary, final)
         return final
 
-    def _part_infos(self) -> list[pafs.FileInfo]:
+    def exists(self) -> bool:
+        """Whether the location is there (a folder, or a prefix holding objects)."""
+        return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
+
+    def files(self) -> list[StoredFile]:
+        """Every result file: loose parts, parts a compaction has taken, compacted files."""
+        return list_files(self.fs, self.root)
+
+    def versions(self) -> dict[str, Any]:
+        """``cell_id → modification time`` of every loose part (one listing of the top folder; no part is opened)."""
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False))
         except FileNotFoundError:
-            return []
-        return [
-            info for info in infos
-            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
-        ]
-
-    def _parts(self) -> list[str]:
-        return sorted(info.path for info in self._part_infos())
-
-    def versions(self) -> dict[str, Any]:
-        """``cell_id → modification time`` of every part (cheap: no part is opened)."""
-        return {info.base_name[: -len(".parquet")]: info.mtime for info in self._part_infos()}
+            return {}
+        return {info.base_name[: -len(".parquet")]: info.mtime for info in infos
+                if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+                and not info.base_name.startswith(".")}
 
     def read_cell(self, cell_id: str) -> dict[str, Any]:
-        """The stored row of one cell (``FileNotFoundError`` when it has none)."""
+        """The stored row of one cell's loose part (``FileNotFoundError`` when it has none)."""
         with self.fs.open_input_file(self._part(cell_id)) as source:
             return pq.read_table(source).to_pylist()[0]
 
-    def read_readable(self) -> tuple[pd.DataFrame, list[UnreadablePart]]:
-        """Every part that can be read as one table, and those that cannot.
+    def read_table(self, columns: Sequence[str] | None = None) -> tuple[pa.Table, list[UnreadablePart]]:
+        """The newest row of every stored cell, only ``columns`` (all when None; ``cell_id`` always), and the
+        files that cannot be read.
 
-        The table has every schema column (empty when nothing is readable); a
-        column that older parts lack is null in their rows.
+        Columns older parts lack are null. When ``columns`` are all in
+        :data:`KEY_COLUMNS`, loose parts are read through the manifest.
         """
-        tables, unreadable = [], []
-        for path in self._parts():
-            try:
-                with self.fs.open_input_file(path) as source:
-                    tables.append(pq.read_table(source))
-            except (OSError, pa.ArrowException) as err:
-                unreadable.append(UnreadablePart(path, one_line(str(err)) or type(err).__name__))
-        if not tables:
-            return SCHEMA.empty_table().to_pandas(), unreadable
-        return _schema_columns_first(pa.concat_tables(tables, promote_options="default")).to_pandas(), unreadable
+        schema = _projection(columns)
+        files = self.files()
+        loose = [f for f in files if f.kind == LOOSE]
+        others, unreadable = read_files(self.fs, self.root, [f for f in files if f.kind != LOOSE], schema)
+        if set(schema.names) <= set(KEY_COLUMNS):
+            keys = pa.schema([SCHEMA.field(c) for c in KEY_COLUMNS])
+            table, broken = read_loose_with_manifest(self.fs, self.root, loose, keys)
+            table = table.select(schema.names)
+        else:
+            table, broken = read_files(self.fs, self.root, loose, schema)
+        return newest_per_cell(pa.concat_tables([others, table])), sorted(unreadable + broken, key=lambda u: u.path)
 
-    def read(self) -> pd.DataFrame:
-        """Every stored cell as one table (empty, with all columns, when nothing is stored).
+    def read_readable(self, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[UnreadablePart]]:
+        """:meth:`read_table` as a DataFrame (empty, with the asked columns, when nothing is readable)."""
+        table, unreadable = self.read_table(columns)
+        return table.to_pandas(), unreadable
 
-        A part that cannot be read raises ``OSError`` naming that part's path.
+    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Every stored cell as one table (empty, with the asked columns, when nothing is stored).
+
+        A file that cannot be read raises ``OSError`` naming its path.
         """
-        frame, unreadable = self.read_readable()
+        frame, unreadable = self.read_readable(columns)
         if unreadable:
             raise OSError(str(unreadable[0]))
         return frame
 
     def statuses(self) -> dict[str, str]:
-        """``cell_id → status`` of every stored cell."""
-        frame = self.read()
-        return dict(zip(frame["cell_id"], frame["status"]))
+        """``cell_id → status`` of every stored cell (reads two columns; warm through the manifest)."""
+        table = self.read(["cell_id", "status"])
+        return dict(zip(table["cell_id"], table["status"]))
 
     def finished(self, cell_ids: Iterable[str] | None = None) -> set[str]:
         """Cells stored with ``status == "ok"`` (restricted to ``cell_ids`` when given)."""

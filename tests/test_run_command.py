@@ -204,6 +204,7 @@ def test_sigterm_and_sigint_stop_a_run_within_seconds_keeping_every_stored_cell_
         assert re.search(rf"oba run: stopped by {signum.name} after \d+ s: {len(parts) - stored} of the {4 - stored} "
                          rf"cells to run stored in {re.escape(str(results))}; run the same command again to resume", err)
         assert "Traceback" not in err
+        assert not (results / "_lease.json").exists(), "a stopped run releases its lease"
         stored = len(parts)
     assert stored < 4, "the run was stopped before it finished"
     frame = ResultStore(str(results)).read()

@@ -30,6 +30,8 @@ from .band import DEFAULT_Z, GATED_METRICS, SETTING_KEYS, Band, measure_band, se
 from .load import ResultsUnreadable, load_results
 
 KEYS = (*SETTING_KEYS, "seed")
+CHECK_COLUMNS = ("error", *GATED_METRICS)
+"""What the gate reads besides the identity columns (:data:`~oba.report.load.IDENTITY_COLUMNS`)."""
 # Float slack so that a drop of exactly the band passes despite rounding.
 _SLACK = 1e-9
 
@@ -141,14 +143,14 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _cells(table: pd.DataFrame) -> dict[tuple, list[pd.Series]]:
-    cells: dict[tuple, list[pd.Series]] = {}
-    for _, row in table.iterrows():
+def _cells(table: pd.DataFrame) -> dict[tuple, list[dict]]:
+    cells: dict[tuple, list[dict]] = {}
+    for row in table.to_dict("records"):
         cells.setdefault((*setting_key(row), int(row["seed"])), []).append(row)
     return cells
 
 
-def _ok(row: pd.Series) -> bool:
+def _ok(row: dict) -> bool:
     return row["status"] == "ok" and all(pd.notna(row[m]) for m in GATED_METRICS)
 
 
@@ -170,7 +172,7 @@ def check(
     tables = {}
     for role, source in (("baseline", baseline), ("results", results)):
         try:
-            tables[role] = load_results(source)
+            tables[role] = load_results(source, CHECK_COLUMNS)
         except ResultsUnreadable as exc:
             outcome.unreadable.append(f"{role}: {exc}")
     if outcome.unreadable:

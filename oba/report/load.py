@@ -1,11 +1,13 @@
 """Read a results table from wherever it lives, in the store's column schema.
 
-A source is a pandas DataFrame, a results folder of Parquet parts (what
-:class:`oba.store.ResultStore` writes), a single Parquet file, or a Parquet
-dataset folder, given as a local path or a pyarrow filesystem URI. Whatever the
-source, the table returned has every column of :data:`oba.store.SCHEMA`
-(missing ones filled with nulls), numeric metric columns as floats and the
-identity columns as strings ("" where null).
+A source is a pandas DataFrame, a results folder (what
+:class:`oba.store.ResultStore` writes: loose parts and compacted files), a single
+Parquet file, or a Parquet dataset folder, given as a local path or a pyarrow
+filesystem URI. Whatever the source, the table returned has every column of
+:data:`oba.store.SCHEMA` (missing ones filled with nulls), numeric metric columns
+as floats and the identity columns as strings ("" where null). ``columns``
+names the columns a reader needs: only those (and the identity columns) are
+read from Parquet; the others are left null.
 
 :func:`load_results` refuses a results folder with an unreadable part;
 :func:`read_results` skips such parts and names them, for readers (report,
@@ -14,15 +16,18 @@ leaderboard) that can show the rest.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..store import COLUMNS, ResultStore, UnreadablePart
+from ..store import COLUMNS, ResultStore, UnreadablePart, filesystem
+from ..store_scan import FOLDING, PARTITION_KEYS
 
 NUMERIC_COLUMNS = (
     "ratio",
@@ -45,6 +50,9 @@ NUMERIC_COLUMNS = (
     "compute_seconds",
 )
 TEXT_KEYS = ("suite", "model", "dataset", "criterion", "structure", "allocation", "status")
+IDENTITY_COLUMNS = ("cell_id", "suite", "model", "dataset", "criterion", "structure", "allocation", "ratio", "seed",
+                    "status", "schema_version")
+"""Always read, whatever columns a reader asks for."""
 
 
 class ResultsUnreadable(UserError):
@@ -59,15 +67,23 @@ class LoadedResults:
     skipped: list[UnreadablePart] = field(default_factory=list)
 
 
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
+def _projection(columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    return list(dict.fromkeys([*IDENTITY_COLUMNS, *columns]))
 
 
-def _read_location(location: str) -> tuple[pd.DataFrame, list[UnreadablePart]]:
+def _is_results_folder(entries: list[pafs.FileInfo]) -> bool:
+    """Whether a folder's entries are a results store's: loose parts, compacted partitions or taken parts."""
+    return any((e.type == pafs.FileType.File and e.base_name.endswith(".parquet") and not e.base_name.startswith("."))
+               or (e.type == pafs.FileType.Directory
+                   and (e.base_name.startswith(f"{PARTITION_KEYS[0]}=") or e.base_name == FOLDING))
+               for e in entries)
+
+
+def _read_location(location: str, columns: list[str] | None) -> tuple[pd.DataFrame, list[UnreadablePart]]:
     try:
-        fs, path = _filesystem(location)
+        fs, path = filesystem(location)
         info = fs.get_file_info(path)
     except (OSError, ValueError) as exc:
         raise ResultsUnreadable(f"{location}: {exc}") from exc
@@ -76,18 +92,34 @@ def _read_location(location: str) -> tuple[pd.DataFrame, list[UnreadablePart]]:
     try:
         if info.type == pafs.FileType.File:
             with fs.open_input_file(path) as source:
-                return pq.read_table(source).to_pandas(), []
+                return _read_file(source, columns), []
         entries = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-        if any(e.type == pafs.FileType.File and e.base_name.endswith(".parquet") for e in entries):
-            frame, skipped = ResultStore(location).read_readable()
+        if _is_results_folder(entries):
+            frame, skipped = ResultStore(location).read_readable(columns)
             if frame.empty and skipped:
                 raise ResultsUnreadable(f"{location}: none of its {len(skipped)} result part(s) can be read; first: {skipped[0]}")
             return frame, skipped
         if not any(e.type == pafs.FileType.Directory for e in entries):
             raise ResultsUnreadable(f"{location}: no results here (a results folder holds one .parquet part per cell)")
-        return pq.read_table(path, filesystem=fs).to_pandas(), []
+        return _read_dataset(path, fs, columns), []
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ResultsUnreadable(f"{location}: not readable as Parquet results ({exc})") from exc
+
+
+def _present(columns: list[str] | None, names: list[str]) -> list[str] | None:
+    return None if columns is None else [c for c in columns if c in names]
+
+
+def _read_file(source: pa.NativeFile, columns: list[str] | None) -> pd.DataFrame:
+    """One Parquet file, only the ``columns`` it has (all when None)."""
+    parquet = pq.ParquetFile(source)
+    return parquet.read(columns=_present(columns, parquet.schema_arrow.names)).to_pandas()
+
+
+def _read_dataset(path: str, fs: pafs.FileSystem, columns: list[str] | None) -> pd.DataFrame:
+    """A Parquet dataset folder (hive partitions understood), only the ``columns`` it has (all when None)."""
+    dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+    return dataset.to_table(columns=_present(columns, dataset.schema.names)).to_pandas()
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -113,8 +145,10 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def read_results(source: str | os.PathLike[str] | pd.DataFrame) -> LoadedResults:
+def read_results(source: str | os.PathLike[str] | pd.DataFrame, columns: Sequence[str] | None = None) -> LoadedResults:
     """Read ``source`` into a normalised table, skipping (and naming) the unreadable parts of a results folder.
+
+    ``columns``: the columns to read besides :data:`IDENTITY_COLUMNS` (every column when None).
 
     Raises :class:`ResultsUnreadable` when nothing can be read: no such
     location, not Parquet, no results in it, or no identity columns.
@@ -122,20 +156,20 @@ def read_results(source: str | os.PathLike[str] | pd.DataFrame) -> LoadedResults
     if isinstance(source, pd.DataFrame):
         frame, skipped = source, []
     else:
-        frame, skipped = _read_location(os.fspath(source))
+        frame, skipped = _read_location(os.fspath(source), _projection(columns))
     missing = [c for c in ("model", "dataset", "criterion", "ratio", "seed", "status") if c not in frame.columns]
     if missing:
         raise ResultsUnreadable(f"results lack the columns {missing}")
     return LoadedResults(normalise(frame), skipped)
 
 
-def load_results(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+def load_results(source: str | os.PathLike[str] | pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read ``source`` into a normalised results table; raise :class:`ResultsUnreadable` on failure.
 
     Unlike :func:`read_results`, one unreadable part of a results folder fails the
     whole read (naming that part).
     """
-    loaded = read_results(source)
+    loaded = read_results(source, columns)
     if loaded.skipped:
         raise ResultsUnreadable(f"{os.fspath(source)}: {loaded.skipped[0]}")
     return loaded.table

@@ -29,7 +29,7 @@ from ..checkpoints import weights_key
 from ..errors import UserError
 from ..messages import one_line
 from ..models.weights import Weights, WeightsError, check
-from ..store import ResultStore, UnreadablePart
+from ..store import ResultStore, UnreadablePart, filesystem
 from .cluster import ClusterUnreachable, probe
 from .config import Suite
 from .grid import Cell, expand
@@ -68,8 +68,9 @@ def resolve_results(results: str) -> str:
 
 
 def resolve_cache(suite: Suite, cache_dir: str | None) -> str:
-    """The dense-checkpoint cache: ``cache_dir``, else the suite's ``[run] cache_dir``, else ``.cache/checkpoints``; resolved."""
-    return resolve_path(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
+    """The dense-checkpoint cache: ``cache_dir``, else the suite's ``[run] cache_dir``, else ``.cache/checkpoints``;
+    resolved like a results location (:func:`resolve_results`)."""
+    return resolve_results(cache_dir or suite.run.get("cache_dir") or os.path.join(".cache", "checkpoints"))
 
 
 def writable_folder_problem(fs: pafs.FileSystem, path: str, what: str) -> str | None:
@@ -105,7 +106,7 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     if problem:
         raise PreflightError([problem])
     cells = expand(suite)
-    stored, unreadable = store.read_readable()
+    stored, unreadable = store.read_readable(["cell_id", "status"])
     done = set(stored.loc[stored["status"] == "ok", "cell_id"])
     todo = [c for c in cells if c.cell_id not in done]
     cache = resolve_cache(suite, cache_dir)
@@ -125,7 +126,7 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                     weights.append(_weights_line(suite, model, dataset, cache))
                 except WeightsError as err:
                     problems.append(f"dense model {model}: {one_line(str(err))}")
-        problem = writable_folder_problem(pafs.LocalFileSystem(), cache, "checkpoint cache")
+        problem = writable_folder_problem(*filesystem(cache), "checkpoint cache")
         if problem:
             problems.append(problem)
         if address is not None:
@@ -142,8 +143,9 @@ def _weights_line(suite: Suite, model: str, dataset: str, cache: str) -> str:
     """Where dense ``model``'s weights for ``dataset`` come from; raises :class:`WeightsError` when they cannot."""
     spec = Weights.from_settings(suite.dense[model])
     key = weights_key(model, dataset, spec, suite.data.get("options", {}))
-    cached = os.path.join(cache, f"{key}.pt")
-    if os.path.isfile(cached):
+    fs, root = filesystem(cache)
+    cached = f"{root}/{key}.pt"
+    if fs.get_file_info(cached).type == pafs.FileType.File:
         return f"{model} on {dataset}: {spec.source}, evaluated in the checkpoint cache ({cached})"
     found = check(spec, model)
     if isinstance(found, str):

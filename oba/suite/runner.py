@@ -18,7 +18,9 @@ and a trial whose failed cell left CUDA unusable (a sticky error) ends its
 actor, so the retry and later cells start in a fresh process
 (:mod:`oba.device_health`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
-stored cells are kept and the next run resumes.
+stored cells are kept and the next run resumes. While cells run, the run holds
+the results location's lease (:mod:`oba.lease`): a second driver on the same
+store refuses at once, naming this one.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ..lease import Lease
 from ..messages import one_line, reason
 from ..store import ResultStore
 from ..versions import package_versions
@@ -125,33 +128,57 @@ class Progress:
 
 
 class StoreWatcher(threading.Thread):
-    """Reports each pending cell once a new part for it appears in the store (whoever wrote it)."""
+    """Reports each pending cell once a new part for it appears in the store (whoever wrote it).
+
+    A poll lists the store's top folder once (no part is opened unless it is a
+    pending cell's new part); polls are ``interval`` seconds apart, or
+    ``cost_factor`` times the last poll's duration when that is longer, so a
+    large store or a slow object store costs the driver a bounded share of its
+    time. Cells whose part a compaction moved before a poll saw it are reported
+    when the watcher stops, from the store's columns.
+    """
 
     def __init__(self, store: ResultStore, cells: list[Cell], progress: Progress,
-                 on_cell_done: Callable[[str, bool], None] | None, interval: float = 0.5) -> None:
+                 on_cell_done: Callable[[str, bool], None] | None, interval: float = 0.5,
+                 cost_factor: float = 20.0) -> None:
         super().__init__(name="oba-store-watcher", daemon=True)
-        self.store, self.progress, self.on_cell_done, self.interval = store, progress, on_cell_done, interval
+        self.store, self.progress, self.on_cell_done = store, progress, on_cell_done
+        self.interval, self.cost_factor = interval, cost_factor
         self.pending = {c.cell_id: c.label() for c in cells}
         self.before = store.versions()
         self.stopping = threading.Event()
+        self.last_poll_seconds = 0.0
+
+    def _report(self, cell_id: str, status: str, error: str | None) -> None:
+        ok = status == "ok"
+        self.progress.update(self.pending.pop(cell_id), ok, "" if ok else reason(error or status))
+        if self.on_cell_done is not None:
+            self.on_cell_done(cell_id, ok)
 
     def poll(self) -> None:
+        began = time.monotonic()
         fresh = {cid for cid, mtime in self.store.versions().items() if self.before.get(cid) != mtime}
         for cell_id in sorted(fresh & set(self.pending)):
-            row = self.store.read_cell(cell_id)
-            ok = row["status"] == "ok"
-            self.progress.update(self.pending.pop(cell_id), ok, "" if ok else reason(row["error"] or row["status"]))
-            if self.on_cell_done is not None:
-                self.on_cell_done(cell_id, ok)
+            try:
+                row = self.store.read_cell(cell_id)
+            except FileNotFoundError:  # taken by a compaction meanwhile: reported at stop
+                continue
+            self._report(cell_id, row["status"], row["error"])
+        self.last_poll_seconds = time.monotonic() - began
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval):
+        while not self.stopping.wait(max(self.interval, self.cost_factor * self.last_poll_seconds)):
             self.poll()
 
     def stop(self) -> None:
         self.stopping.set()
         self.join()
         self.poll()
+        if self.pending:
+            stored, _ = self.store.read_readable(["cell_id", "status", "error"])
+            for cell_id, status, error in zip(stored["cell_id"], stored["status"], stored["error"]):
+                if cell_id in self.pending:
+                    self._report(cell_id, status, error)
 
 
 def _clock(seconds: float) -> str:
@@ -235,8 +262,7 @@ def run_suite(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.monotonic()
     plan = plan_run(suite, results, cache_dir, address if not ray.is_initialized() else None)
-    for part in plan.unreadable:
-        stream.write(f"warning: skipped {part}; a cell without a readable part runs again\n")
+    stream.writelines(f"warning: skipped {part}; a cell without a readable part runs again\n" for part in plan.unreadable)
     stream.write(f"suite {suite.name}: {len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} already stored, "
                  f"{len(plan.todo)} to run\n")
     if not plan.todo:
@@ -246,7 +272,7 @@ def run_suite(
                      "share of GPU memory, and latency is measured under its neighbours' load (use gpu = 1 for "
                      "latency you will compare)\n")
     trial_errors: dict[str, str] = {}
-    with stop_on_signals() as watch:
+    with Lease(plan.results, f"oba run {suite.name}", suite=suite.name), stop_on_signals() as watch:
         try:
             started_ray = not ray.is_initialized()
             if started_ray:
@@ -317,7 +343,7 @@ def _cause(err: BaseException) -> str:
 
 def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSummary:
     """What is stored now for the cells this run had to do."""
-    stored, _ = ResultStore(plan.results).read_readable()
+    stored, _ = ResultStore(plan.results).read_readable(["cell_id", "status", "error"])
     rows = {row["cell_id"]: row for row in stored.to_dict("records")}
     failures = []
     for cell in plan.todo:
