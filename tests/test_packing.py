@@ -15,7 +15,8 @@ from oba.measure import count_macs, macs_by_module
 from oba.pruning import structure, structured
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
-from oba.suite.packing import pack
+from oba.suite.packing import pack, trial_count
+from oba.suite.runner import trial_slots
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy
@@ -26,15 +27,29 @@ def test_cells_are_packed_by_dense_context_into_at_most_max_trials(tmp_path: Pat
     label = {c.cell_id: f"{c.config['criterion']}/{c.config['seed']}" for c in cells}
     assert [label[c.cell_id] for c in cells] == ["taylor/0", "taylor/1", "magnitude-l1/0", "magnitude-l1/1", "random/0", "random/1"]
 
-    def labels(max_trials: int) -> list[list[str]]:
-        return [[label[c.cell_id] for c in trial] for trial in pack(cells, max_trials)]
+    def labels(max_trials: int, slots: int = 2) -> list[list[str]]:
+        return [[label[c.cell_id] for c in trial] for trial in pack(cells, max_trials, slots)]
 
     assert labels(2) == [["taylor/0", "magnitude-l1/0", "random/0"], ["taylor/1", "magnitude-l1/1", "random/1"]]
     assert labels(4) == [["taylor/0"], ["magnitude-l1/0", "random/0"], ["taylor/1"], ["magnitude-l1/1", "random/1"]]
     assert labels(1) == [["taylor/0", "magnitude-l1/0", "random/0", "taylor/1", "magnitude-l1/1", "random/1"]]
     assert labels(1000) == [[x] for x in ["taylor/0", "magnitude-l1/0", "random/0", "taylor/1", "magnitude-l1/1", "random/1"]]
+    assert labels(1000, slots=1) == labels(4), "four trials per slot"
     with pytest.raises(ValueError, match="at least 1"):
-        pack(cells, 0)
+        pack(cells, 0, 1)
+
+
+@pytest.mark.parametrize("cells, max_trials, slots, trials", [
+    (8, 1000, 2, 8),  # few cells: one per trial
+    (1000, 1000, 2, 100),  # ten cells per trial share Tune's cost per trial
+    (1000, 1000, 64, 256),  # but four trials per slot
+    (10_000, 1000, 2, 1000),
+    (100_000, 1000, 2, 1000),  # never more than max_trials
+    (100_000, 50, 64, 50),
+])
+def test_the_number_of_trials_is_bounded_and_keeps_every_slot_busy(cells: int, max_trials: int, slots: int,
+                                                                   trials: int) -> None:
+    assert trial_count(cells, max_trials, slots) == trials
 
 
 def _shape(model: nn.Module) -> tuple:
@@ -91,3 +106,14 @@ def test_unstructured_pruning_counts_no_macs_when_the_dense_count_is_given(monke
                               steps=2, dense_macs=dense)
     assert not seen["mac counts"] and not seen["traces"]
     assert record.macs_pruned == record.macs_dense == count_macs(model, example), "masks change no shape"
+
+
+@pytest.mark.parametrize("resources, cpu, gpu, max_concurrent, slots", [
+    ({"CPU": 16.0, "GPU": 4.0}, 2, 1, None, 4),  # GPUs bind first
+    ({"CPU": 16.0, "GPU": 4.0}, 2, 0, None, 8),
+    ({"CPU": 16.0}, 2, 0, 3, 3),
+    ({"CPU": 1.0}, 2, 0, None, 1),  # a trial that fits nowhere still counts as one slot
+    ({"CPU": 4.0}, 0, 0, None, 1),
+])
+def test_trial_slots_are_the_trials_that_fit_at_once(resources, cpu, gpu, max_concurrent, slots) -> None:
+    assert trial_slots(resources, cpu, gpu, max_concurrent) == slots

@@ -404,7 +404,7 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
-    trials = pack(cells, suite.run["max_trials"])
+    trials = pack(cells, suite.run["max_trials"], trial_slots(ray.cluster_resources(), cpu, gpu, concurrent))
     references = [ray.put(trial) for trial in trials]
     param_space = {
         "trial": tune.grid_search(list(range(len(trials)))),
@@ -439,6 +439,14 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
         if unattributed:
             errors[UNATTRIBUTED] = "a trial failed and Tune lost which cells it ran: " + "; ".join(unattributed)
         return errors
+
+
+def trial_slots(resources: dict[str, float], cpu: float, gpu: float, max_concurrent: int | None) -> int:
+    """How many trials asking for ``cpu`` CPUs and ``gpu`` GPUs the cluster's ``resources`` run at once (at least 1,
+    at most ``max_concurrent`` when that is set)."""
+    fits = [int(resources.get(name, 0) // need) for name, need in (("CPU", cpu), ("GPU", gpu)) if need > 0]
+    slots = max(1, min(fits)) if fits else 1
+    return min(slots, max_concurrent) if max_concurrent else slots
 
 
 def experiment_name(suite: str) -> str:
