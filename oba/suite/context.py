@@ -5,8 +5,9 @@ splits, the dense model and where its weights came from (source and SHA-256), th
 recalibration batches (batch-norm statistics after pruning), the example and
 latency inputs, the dense latency, the dense model's MACs per module, and
 fidelity's ground truth — the actual loss change of removing each sampled unit
-alone. Ray reuses trial actors, so
-the cells of one dense model that land on the same worker pay for this once.
+alone. The runner packs the cells of one dense model into the same trials
+(:mod:`oba.suite.packing`) and Ray reuses trial actors, so they pay for this
+once per trial process.
 Cells must not modify ``context.model``: they prune a copy (:meth:`DenseContext.fresh_model`).
 """
 from __future__ import annotations
