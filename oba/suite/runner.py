@@ -343,19 +343,20 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
             runnable.append(cell)
     if not runnable:
         return {}
-    before = store.versions()
     watcher = StoreWatcher(store, runnable, progress, on_cell_done)
     watcher.start()
     try:
         errors = _fit(runnable, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
-        after = store.versions()
-        for cell in runnable:
-            if after.get(cell.cell_id) == before.get(cell.cell_id):
-                why = errors.get(cell.cell_id) or errors.get(UNATTRIBUTED) or NO_ROW.format(results=plan.results)
-                store.write(_error_row(cell, why, sha, "none (no row came back from the cell's trial)"))
-        return errors
     finally:
         watcher.stop()
+    for cell in runnable:
+        if cell.cell_id in watcher.pending:  # no new row of this cell reached the store
+            why = errors.get(cell.cell_id) or errors.get(UNATTRIBUTED) or NO_ROW.format(results=plan.results)
+            store.write(_error_row(cell, why, sha, "none (no row came back from the cell's trial)"))
+            progress.update(cell.label(), False, reason(why))
+            if on_cell_done is not None:
+                on_cell_done(cell.cell_id, False)
+    return errors
 
 
 def _error_row(cell: Cell, why: str, sha: str, device: str) -> dict[str, Any]:
