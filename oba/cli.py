@@ -2,7 +2,7 @@
 
     oba --version
     oba list models|datasets|criteria
-    oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
+    oba run SUITE [--results DIR] [--cache DIR] [--address ADDR] [--max-concurrent N] [--shared-mount] [--fake-cell] [--dry-run]
     oba report RESULTS -o reports/NAME.html [--png DIR] [--plotly-js inline|shared] [--leaderboard DIR]
     oba leaderboard RESULTS -o reports/leaderboard/ [--band FILE] [--report FILE]
     oba check RESULTS --baseline FILE_OR_DIR [--band FILE] [--tolerance POINTS] [--suite SUITE]
@@ -55,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     from .suite.runner import RunInterrupted, run_suite
 
     suite = load_suite(args.suite)
+    if args.fake_cell and not args.results:
+        raise UserError("--fake-cell stores placeholder rows: give a --results location of their own")
     results = args.results or f"results/{suite.name}"
     if args.dry_run:
         plan = plan_run(suite, results, args.cache, args.address)
@@ -68,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} stored, {len(plan.todo)} to run", file=sys.stderr)
         return 0
     try:
-        summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache)
+        summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache,
+                            shared_mount=args.shared_mount, pipeline="noop" if args.fake_cell else "full")
     except RunInterrupted as stop:
         _print_failures(stop.summary)
         stored = stop.summary.ran - stop.summary.failed
@@ -233,6 +236,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--cache", help="dense-checkpoint cache folder (default: the suite's [run] cache_dir, "
                                      "else .cache/checkpoints)")
+    run.add_argument("--shared-mount", action="store_true",
+                     help="the results and cache paths are a mount that every node of the cluster shares at the same "
+                          "path (otherwise a cluster of several nodes needs URIs such as s3://...)")
+    run.add_argument("--fake-cell", action="store_true",
+                     help="compute nothing: store each cell's identity as an ok row (the noop pipeline), to measure "
+                          "the runner's own cost; needs --results")
     run.add_argument("--dry-run", action="store_true",
                      help="check the results and cache folders (creating them), the data and the dense weights files, "
                           "list the weights files and the cells and whether each is stored, run nothing")

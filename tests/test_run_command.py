@@ -187,8 +187,10 @@ def _stop(run: subprocess.Popen[str], signum: signal.Signals, whole_group: bool)
 def test_sigterm_and_sigint_stop_a_run_within_seconds_keeping_every_stored_cell_and_the_next_run_resumes(
         tmp_path: Path) -> None:
     """SIGTERM stops the first run; the second resumes from what it stored and is stopped by SIGINT (to the
-    process group, as Ctrl+C); the cells stored by both are what the next run would skip."""
-    suite = tiny_suite(tmp_path, criteria=("taylor", "magnitude-l1"), ratios=(0.3, 0.5))
+    process group, as Ctrl+C); the cells stored by both are what the next run would skip. Six cells of about a
+    second each: a run takes seconds to stop, and two stopped runs must leave some undone."""
+    suite = tiny_suite(tmp_path, criteria=("taylor", "magnitude-l1"), ratios=(0.3, 0.5, 0.7))
+    total = 6
     results = tmp_path / "results"
     args = (str(suite), "--results", str(results), "--max-concurrent", "1")
     stored = 0
@@ -198,17 +200,17 @@ def test_sigterm_and_sigint_stop_a_run_within_seconds_keeping_every_stored_cell_
         seconds, err = _stop(run, signum, whole_group)
         assert run.returncode == 128 + signum, err[-3000:]
         assert seconds < 20, f"{signum.name} took {seconds:.0f} s to stop the run"
-        assert f"suite tiny: 4 cells, {stored} already stored, {4 - stored} to run" in err
+        assert f"suite tiny: {total} cells, {stored} already stored, {total - stored} to run" in err
         parts = sorted(results.glob("*.parquet"))
         assert len(parts) >= at_signal and all(pq.read_table(p).num_rows == 1 for p in parts), "every stored cell kept"
-        assert re.search(rf"oba run: stopped by {signum.name} after \d+ s: {len(parts) - stored} of the {4 - stored} "
+        assert re.search(rf"oba run: stopped by {signum.name} after \d+ s: {len(parts) - stored} of the {total - stored} "
                          rf"cells to run stored in {re.escape(str(results))}; run the same command again to resume", err)
         assert "Traceback" not in err
         assert not (results / "_lease.json").exists(), "a stopped run releases its lease"
         stored = len(parts)
-    assert stored < 4, "the run was stopped before it finished"
+    assert stored < total, "the run was stopped before it finished"
     frame = ResultStore(str(results)).read()
     assert len(set(frame["cell_id"])) == len(frame) == stored and set(frame["status"]) == {"ok"}
     listed = run_cmd(*args, "--dry-run")
-    assert listed.returncode == 0 and f"4 cells, {stored} stored, {4 - stored} to run" in listed.stderr
+    assert listed.returncode == 0 and f"{total} cells, {stored} stored, {total - stored} to run" in listed.stderr
     assert {line.split()[0] for line in listed.stdout.splitlines() if "  done  " in line} == set(frame["cell_id"])

@@ -20,6 +20,7 @@ import pytest
 from oba.store import SCHEMA_VERSION, ResultStore
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
+from oba.suite.plan import PreflightError
 from oba.suite.runner import run_suite
 from suites import tiny_suite
 from test_data import _write_cifar10
@@ -89,6 +90,7 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path: Path) -> Non
 
 
 def test_losing_a_node_mid_suite_loses_no_cell(tmp_path: Path) -> None:
+    """Simulated nodes on one machine share its disk: node-local paths are refused until ``shared_mount`` says so."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -106,7 +108,16 @@ def test_losing_a_node_mid_suite_loses_no_cell(tmp_path: Path) -> None:
 
     try:
         assert len(ray.nodes()) == 2
-        summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), stream=io.StringIO(), on_cell_done=remove_worker)
+        with pytest.raises(PreflightError) as refused:
+            run_suite(load_suite(suite_path), str(tmp_path / "results"), stream=io.StringIO())
+        assert refused.value.problems == [
+            f"{what} {where} is a folder on this machine's disk, but the Ray cluster has 2 nodes: use a URI that every "
+            f"node reaches (e.g. s3://bucket/path) or, if it is a mount that every node shares at the same path, pass "
+            f"--shared-mount" for what, where in (("results location", tmp_path / "results"), ("checkpoint cache", tmp_path / "cache"))
+        ]
+        assert not list((tmp_path / "cache").glob("*.pt")), "refused before anything ran"
+        summary = run_suite(load_suite(suite_path), str(tmp_path / "results"), stream=io.StringIO(), on_cell_done=remove_worker,
+                            shared_mount=True)
         alive = [n for n in ray.nodes() if n["Alive"]]
     finally:
         ray.shutdown()

@@ -85,6 +85,7 @@ def prune(
     ignored_layers: Sequence[nn.Module] = (),
     criterion_options: dict[str, Any] | None = None,
     recalibration: Sequence[Batch] | None = None,
+    dense_macs: dict[str, int] | None = None,
 ) -> tuple[nn.Module, PruneRecord]:
     """Prune ``model`` **in place** and return it with a :class:`PruneRecord`.
 
@@ -96,6 +97,10 @@ def prune(
     ``recalibration`` batches, when given, recompute batch-norm statistics before
     every round after the first (the statistics after the last round are left
     to the caller: see :func:`oba.recalibration.recalibrate_batchnorm`).
+    ``dense_macs``, :func:`oba.measure.macs_by_module` of ``model`` as given, saves
+    counting them when the caller has them. MACs are counted only where the
+    structure changed: masks change no shape, so an unstructured run's pruned
+    MACs are its dense MACs.
     """
     if structure not in STRUCTURES:
         raise ValueError(f"unknown structure {structure!r}; valid: {', '.join(STRUCTURES)}")
@@ -103,18 +108,19 @@ def prune(
         criterion = criteria_registry.get(criterion, mode=mode, **(criterion_options or {}))
     elif criterion_options:
         raise ValueError("criterion_options apply only when the criterion is given by name")
-    macs_dense = count_macs(model, example_inputs)
     params_dense = count_params(model)
     with criterion.scoring_in(mode):
         if structure == "channels":
             result = prune_structured(
                 model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
                 normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
-                recalibration=recalibration,
+                recalibration=recalibration, dense_macs=dense_macs,
             )
             params_pruned = count_params(model)
         else:
-            result = prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)
+            macs = dense_macs[""] if dense_macs is not None else count_macs(model, example_inputs)
+            result = {"macs_dense": macs, "macs_pruned": macs,
+                      **prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)}
             params_pruned = count_params(model, nonzero=True)
         criterion_config = criterion.config()
     record = PruneRecord(
@@ -126,8 +132,8 @@ def prune(
         normalisation=normalisation,
         layer_cap=layer_cap,
         mode=mode,
-        macs_dense=macs_dense,
-        macs_pruned=count_macs(model, example_inputs),
+        macs_dense=result["macs_dense"],
+        macs_pruned=result["macs_pruned"],
         params_dense=params_dense,
         params_pruned=params_pruned,
         scoring_seconds=result["scoring_seconds"],

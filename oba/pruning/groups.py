@@ -137,29 +137,33 @@ def _attention_core_macs(attention: nn.Module, name: str, macs: dict[str, int]) 
     return max(macs.get(name, 0) - children, 0) / attention.num_heads
 
 
-def find_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequence[nn.Module] = ()) -> tuple[tp.DependencyGraph, list[PrunableGroup]]:
+def find_groups(
+    model: nn.Module, example_inputs: Any, ignored_layers: Sequence[nn.Module] = (), macs: dict[str, int] | None = None
+) -> tuple[tp.DependencyGraph, list[PrunableGroup]]:
     """Trace ``model`` and return its dependency graph and prunable groups.
 
     The classifier (last layer producing the output width) and ``ignored_layers``
     keep their output width; groups reaching an unwrapped parameter
-    (a transformer's residual stream) are skipped.
+    (a transformer's residual stream) are skipped. ``macs`` is
+    :func:`~oba.measure.macs_by_module` of ``model`` as it is now, when the caller
+    has it (it is counted otherwise).
     """
     model_device = next(model.parameters()).device
     names = {m: n for n, m in model.named_modules()}
     ignored = list(ignored_layers)
-    head = classifier_layer(model, example_inputs)
-    if head is not None:
-        ignored.append(head)
     if isinstance(example_inputs, Tensor):
         example_inputs = example_inputs.to(model_device)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
+        head = classifier_layer(model, example_inputs)
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
     finally:
         for module, training in flags:
             module.training = training
-    macs = macs_by_module(model, example_inputs)
+    if head is not None:
+        ignored.append(head)
+    macs = macs if macs is not None else macs_by_module(model, example_inputs)
     attention_of_qkv = {m.qkv: m for m in model.modules() if is_attention(m)}
     groups: list[PrunableGroup] = []
     for tp_group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):

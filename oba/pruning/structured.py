@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..batches import Batch, LossFn
 from ..criteria.base import Criterion
-from ..measure import count_macs, timed, warm_up
+from ..measure import timed, warm_up
 from ..recalibration import recalibrate_batchnorm
 from .allocation import (
     NORMALISERS,
@@ -41,7 +41,8 @@ from .allocation import (
     normalise_groups,
 )
 from .compensation import compensate
-from .groups import PrunableGroup, find_groups, remove_units, sync_attention_heads
+from .groups import PrunableGroup, remove_units, sync_attention_heads
+from .structure import ModelStructure
 
 ALLOCATIONS = ("global", "uniform")
 
@@ -80,6 +81,7 @@ def prune_structured(
     tolerance: float = 0.005,
     max_rounds: int = 8,
     recalibration: Sequence[Batch] | None = None,
+    dense_macs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place; return measurements of what was done.
 
@@ -89,7 +91,9 @@ def prune_structured(
     that order), ``first_step_units_removed`` (units the first round removed)
     and ``layer_widths`` (group name → kind, dense and remaining units, in the order in which the model
     registers its modules: the forward order of models defined in execution order). The
-    dependency graph is traced again only after units were removed.
+    dependency graph is traced and MACs are counted only when the model's
+    structure changed since they were last known (:class:`~oba.pruning.structure.ModelStructure`);
+    ``dense_macs``, the per-module MACs of ``model`` as given, saves counting them.
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
@@ -101,8 +105,9 @@ def prune_structured(
         raise ValueError(f"layer_cap must be in (0, 1), got {layer_cap}")
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
-    macs_dense = count_macs(model, example_inputs)
-    dg, groups = find_groups(model, example_inputs, ignored_layers)
+    structure = ModelStructure(model, example_inputs, ignored_layers, dense_macs)
+    macs_dense = structure.macs()
+    dg, groups = structure.groups()
     dense_units = {g.name: len(g) for g in groups}
     kinds = {g.name: g.kind for g in groups}
     scoring_seconds = dense_scoring_seconds = 0.0
@@ -113,6 +118,7 @@ def prune_structured(
         target_removed = ratio * step / steps * macs_dense
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
+        dg, groups = structure.groups()
         criterion.reseed(step)
         warm_up(model, batches, loss_fn, criterion.mode)
         with timed(device) as clock:
@@ -126,9 +132,10 @@ def prune_structured(
         if allocation == "global":
             scores = normalise_groups(scores, normalisation)
         for _ in range(max_rounds):
-            deficit = target_removed - (macs_dense - count_macs(model, example_inputs))
+            deficit = target_removed - (macs_dense - structure.macs())
             if deficit <= tolerance * macs_dense:
                 break
+            dg, groups = structure.groups()
             for g in groups:
                 if len(scores[g.name]) != len(g):
                     raise RuntimeError(f"group {g.name} changed shape unexpectedly during pruning")
@@ -159,13 +166,13 @@ def prune_structured(
                 keep[units] = False
                 scores[g.name] = scores[g.name][keep]
             sync_attention_heads(model)
-            dg, groups = find_groups(model, example_inputs, ignored_layers)
-    remaining = {g.name: len(g) for g in groups}
+            structure.changed()
+    remaining = {g.name: len(scores[g.name]) for g in groups}
     position = {name: index for index, (name, _) in enumerate(model.named_modules())}
     in_model_order = sorted(dense_units, key=lambda name: position.get(name, len(position)))
     return {
         "macs_dense": macs_dense,
-        "macs_pruned": count_macs(model, example_inputs),
+        "macs_pruned": structure.macs(),
         "scoring_seconds": scoring_seconds,
         "dense_scoring_seconds": dense_scoring_seconds,
         "dense_unit_scores": dense_unit_scores,

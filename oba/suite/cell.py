@@ -57,6 +57,8 @@ from ..train import Recipe, default_device, evaluate, fine_tune
 from ..versions import package_versions
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
+from .pipelines import PIPELINES
+
 
 def device_name(device: torch.device) -> str:
     """A human-readable name of the device a cell ran on."""
@@ -89,22 +91,6 @@ def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mod
         for x, y in batches:
             torch.autograd.grad(LOSS(model(x), y), params)
     return clock.seconds
-
-
-def _identity(cell: Cell) -> dict[str, Any]:
-    c = cell.config
-    return {
-        "suite": cell.suite,
-        "cell_id": cell.cell_id,
-        "model": c["model"],
-        "dataset": c["dataset"],
-        "criterion": c["criterion"],
-        "structure": c["structure"],
-        "allocation": c["allocation"],
-        "ratio": c["ratio"],
-        "seed": c["seed"],
-        "config": c,
-    }
 
 
 def _now() -> dt.datetime:
@@ -157,7 +143,7 @@ def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str |
     pruned, record = prune(
         model, context.example, context.calibration, LOSS, criterion, ratio=c["ratio"], structure=c["structure"],
         steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
-        layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
+        layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration, dense_macs=context.dense_macs,
     )
     sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
     fidelity = _fidelity(context, sampled_scores, record)
@@ -213,7 +199,7 @@ def run_cell(
     ``num_workers`` (the trial's CPUs) is passed to every data loader the cell makes.
     """
     device = torch.device(device) if device is not None else default_device()
-    row = {**_identity(cell), "started_at": _now(), "git_sha": git_sha, "package_versions": package_versions(),
+    row = {**cell.identity(), "started_at": _now(), "git_sha": git_sha, "package_versions": package_versions(),
            "device": device_name(device), "ray_node": ray_node()}
     start = time.perf_counter()
     try:
@@ -225,3 +211,11 @@ def run_cell(
     row["compute_seconds"] = time.perf_counter() - start
     row["finished_at"] = _now()
     return row
+
+
+@PIPELINES.register("full")
+class FullPipeline:
+    """The benchmark: every cell computed end to end (:func:`run_cell`) from its prepared dense checkpoint."""
+
+    needs_dense = True
+    run = staticmethod(run_cell)

@@ -88,3 +88,32 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **options)
     else:
         ray.init(address=address, **options)
+
+
+def node_local(location: str) -> bool:
+    """Whether ``location`` names this machine's own disk: a plain path or a ``file://`` URI."""
+    return "://" not in location or location.startswith("file://")
+
+
+def storage_problems(locations: dict[str, str], nodes: int, shared_mount: bool) -> list[str]:
+    """One line per location in ``{what: location}`` that the other nodes of a ``nodes``-node cluster cannot reach.
+
+    A node-local path is refused on more than one node unless ``shared_mount``
+    says that it is a mount every node shares at the same path.
+    """
+    if nodes < 2 or shared_mount:
+        return []
+    return [
+        f"{what} {location} is a folder on this machine's disk, but the Ray cluster has {nodes} nodes: use a URI "
+        f"that every node reaches (e.g. s3://bucket/path) or, if it is a mount that every node shares at the same "
+        f"path, pass --shared-mount"
+        for what, location in locations.items()
+        if node_local(location)
+    ]
+
+
+def alive_nodes() -> int:
+    """Number of live nodes of the Ray cluster this process is connected to."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node["Alive"])

@@ -46,7 +46,7 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "measure": {"latency_batch_size": int, "latency_repeats": int, "fidelity_sample": int},
     "data": {"root": str, "download": bool, "options": dict},
     "resources": {"cpu": (int, float), "gpu": (int, float)},
-    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str},
+    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int},
 }
 REQUIRED_GRID = ("models", "datasets", "criteria", "ratios", "seeds")
 
@@ -80,7 +80,7 @@ PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "mean", "mode":
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
-RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2}
+RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000}
 
 
 class _Locator:
@@ -268,6 +268,9 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
     resources = {**RESOURCE_DEFAULTS, **raw.get("resources", {})}
     if resources["cpu"] < 0 or resources["gpu"] < 0:
         raise loc.error("resources", None, f"resources must be non-negative, got {resources}")
+    run = {**RUN_DEFAULTS, **raw.get("run", {})}
+    if run["max_trials"] < 1:
+        raise loc.error("run", "max_trials", f"must be at least 1, got {run['max_trials']}")
     model_names = _names(loc, "models", list(grid["models"]), models.names())
     return Suite(
         name=raw.get("suite", {}).get("name", Path(path).stem),
@@ -288,5 +291,5 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         measure={**MEASURE_DEFAULTS, **raw.get("measure", {})},
         data={"root": None, "download": False, "options": {}, **raw.get("data", {})},
         resources=resources,
-        run={**RUN_DEFAULTS, **raw.get("run", {})},
+        run=run,
     )

@@ -3,9 +3,11 @@
 A :class:`DenseContext` holds what does not depend on the criterion: the data
 splits, the dense model and where its weights came from (source and SHA-256), the calibration batches (scoring) and the
 recalibration batches (batch-norm statistics after pruning), the example and
-latency inputs, the dense latency, and fidelity's ground truth — the actual
-loss change of removing each sampled unit alone. Ray reuses trial actors, so
-the cells of one dense model that land on the same worker pay for this once.
+latency inputs, the dense latency, the dense model's MACs per module, and
+fidelity's ground truth — the actual loss change of removing each sampled unit
+alone. The runner packs the cells of one dense model into the same trials
+(:mod:`oba.suite.packing`) and Ray reuses trial actors, so they pay for this
+once per trial process.
 Cells must not modify ``context.model``: they prune a copy (:meth:`DenseContext.fresh_model`).
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..batches import Batch, scoring_context
 from ..checkpoints import dense_checkpoint, dense_source
 from ..ranking_fidelity import loss_changes, sample_groups
 from ..groups import Group, ParamSlice
-from ..measure import measure_latency
+from ..measure import macs_by_module, measure_latency
 from ..pruning import find_groups
 from ..pruning.unstructured import maskable_weights
 from .grid import Cell
@@ -52,6 +54,7 @@ class DenseContext:
     fidelity_groups: list[Group]
     fidelity_index: Tensor
     fidelity_changes: Tensor
+    dense_macs: dict[str, int]
 
     def fresh_model(self) -> nn.Module:
         """A private copy of the dense model, to prune."""
@@ -100,11 +103,7 @@ def _unstructured_groups(model: nn.Module, sample: int, seed: int) -> list[Group
 
 
 def _key(cell: Cell, data_root: str | None, cache_dir: str | None, device: torch.device) -> str:
-    c = cell.config
-    shared = {k: c[k] for k in ("model", "dataset", "dataset_options", "seed", "structure", "calibration", "dense", "measure")}
-    shared.update(mode=c["prune"]["mode"], recalibration=c["prune"]["recalibration_batches"], data_root=data_root,
-                  cache_dir=cache_dir, device=str(device))
-    return json.dumps(shared, sort_keys=True)
+    return json.dumps([cell.context_key(), data_root, cache_dir, str(device)])
 
 
 def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
@@ -123,8 +122,9 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
     )
     example = calibration[0][0][:1]
     latency_input = example.expand(measure["latency_batch_size"], *example.shape[1:]).contiguous()
+    dense_macs = macs_by_module(model, example)
     if c["structure"] == "channels":
-        _, groups = find_groups(model, example)
+        _, groups = find_groups(model, example, macs=dense_macs)
         units = [u for g in groups for u in g.units]
     else:
         units = _unstructured_groups(model, measure["fidelity_sample"], seed)
@@ -136,7 +136,7 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
         weights_sha256=dense.weights_sha256, calibration=calibration, recalibration=recalibration,
         example=example, latency_input=latency_input,
         latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
-        fidelity_groups=units, fidelity_index=index, fidelity_changes=changes,
+        fidelity_groups=units, fidelity_index=index, fidelity_changes=changes, dense_macs=dense_macs,
     )
 
 

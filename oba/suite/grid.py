@@ -29,6 +29,20 @@ class Cell:
         c = self.config
         return f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/r={c['ratio']:g}/s={c['seed']}"
 
+    def identity(self) -> dict[str, Any]:
+        """The identity columns of this cell's result row (suite, cell_id, the grid axes and the config)."""
+        c = self.config
+        axes = ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")
+        return {"suite": self.suite, "cell_id": self.cell_id, **{k: c[k] for k in axes}, "config": c}
+
+    def context_key(self) -> str:
+        """What this cell shares with the other cells of its dense context (:mod:`oba.suite.context`): equal keys,
+        equal dense model, calibration and recalibration batches, groups and fidelity ground truth."""
+        c = self.config
+        shared = {k: c[k] for k in ("model", "dataset", "dataset_options", "seed", "structure", "calibration", "dense", "measure")}
+        shared.update(mode=c["prune"]["mode"], recalibration=c["prune"]["recalibration_batches"])
+        return json.dumps(shared, sort_keys=True)
+
 
 def cell_id(config: dict[str, Any]) -> str:
     """Stable identity of a resolved cell config."""

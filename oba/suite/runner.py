@@ -1,22 +1,31 @@
-"""Run a suite: one Ray Tune trial per unfinished cell, each result stored as a Parquet part.
+"""Run a suite: the unfinished cells packed into Ray Tune trials, each cell's result stored as a Parquet part.
 
 Everything checkable is checked before any compute (:mod:`oba.suite.plan`).
 Without ``address`` a fresh local Ray starts; ``address`` joins an existing
 cluster, probed first (:mod:`oba.suite.cluster`). Dense
 checkpoints are prepared first (one Ray task per distinct model × dataset ×
 seed, trained once, cached under a folder every node can read), then the cells
-run as trials asking for the suite's per-trial resources, both on the device
+run, packed into at most ``[run] max_trials`` trials (:mod:`oba.suite.packing`;
+a trial runs its cells one after another and stores each row as soon as the
+cell ends, so a trial that dies keeps every cell it finished, and its retry
+runs only the others), asking for the suite's per-trial resources, both on the device
 :func:`trial_device` names (CUDA when ``[resources] gpu`` is above 0, else the
 CPU); each task and trial uses its CPUs (``resources.cpu``) as torch threads and
-as data-loader workers for file-backed data. Cells already stored
+as data-loader workers for file-backed data. On a cluster of several nodes the
+results location and the checkpoint cache must be reachable from every node
+(a URI, or a mount every node shares, declared with ``shared_mount``); a path on
+the driver's disk is refused before anything runs. Cells already stored
 with status "ok" are skipped, so an interrupted run resumes where it stopped;
 failed cells are stored with their error and run again next time. A trial lost
-with its node is retried elsewhere (``run.max_failures``). A failed cell's
-one-line reason is printed as it fails; the summary groups failures by reason.
+with its node is retried elsewhere (``run.max_failures``); a cell whose trial
+failed for good, or ended without its row reaching the store, is stored as an
+error with that reason. A failed cell's one-line reason is printed as it fails;
+the summary groups failures by reason. The ``pipeline`` decides what a cell
+computes (:mod:`oba.suite.pipelines`; ``noop`` measures the runner alone).
 On a GPU, a trial given a fraction of one is capped at that share of its memory,
 and a trial whose failed cell left CUDA unusable (a sticky error) ends its
-actor, so the retry and later cells start in a fresh process
-(:mod:`oba.device_health`).
+actor, so the retry (which skips the cells already stored "ok") and later
+trials start in a fresh process (:mod:`oba.device_health`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
 the results location's lease (:mod:`oba.lease`): a second driver on the same
@@ -33,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -41,15 +51,20 @@ from ..lease import Lease
 from ..messages import one_line, reason
 from ..store import ResultStore
 from ..versions import package_versions
-from .cluster import start_ray
+from .cluster import alive_nodes, start_ray, storage_problems
 from .config import Suite
 from .grid import Cell, dense_keys
 from .interrupt import stop_on_signals
-from .plan import Plan, plan_run
+from .packing import pack
+from .pipelines import PIPELINES
+from .plan import Plan, PreflightError, plan_run
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
 """Key of the trial errors whose cell Tune no longer knows; a cell left without a row is reported with them."""
+NO_ROW = ("its trial ended but its row never reached the results location {results} (was it written to a disk "
+          "that this machine does not share?)")
+"""Reason stored for a cell whose trial ended without error yet left no row where the driver reads."""
 
 
 @dataclass(frozen=True)
@@ -195,28 +210,48 @@ def trial_device(gpu: float) -> str:
     return "cuda" if gpu > 0 else "cpu"
 
 
-def _trial(config: dict[str, Any]) -> None:
-    """Ray Tune trainable: run one cell on ``config["device"]``, store its row, report its status."""
+def _stored_ok(store: ResultStore, cell_id: str) -> bool:
+    """Whether ``cell_id`` is stored with status "ok" (what a retried trial skips)."""
+    try:
+        return store.read_cell(cell_id)["status"] == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def _trial(config: dict[str, Any], trials: list[Any]) -> None:
+    """Ray Tune trainable: run the cells of trial ``config["trial"]`` on ``config["device"]``, storing each row as it ends.
+
+    ``trials`` holds one object reference per trial, to its list of cells. Cells
+    already stored "ok" (by an earlier attempt of this trial) are skipped.
+    """
+    import ray
     import torch
     from ray import tune
 
     from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
     from ..train import deterministic_cublas
-    from .cell import run_cell
 
     if config["device"] == "cuda":
         deterministic_cublas()
         cap_memory_share(config["device"], config["gpu"])
     torch.set_num_threads(max(1, int(config["threads"])))
-    cell = Cell(**config["cell"])
-    row = run_cell(cell, data_root=config["data_root"], download=config["download"], cache_dir=config["cache_dir"],
-                   git_sha=config["git_sha"], num_workers=config["threads"], device=config["device"])
-    ResultStore(config["results"]).write(row)
-    if row["status"] != "ok":
-        release_cached_memory(config["device"])
-        if not device_usable(config["device"]):
-            raise DeviceUnusable(f"{config['device']} is unusable after the cell failed; this actor is replaced")
-    tune.report({"cell_ok": row["status"] == "ok", "compute_seconds": row["compute_seconds"]})
+    pipeline = PIPELINES.get(config["pipeline"])
+    store = ResultStore(config["results"])
+    ran = ok = 0
+    for cell in ray.get(trials[config["trial"]]):
+        if _stored_ok(store, cell.cell_id):
+            continue
+        row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
+                           cache_dir=config["cache_dir"], git_sha=config["git_sha"], num_workers=config["threads"],
+                           device=config["device"])
+        store.write(row)
+        ran += 1
+        ok += row["status"] == "ok"
+        if row["status"] != "ok":
+            release_cached_memory(config["device"])
+            if not device_usable(config["device"]):
+                raise DeviceUnusable(f"{config['device']} is unusable after the cell failed; this actor is replaced")
+    tune.report({"cells_run": ran, "cells_ok": ok})
 
 
 def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
@@ -249,11 +284,15 @@ def run_suite(
     num_cpus: int | None = None,
     stream: TextIO = sys.stderr,
     on_cell_done: Callable[[str, bool], None] | None = None,
+    shared_mount: bool = False,
+    pipeline: str = "full",
 ) -> RunSummary:
-    """Run every unfinished cell of ``suite``, storing rows under ``results``.
+    """Run every unfinished cell of ``suite`` with ``pipeline``, storing rows under ``results``.
 
     Raises :class:`~oba.suite.plan.PreflightError` before any compute when the
-    run cannot work, :class:`~oba.suite.cluster.ClusterUnreachable` when
+    run cannot work (among others: a node-local results location or cache on
+    a cluster of several nodes, unless ``shared_mount`` says the path is
+    shared by every node), :class:`~oba.suite.cluster.ClusterUnreachable` when
     ``address`` does not answer, and :class:`RunInterrupted`
     (carrying the summary of what is stored) on SIGINT or SIGTERM.
     """
@@ -261,6 +300,7 @@ def run_suite(
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.monotonic()
+    cell_pipeline = PIPELINES.get(pipeline)
     plan = plan_run(suite, results, cache_dir, address if not ray.is_initialized() else None)
     stream.writelines(f"warning: skipped {part}; a cell without a readable part runs again\n" for part in plan.unreadable)
     stream.write(f"suite {suite.name}: {len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} already stored, "
@@ -279,7 +319,13 @@ def run_suite(
                 start_ray(address, num_cpus)
                 watch.install()
             try:
-                trial_errors = _execute(plan, suite, max_concurrent, stream, on_cell_done)
+                locations = {"results location": plan.results}
+                if cell_pipeline.needs_dense:
+                    locations["checkpoint cache"] = plan.cache_dir
+                problems = storage_problems(locations, alive_nodes(), shared_mount)
+                if problems:
+                    raise PreflightError(problems)
+                trial_errors = _execute(plan, suite, max_concurrent, stream, on_cell_done, pipeline)
             finally:
                 if started_ray:
                     ray.shutdown()
@@ -291,8 +337,9 @@ def run_suite(
 
 
 def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextIO,
-             on_cell_done: Callable[[str, bool], None] | None) -> dict[str, str]:
-    """Prepare the dense checkpoints, then run the cells; return the reasons of trials that stored nothing."""
+             on_cell_done: Callable[[str, bool], None] | None, pipeline: str) -> dict[str, str]:
+    """Prepare the dense checkpoints (when the pipeline needs them), then run the cells; return the reasons of
+    trials that stored nothing. Every cell left without a row by a finished run is stored as an error with its reason."""
     import ray
 
     store = ResultStore(plan.results)
@@ -300,27 +347,23 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     cpu, gpu = float(suite.resources["cpu"]), float(suite.resources["gpu"])
     threads = max(1, int(cpu))
     device = trial_device(gpu)
-    prepare = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=suite.run["max_failures"])(_prepare_dense)
-    keys = dense_keys(plan.todo)
-    stream.write(f"preparing {len(keys)} dense checkpoint(s) in {plan.cache_dir}\n")
-    futures = {key: prepare.remote(*key, suite, plan.cache_dir, plan.data_root, threads, device) for key in keys}
+    keys = dense_keys(plan.todo) if PIPELINES.get(pipeline).needs_dense else []
     broken: dict[tuple[str, str, int], str] = {}
-    for key, future in futures.items():
-        try:
-            ray.get(future)
-        except ray.exceptions.RayError as err:  # the cells of a dense model that cannot be trained are stored as errors
-            broken[key] = f"dense checkpoint {'/'.join(map(str, key))} failed: {_cause(err)}"
+    if keys:
+        prepare = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=suite.run["max_failures"])(_prepare_dense)
+        stream.write(f"preparing {len(keys)} dense checkpoint(s) in {plan.cache_dir}\n")
+        futures = {key: prepare.remote(*key, suite, plan.cache_dir, plan.data_root, threads, device) for key in keys}
+        for key, future in futures.items():
+            try:
+                ray.get(future)
+            except ray.exceptions.RayError as err:  # the cells of a dense model that cannot be trained are stored as errors
+                broken[key] = f"dense checkpoint {'/'.join(map(str, key))} failed: {_cause(err)}"
     progress = Progress(len(plan.cells), len(plan.cells) - len(plan.todo), stream)
     runnable = []
     for cell in plan.todo:
         key = (cell.config["model"], cell.config["dataset"], cell.config["seed"])
         if key in broken:
-            now = dt.datetime.now(dt.timezone.utc)
-            store.write({"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config, "status": "error",
-                         "error": broken[key], "git_sha": sha, "package_versions": package_versions(),
-                         "device": "none (the dense checkpoint failed before the cell ran)",
-                         "ray_node": socket.gethostname(), "started_at": now, "finished_at": now,
-                         **{k: cell.config[k] for k in ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")}})
+            store.write(_error_row(cell, broken[key], sha, "none (the dense checkpoint failed before the cell ran)"))
             progress.update(cell.label(), False, reason(broken[key]))
         else:
             runnable.append(cell)
@@ -329,9 +372,24 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     watcher = StoreWatcher(store, runnable, progress, on_cell_done)
     watcher.start()
     try:
-        return _fit(runnable, suite, plan, sha, cpu, gpu, threads, max_concurrent)
+        errors = _fit(runnable, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
     finally:
         watcher.stop()
+    for cell in runnable:
+        if cell.cell_id in watcher.pending:  # no new row of this cell reached the store
+            why = errors.get(cell.cell_id) or errors.get(UNATTRIBUTED) or NO_ROW.format(results=plan.results)
+            store.write(_error_row(cell, why, sha, "none (no row came back from the cell's trial)"))
+            progress.update(cell.label(), False, reason(why))
+            if on_cell_done is not None:
+                on_cell_done(cell.cell_id, False)
+    return errors
+
+
+def _error_row(cell: Cell, why: str, sha: str, device: str) -> dict[str, Any]:
+    """The row the driver stores for a cell that could not store its own: status "error" and ``why``."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return {**cell.identity(), "status": "error", "error": why, "git_sha": sha, "package_versions": package_versions(),
+            "device": device, "ray_node": socket.gethostname(), "started_at": now, "finished_at": now}
 
 
 def _cause(err: BaseException) -> str:
@@ -357,30 +415,38 @@ def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSumma
 
 
 def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float, threads: int,
-         max_concurrent: int | None) -> dict[str, str]:
-    """One Tune trial per cell; return ``cell_id → reason`` of the trials that failed outside the cell's own code.
+         max_concurrent: int | None, pipeline: str) -> dict[str, str]:
+    """The cells packed into trials (:func:`~oba.suite.packing.pack`); return ``cell_id → reason`` for the cells
+    of trials that failed outside the cells' own code.
 
-    Ray's own progress tables are silenced (the store watcher reports) and its
-    SIGINT handler is left out (:mod:`oba.suite.interrupt` handles signals).
+    Each trial's cells travel through Ray's object store (one reference per
+    trial), so Tune's own state holds only the trial's index. The experiment's
+    name is unique (suite, UTC time to the microsecond, random suffix). Ray's
+    own progress tables are silenced (the store watcher reports) and its SIGINT
+    handler is left out (:mod:`oba.suite.interrupt` handles signals).
     """
+    import ray
     from ray import tune
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
+    trials = pack(cells, suite.run["max_trials"], trial_slots(ray.cluster_resources(), cpu, gpu, concurrent))
+    references = [ray.put(trial) for trial in trials]
     param_space = {
-        "cell": tune.grid_search([{"suite": c.suite, "cell_id": c.cell_id, "config": c.config} for c in cells]),
+        "trial": tune.grid_search(list(range(len(trials)))),
         "results": plan.results, "cache_dir": plan.cache_dir, "git_sha": sha, "threads": threads,
         "data_root": plan.data_root, "download": suite.data.get("download", False), "device": trial_device(gpu),
         "gpu": gpu,
+        "pipeline": pipeline,
     }
     with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
         tuner = tune.Tuner(
-            tune.with_resources(_trial, {"cpu": cpu, "gpu": gpu}),
+            tune.with_resources(tune.with_parameters(_trial, trials=references), {"cpu": cpu, "gpu": gpu}),
             param_space=param_space,
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
-                name=f"{suite.name}-{int(time.time())}",
+                name=experiment_name(suite.name),
                 storage_path=storage,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
@@ -392,10 +458,25 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
         for result in outcome:
             if result.error is None:
                 continue
-            if result.config is None:  # Tune lost the trial's state (e.g. with its node): its cell is unknown
+            if result.config is None:  # Tune lost the trial's state (e.g. with its node): its cells are unknown
                 unattributed.append(_cause(result.error))
             else:
-                errors[result.config["cell"]["cell_id"]] = f"trial failed: {_cause(result.error)}"
+                for cell in trials[result.config["trial"]]:
+                    errors[cell.cell_id] = f"trial failed: {_cause(result.error)}"
         if unattributed:
-            errors[UNATTRIBUTED] = "a trial failed and Tune lost which cell it ran: " + "; ".join(unattributed)
+            errors[UNATTRIBUTED] = "a trial failed and Tune lost which cells it ran: " + "; ".join(unattributed)
         return errors
+
+
+def trial_slots(resources: dict[str, float], cpu: float, gpu: float, max_concurrent: int | None) -> int:
+    """How many trials asking for ``cpu`` CPUs and ``gpu`` GPUs the cluster's ``resources`` run at once (at least 1,
+    at most ``max_concurrent`` when that is set)."""
+    fits = [int(resources.get(name, 0) // need) for name, need in (("CPU", cpu), ("GPU", gpu)) if need > 0]
+    slots = max(1, min(fits)) if fits else 1
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def experiment_name(suite: str) -> str:
+    """A Tune experiment name no other run shares: the suite, the UTC time to the microsecond and a random suffix."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{suite}-{stamp}-{uuid.uuid4().hex[:8]}"

@@ -4,10 +4,14 @@
 (see the dist-info beside this package) and can also be named directly as
 ``oba_test_plugin:HalfMagnitude``. ``Exploding`` always fails, to check that a
 failed cell is stored with its error; ``Garish`` fails with terminal colour codes
-in its message, to check that they are not stored.
+in its message, to check that they are not stored. ``DiesOnce`` and
+``AlwaysDies`` end their worker process abruptly, as a lost node or a crash in
+native code would: a trial dies with the cell.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 from torch import Tensor, nn
@@ -34,3 +38,21 @@ class Garish(Criterion):
 
     def parameter_scores(self, model: nn.Module, batches: Sequence, loss_fn) -> dict[str, Tensor]:
         raise RuntimeError("\x1b[31mcoloured\x1b[0m failure")
+
+
+class DiesOnce(HalfMagnitude):
+    """Ends its process the first time it scores (creating the file ``$OBA_TEST_DIED``), then scores as HalfMagnitude."""
+
+    def parameter_scores(self, model: nn.Module, batches: Sequence, loss_fn) -> dict[str, Tensor]:
+        marker = Path(os.environ["OBA_TEST_DIED"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return super().parameter_scores(model, batches, loss_fn)
+
+
+class AlwaysDies(Criterion):
+    """Ends its process every time it scores."""
+
+    def parameter_scores(self, model: nn.Module, batches: Sequence, loss_fn) -> dict[str, Tensor]:
+        os._exit(1)

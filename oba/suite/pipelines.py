@@ -1,0 +1,30 @@
+"""Cell pipelines by name: what a trial runs for each of its cells.
+
+A pipeline is a class with ``needs_dense`` (whether the run prepares dense
+checkpoints before its trials start) and a static ``run(cell, *, data_root,
+download, cache_dir, git_sha, device, num_workers) -> row`` that never raises
+for a failure inside the cell (it returns a row with status "error").
+``full`` is the benchmark (:mod:`oba.suite.cell`); ``noop`` stores each cell's
+identity without computing anything (:mod:`oba.suite.noop`), to measure what
+the runner itself costs per cell.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..registry import Registry
+from .grid import Cell
+
+BUILTINS = {"full": "oba.suite.cell", "noop": "oba.suite.noop"}
+
+
+class Pipeline(Protocol):
+    """What a registered pipeline provides (see the module docstring)."""
+
+    needs_dense: bool
+
+    @staticmethod
+    def run(cell: Cell, **settings: Any) -> dict[str, Any]: ...
+
+
+PIPELINES: Registry[type[Pipeline]] = Registry("pipeline", "pipelines", BUILTINS)
