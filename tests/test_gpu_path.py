@@ -54,20 +54,17 @@ def test_a_gpu_0_trial_records_a_cpu_device_even_where_cuda_is_visible(tmp_path:
     (cell,) = expand(suite)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    reports: list[dict[str, Any]] = []
-    monkeypatch.setattr("ray.tune.report", reports.append)
     device = runner.trial_device(suite.resources["gpu"])
     threads = torch.get_num_threads()
     runner._prepare_dense(*runner.dense_keys([cell])[0], suite, str(tmp_path / "cache"), None, threads, device)
-    runner._trial(_trial_config(cell, tmp_path, threads, device, suite.resources["gpu"]))
+    counts = runner.run_trial_cells(_trial_config(tmp_path, threads, device, suite.resources["gpu"]), [cell])
     row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
     assert row["status"] == "ok", row["error"]
-    assert row["device"].startswith("cpu:") and reports == [{"cell_ok": True, "compute_seconds": row["compute_seconds"]}]
+    assert row["device"].startswith("cpu:") and counts == (1, 1)
 
 
-def _trial_config(cell: Any, tmp_path: Path, threads: int, device: str, gpu: float) -> dict[str, Any]:
-    return {"cell": {"suite": cell.suite, "cell_id": cell.cell_id, "config": cell.config},
-            "results": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "git_sha": "test",
+def _trial_config(tmp_path: Path, threads: int, device: str, gpu: float) -> dict[str, Any]:
+    return {"pipeline": "full", "results": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "git_sha": "test",
             "threads": threads, "data_root": None, "download": False, "device": device, "gpu": gpu}
 
 
@@ -249,14 +246,11 @@ def _failing_cell(tmp_path: Path) -> Any:
     return type(cell)(cell.suite, cell.cell_id, {**cell.config, "criterion_options": {"no_such_option": 1}})
 
 
-def test_a_failed_cell_on_a_usable_device_keeps_its_actor(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_cell_on_a_usable_device_keeps_its_actor(tmp_path: Path) -> None:
     cell = _failing_cell(tmp_path)
-    reports: list[dict[str, Any]] = []
-    monkeypatch.setattr("ray.tune.report", reports.append)
-    runner._trial(_trial_config(cell, tmp_path, 1, "cpu", 0))
+    assert runner.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell]) == (1, 0)
     row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
     assert row["status"] == "error" and "no_such_option" in row["error"]
-    assert reports == [{"cell_ok": False, "compute_seconds": row["compute_seconds"]}]
 
 
 def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_the_actor(tmp_path: Path, monkeypatch) -> None:
@@ -265,7 +259,6 @@ def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_th
 
     cell = _failing_cell(tmp_path)
     monkeypatch.setattr("oba.device_health.device_usable", lambda device: False)
-    monkeypatch.setattr("ray.tune.report", lambda metrics: pytest.fail("a trial on an unusable device reported"))
     with pytest.raises(DeviceUnusable, match="unusable after the cell failed"):
-        runner._trial(_trial_config(cell, tmp_path, 1, "cpu", 0))
+        runner.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell])
     assert ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)["status"] == "error"

@@ -219,14 +219,26 @@ def _stored_ok(store: ResultStore, cell_id: str) -> bool:
 
 
 def _trial(config: dict[str, Any], trials: list[Any]) -> None:
-    """Ray Tune trainable: run the cells of trial ``config["trial"]`` on ``config["device"]``, storing each row as it ends.
+    """Ray Tune trainable: run the cells of trial ``config["trial"]`` (:func:`run_trial_cells`), then report.
 
-    ``trials`` holds one object reference per trial, to its list of cells. Cells
-    already stored "ok" (by an earlier attempt of this trial) are skipped.
+    ``trials`` holds one object reference per trial, to its list of cells.
     """
     import ray
-    import torch
     from ray import tune
+
+    ran, ok = run_trial_cells(config, ray.get(trials[config["trial"]]))
+    tune.report({"cells_run": ran, "cells_ok": ok})
+
+
+def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int]:
+    """Run ``cells`` on ``config["device"]``, storing each row as it ends; return (cells run, cells ok).
+
+    Cells already stored "ok" (by an earlier attempt of this trial) are skipped.
+    After a failed cell the device's cached memory is released, and if the
+    device is no longer usable :class:`~oba.device_health.DeviceUnusable` ends
+    the trial, so that Ray replaces its process.
+    """
+    import torch
 
     from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
     from ..train import deterministic_cublas
@@ -238,7 +250,7 @@ def _trial(config: dict[str, Any], trials: list[Any]) -> None:
     pipeline = PIPELINES.get(config["pipeline"])
     store = ResultStore(config["results"])
     ran = ok = 0
-    for cell in ray.get(trials[config["trial"]]):
+    for cell in cells:
         if _stored_ok(store, cell.cell_id):
             continue
         row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
@@ -251,7 +263,7 @@ def _trial(config: dict[str, Any], trials: list[Any]) -> None:
             release_cached_memory(config["device"])
             if not device_usable(config["device"]):
                 raise DeviceUnusable(f"{config['device']} is unusable after the cell failed; this actor is replaced")
-    tune.report({"cells_run": ran, "cells_ok": ok})
+    return ran, ok
 
 
 def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
