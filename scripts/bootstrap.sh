@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# Create or refresh .venv in the repository root with the project and its test extras.
+# Create or refresh .venv in the repository root with the project; `bootstrap.sh test` adds the
+# test extras (the test command's set-up; the main job needs none of them).
 # torch/torchvision are pinned to the builds this machine serves from local files
-# (see DESIGN.md section 5); everything else comes from the package index.
+# (see DESIGN.md section 5); everything else comes from the package index. Packages are
+# installed without byte-compiling every module (--no-compile): Python compiles what it
+# imports on first use, which is a small part of torch.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
+EXTRAS="${1:-}"
+TARGET="$ROOT"
+if [ -n "$EXTRAS" ]; then
+    TARGET="$ROOT[$EXTRAS]"
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV"
     "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.oba-installed"
-WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) ${TORCH_PINS[*]}"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
-    echo "[setup] .venv is up to date"
-    exit 0
+BASE="$(sha256sum < "$ROOT/pyproject.toml" | cut -d' ' -f1) ${TORCH_PINS[*]}"
+if [ -f "$STAMP" ]; then
+    read -r -a HAVE < "$STAMP"
+    # The stamp is the pyproject hash, the torch pins, then the extras installed ("-" for none).
+    if [ "${HAVE[*]:0:3}" = "$BASE" ] && { [ -z "$EXTRAS" ] || [ "${HAVE[3]:-}" = "$EXTRAS" ]; }; then
+        echo "[setup] .venv is up to date"
+        exit 0
+    fi
 fi
-echo "[setup] installing torch and the project (first run takes a few minutes)"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "${TORCH_PINS[@]}"
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
-echo "$WANT" > "$STAMP"
+echo "[setup] installing torch and the project${EXTRAS:+ with its $EXTRAS extras} (first run takes a few minutes)"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$VENV/bin/python" -m pip install --quiet --no-compile "${TORCH_PINS[@]}"
+"$VENV/bin/python" -m pip install --quiet --no-compile -e "$TARGET"
+echo "$BASE ${EXTRAS:--}" > "$STAMP"
 echo "[setup] done"

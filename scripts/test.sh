@@ -4,7 +4,7 @@
 # test traffic can leave the machine. Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/bootstrap.sh"
+bash "$ROOT/scripts/bootstrap.sh" test
 bash "$ROOT/scripts/system-deps.sh"
 cd "$ROOT"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
