@@ -3,8 +3,8 @@
 # test extras (the test command's set-up; the main job needs none of them).
 # torch/torchvision are pinned to the builds this machine serves from local files
 # (see DESIGN.md section 5); everything else comes from the package index. Packages are
-# installed without byte-compiling every module (--no-compile): Python compiles what it
-# imports on first use, which is a small part of torch.
+# installed without byte-compiling every module (--no-compile); the modules a run imports are
+# compiled once at the end, a small part of torch.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -34,5 +34,7 @@ echo "[setup] installing torch and the project${EXTRAS:+ with its $EXTRAS extras
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV/bin/python" -m pip install --quiet --no-compile "${TORCH_PINS[@]}"
 "$VENV/bin/python" -m pip install --quiet --no-compile -e "$TARGET"
+# Compile what runs import, once, in one process (not in every Ray worker at the same time).
+"$VENV/bin/python" -c "import oba.suite.runner, oba.suite.cell, oba.criteria, baselines, oba.report.html, oba.report.leaderboard, ray.tune, ray.train.torch"
 echo "$BASE ${EXTRAS:--}" > "$STAMP"
 echo "[setup] done"
