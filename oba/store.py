@@ -35,11 +35,13 @@ from .store_scan import (
     read_loose_with_manifest,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
 Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``.
 3: adds criterion_config, fidelity_abs, fidelity_precision, fidelity_k.
 4: adds dense_weights, dense_weights_sha256.
+5: adds the iterative protocol's stage, stages, stage_ratio and schedule (one row per cell and stage; a one-shot
+cell is stage 1 of 1, its stage_ratio its ratio, its schedule "one-shot").
 Older rows read back with the columns they lack as null."""
 
 SCHEMA = pa.schema(
@@ -54,6 +56,10 @@ SCHEMA = pa.schema(
         ("allocation", pa.string()),
         ("ratio", pa.float64()),
         ("seed", pa.int64()),
+        ("stage", pa.int64()),
+        ("stages", pa.int64()),
+        ("stage_ratio", pa.float64()),
+        ("schedule", pa.string()),
         ("config", pa.string()),
         ("criterion_config", pa.string()),
         ("status", pa.string()),

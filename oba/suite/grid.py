@@ -27,13 +27,37 @@ class Cell:
 
     def label(self) -> str:
         c = self.config
-        return f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/r={c['ratio']:g}/s={c['seed']}"
+        stages = f" ({len(self.stage_ratios)} stages)" if len(self.stage_ratios) > 1 else ""
+        return (f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/r={c['ratio']:g}"
+                f"{stages}/s={c['seed']}")
 
-    def identity(self) -> dict[str, Any]:
-        """The identity columns of this cell's result row (suite, cell_id, the grid axes and the config)."""
+    @property
+    def stage_ratios(self) -> tuple[float, ...]:
+        """The fractions of dense MACs removed after each stage: ``[prune] stages`` for an iterative cell, else
+        just the cell's ratio (a one-shot cell is one stage)."""
+        return tuple(self.config["prune"].get("stages") or (self.config["ratio"],))
+
+    def schedule(self) -> str:
+        """"one-shot", or "iterative " and the stage ratios joined by "/" (e.g. "iterative 0.1/0.2/0.3")."""
+        stages = self.stage_ratios
+        return "one-shot" if len(stages) == 1 else "iterative " + "/".join(f"{s:g}" for s in stages)
+
+    def row_id(self, stage: int) -> str:
+        """The stored id of stage ``stage``'s row (1-based): the last stage's row is the cell's own ``cell_id``
+        (so a cell is finished when its last stage is stored "ok"), an earlier one ``<cell_id>-stage<k>``."""
+        if not 1 <= stage <= len(self.stage_ratios):
+            raise ValueError(f"stage {stage} outside 1..{len(self.stage_ratios)}")
+        return self.cell_id if stage == len(self.stage_ratios) else f"{self.cell_id}-stage{stage}"
+
+    def identity(self, stage: int | None = None) -> dict[str, Any]:
+        """The identity columns of the result row of stage ``stage`` (the last when None): suite, the row's id,
+        the grid axes, the stage, its ratio and the schedule, and the config."""
         c = self.config
+        stages = self.stage_ratios
+        stage = len(stages) if stage is None else stage
         axes = ("model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")
-        return {"suite": self.suite, "cell_id": self.cell_id, **{k: c[k] for k in axes}, "config": c}
+        return {"suite": self.suite, "cell_id": self.row_id(stage), **{k: c[k] for k in axes}, "stage": stage,
+                "stages": len(stages), "stage_ratio": stages[stage - 1], "schedule": self.schedule(), "config": c}
 
     def context_key(self) -> str:
         """What this cell shares with the other cells of its dense context (:mod:`oba.suite.context`): equal keys,
