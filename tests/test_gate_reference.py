@@ -75,11 +75,11 @@ def test_negated_criterion_scores_fail_the_gate(ci_cells: list, reference: pd.Da
         return -Criterion.group_scores(self, model, batches, loss_fn, groups)
 
     monkeypatch.setattr(Taylor, "group_scores", negated)
-    cells = [c for c in ci_cells if c.config["model"] == "resnet8" and c.config["criterion"] == "taylor"]
+    cells = [c for c in ci_cells if c.config["model"] == "vgg-tiny" and c.config["criterion"] == "taylor"]
     assert len(cells) == 3
     rows = [run_cell(cell, cache_dir=str(tmp_path / "cache")) for cell in cells]
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
     outcome = check(write_store(tmp_path / "negated", rows), reference[reference["cell_id"].isin({c.cell_id for c in cells})],
                     band=band)
     assert outcome.exit_code == 1, outcome.render()
-    assert ("resnet8", "taylor", "pruned_acc") in {(c.key[0], c.key[2], c.metric) for c in outcome.regressions}
+    assert ("vgg-tiny", "taylor", "pruned_acc") in {(c.key[0], c.key[2], c.metric) for c in outcome.regressions}
