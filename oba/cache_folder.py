@@ -45,8 +45,10 @@ class LocalFolder:
         return self.where(name).read_bytes()
 
     def write_atomic(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        """Write entry ``name`` with ``write`` under a temporary name, ``fsync`` it, then rename it into place."""
+        """Write entry ``name`` (which may name a subfolder) with ``write`` under a temporary name, ``fsync`` it,
+        then rename it into place."""
         path = self.where(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
             try:
                 write(handle)

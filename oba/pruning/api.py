@@ -86,6 +86,8 @@ def prune(
     criterion_options: dict[str, Any] | None = None,
     recalibration: Sequence[Batch] | None = None,
     dense_macs: dict[str, int] | None = None,
+    dense_widths: dict[str, int] | None = None,
+    first_step: int = 1,
 ) -> tuple[nn.Module, PruneRecord]:
     """Prune ``model`` **in place** and return it with a :class:`PruneRecord`.
 
@@ -100,7 +102,10 @@ def prune(
     ``dense_macs``, :func:`oba.measure.macs_by_module` of ``model`` as given, saves
     counting them when the caller has them. MACs are counted only where the
     structure changed: masks change no shape, so an unstructured run's pruned
-    MACs are its dense MACs.
+    MACs are its dense MACs. For an iterative stage on an already pruned model
+    (structured only), ``dense_widths`` keeps ``layer_cap`` relative to the dense
+    model's widths and ``first_step`` numbers the stage's pruning steps after the
+    earlier stages' (:func:`~oba.pruning.structured.prune_structured`).
     """
     if structure not in STRUCTURES:
         raise ValueError(f"unknown structure {structure!r}; valid: {', '.join(STRUCTURES)}")
@@ -114,10 +119,12 @@ def prune(
             result = prune_structured(
                 model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
                 normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
-                recalibration=recalibration, dense_macs=dense_macs,
+                recalibration=recalibration, dense_macs=dense_macs, dense_widths=dense_widths, first_step=first_step,
             )
             params_pruned = count_params(model)
         else:
+            if dense_widths is not None or first_step != 1:
+                raise ValueError("iterative stages apply to structured pruning only")
             macs = dense_macs[""] if dense_macs is not None else count_macs(model, example_inputs)
             result = {"macs_dense": macs, "macs_pruned": macs,
                       **prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)}

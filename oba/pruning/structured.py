@@ -82,6 +82,8 @@ def prune_structured(
     max_rounds: int = 8,
     recalibration: Sequence[Batch] | None = None,
     dense_macs: dict[str, int] | None = None,
+    dense_widths: dict[str, int] | None = None,
+    first_step: int = 1,
 ) -> dict[str, Any]:
     """Prune ``model`` in place; return measurements of what was done.
 
@@ -94,6 +96,9 @@ def prune_structured(
     dependency graph is traced and MACs are counted only when the model's
     structure changed since they were last known (:class:`~oba.pruning.structure.ModelStructure`);
     ``dense_macs``, the per-module MACs of ``model`` as given, saves counting them.
+    ``dense_widths`` (group name → units) are the widths of the dense model when ``model`` is already pruned
+    (an iterative stage): ``layer_cap`` and ``layer_widths``' dense counts then refer to them. The rounds
+    score as steps ``first_step … first_step + steps − 1`` (a later stage draws other random numbers).
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
@@ -109,6 +114,7 @@ def prune_structured(
     macs_dense = structure.macs()
     dg, groups = structure.groups()
     dense_units = {g.name: len(g) for g in groups}
+    dense_units.update({name: units for name, units in (dense_widths or {}).items() if name in dense_units})
     kinds = {g.name: g.kind for g in groups}
     scoring_seconds = dense_scoring_seconds = 0.0
     first_step_units_removed = 0
@@ -119,7 +125,7 @@ def prune_structured(
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
         dg, groups = structure.groups()
-        criterion.reseed(step)
+        criterion.reseed(first_step + step - 1)
         warm_up(model, batches, loss_fn, criterion.mode)
         with timed(device) as clock:
             all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])

@@ -1,4 +1,18 @@
-"""One cell's pipeline: dense context → score → prune → recalibrate BN → measure → fine-tune → evaluate.
+"""One cell's pipeline: dense context, then per stage score → prune → recalibrate BN → measure → fine-tune → evaluate.
+
+A one-shot cell is one stage, to its ratio. An iterative cell (``[prune]
+stages = [s1, …, sK]``, sK its ratio) runs K stages: stage k prunes the
+previous stage's fine-tuned model until s_k of the dense MACs are removed
+(removing r_k = 1 − (1 − s_k)·M_dense / M_{k−1} of what it starts with), its
+layer cap relative to the dense widths and its pruning steps numbered after the
+earlier stages' (a randomised criterion draws new numbers). Each stage stores a
+row as it ends (:meth:`~oba.suite.grid.Cell.row_id`: the last stage's row is
+the cell's), after keeping its fine-tuned model in the checkpoint cache
+(:mod:`oba.suite.stage_models`), so an interrupted cell resumes after its last
+stage stored "ok". A stage row's accuracies, MACs, latency, scoring time and
+layer widths are that stage's; ``macs_dense``/``params_dense`` the dense
+model's; fidelity is measured on the dense model (stage 1's first round) and
+repeated on every stage's row; ``compute_seconds`` is the stage's own time.
 
 The criterion-independent part (data, dense model, batches, dense latency,
 fidelity's ground truth) comes from :mod:`oba.suite.context`, computed once per
@@ -40,7 +54,8 @@ import platform
 import socket
 import time
 import traceback
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -50,7 +65,7 @@ from .. import criteria as criteria_registry
 from ..batches import scoring_context
 from ..criteria.base import Criterion, SeededCriterion
 from ..ranking_fidelity import FidelityResult, first_step_k, rank_fidelity
-from ..measure import measure_latency, timed, warm_up
+from ..measure import count_macs, count_params, measure_latency, timed, warm_up
 from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
@@ -58,6 +73,7 @@ from ..versions import package_versions
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
 from .pipelines import PIPELINES
+from .stage_models import load_stage_model, save_stage_model
 
 
 def device_name(device: torch.device) -> str:
@@ -129,59 +145,115 @@ def _fidelity(context: DenseContext, sampled_scores: Tensor, record: PruneRecord
     return rank_fidelity(sampled_scores, context.fidelity_changes, k)
 
 
-def _measure(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
-             num_workers: int | None) -> dict[str, Any]:
+@dataclass
+class StageStart:
+    """Where a cell's stages begin: ``stage`` on ``model`` (the dense copy for stage 1, else the previous
+    stage's fine-tuned model) and, when resuming, the fidelity columns stage 1 measured."""
+
+    stage: int
+    model: nn.Module
+    fidelity: dict[str, Any] | None = None
+
+
+FIDELITY_COLUMNS = ("fidelity", "fidelity_abs", "fidelity_precision", "fidelity_k")
+
+
+def resume_point(cell: Cell, context: DenseContext, cache_dir: str | None, device: torch.device,
+                 stored: Callable[[str], dict[str, Any] | None] | None) -> StageStart:
+    """After the last earlier stage stored "ok" whose model is kept (:mod:`oba.suite.stage_models`), else stage 1."""
+    for stage in range(len(cell.stage_ratios) - 1, 0, -1):
+        row = stored(cell.row_id(stage)) if stored is not None else None
+        if row is None or row.get("status") != "ok":
+            continue
+        model = load_stage_model(cache_dir, cell.row_id(stage), device)
+        if model is not None:
+            return StageStart(stage + 1, model, {k: row[k] for k in FIDELITY_COLUMNS})
+    return StageStart(1, context.fresh_model())
+
+
+def stage_ratio_of_current(dense_macs: int, current_macs: int, target: float) -> float:
+    """The fraction of the current model's MACs to remove so that ``target`` of the dense MACs are removed:
+    r = 1 − (1 − target) · M_dense / M_current."""
+    return 1.0 - (1.0 - target) * dense_macs / current_macs
+
+
+def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
+                   num_workers: int | None, stored: Callable[[str], dict[str, Any] | None] | None = None,
+                   ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each remaining stage's number and result columns, as the stage ends.
+
+    Stage k prunes its starting model until ``stage_ratios[k-1]`` of the dense
+    MACs are gone (its pruning steps numbered after the earlier stages', the
+    layer cap relative to the dense widths), recalibrates batch norm, measures,
+    fine-tunes with the suite's recipe and evaluates. Before yielding an
+    iterative cell's earlier stage, its fine-tuned model is kept in the
+    checkpoint cache. Fidelity is measured on the dense model (stage 1's
+    first-round scores) and repeated on every stage's row.
+    """
     c = cell.config
+    stages = cell.stage_ratios
+    if len(stages) > 1 and c["structure"] != "channels":
+        raise ValueError(f"iterative stages apply to structured pruning only, not {c['structure']!r}")
     context = dense_context(cell, data_root, download, cache_dir, device, num_workers)
-    model = context.fresh_model()
+    start = resume_point(cell, context, cache_dir, device, stored)
+    model, fidelity_columns = start.model, start.fidelity
     mode = c["prune"]["mode"]
-    criterion = cell_criterion(c)
-    grad_seconds = gradient_seconds(model, context.calibration, mode)
     structured = c["structure"] == "channels"
-    dense_scores = None if structured else _score_sampled_units(context, model, criterion, mode)
     recalibration = context.recalibration if context.recalibration else None
-    pruned, record = prune(
-        model, context.example, context.calibration, LOSS, criterion, ratio=c["ratio"], structure=c["structure"],
-        steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
-        layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration, dense_macs=context.dense_macs,
-    )
-    sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
-    fidelity = _fidelity(context, sampled_scores, record)
     recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
     settings = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
-    raw = evaluate(pruned, context.splits.test, **settings)
-    recalibrated = raw
-    if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
-        recalibrated = evaluate(pruned, context.splits.test, **settings)
-    latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
-    tuned = fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers)
-    return {
-        "dense_weights": context.weights,
-        "dense_weights_sha256": context.weights_sha256,
-        "dense_acc": context.metadata["test"]["top1"],
-        "dense_top5": context.metadata["test"].get("top5"),
-        "pruned_acc_raw": raw["top1"],
-        "pruned_acc": recalibrated["top1"],
-        "final_acc": tuned.test["top1"],
-        "final_top5": tuned.test.get("top5"),
-        "macs_dense": record.macs_dense,
-        "macs_pruned": record.macs_pruned,
-        "params_dense": record.params_dense,
-        "params_pruned": record.params_pruned,
-        "macs_speedup": record.macs_speedup,
-        "latency_dense_ms": context.latency_dense_ms,
-        "latency_pruned_ms": latency_pruned,
-        "latency_speedup": context.latency_dense_ms / latency_pruned,
-        "scoring_seconds": record.scoring_seconds,
-        "gradient_seconds": grad_seconds,
-        "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
-        "fidelity": fidelity.signed,
-        "fidelity_abs": fidelity.abs,
-        "fidelity_precision": fidelity.precision,
-        "fidelity_k": fidelity.k,
-        "layer_widths": record.layer_widths,
-        "criterion_config": record.criterion_config,
-    }
+    for stage in range(start.stage, len(stages) + 1):
+        criterion = cell_criterion(c)
+        grad_seconds = gradient_seconds(model, context.calibration, mode)
+        dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
+        macs_dense = context.dense_macs[""]
+        ratio = stages[0] if stage == 1 else stage_ratio_of_current(macs_dense, count_macs(model, context.example),
+                                                                     stages[stage - 1])
+        pruned, record = prune(
+            model, context.example, context.calibration, LOSS, criterion, ratio=ratio, structure=c["structure"],
+            steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
+            layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
+            dense_macs=context.dense_macs if stage == 1 else None, dense_widths=context.dense_widths if stage > 1 else None,
+            first_step=(stage - 1) * c["prune"]["steps"] + 1,
+        )
+        if fidelity_columns is None:
+            sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
+            fidelity = _fidelity(context, sampled_scores, record)
+            fidelity_columns = {"fidelity": fidelity.signed, "fidelity_abs": fidelity.abs,
+                                "fidelity_precision": fidelity.precision, "fidelity_k": fidelity.k}
+        raw = evaluate(pruned, context.splits.test, **settings)
+        recalibrated = raw
+        if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
+            recalibrated = evaluate(pruned, context.splits.test, **settings)
+        latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
+        tuned = fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers)
+        if stage < len(stages):
+            save_stage_model(cache_dir, cell.row_id(stage), pruned)
+        yield stage, {
+            "dense_weights": context.weights,
+            "dense_weights_sha256": context.weights_sha256,
+            "dense_acc": context.metadata["test"]["top1"],
+            "dense_top5": context.metadata["test"].get("top5"),
+            "pruned_acc_raw": raw["top1"],
+            "pruned_acc": recalibrated["top1"],
+            "final_acc": tuned.test["top1"],
+            "final_top5": tuned.test.get("top5"),
+            "macs_dense": macs_dense if stage > 1 else record.macs_dense,
+            "macs_pruned": record.macs_pruned,
+            "params_dense": count_params(context.model) if stage > 1 else record.params_dense,
+            "params_pruned": record.params_pruned,
+            "macs_speedup": (macs_dense if stage > 1 else record.macs_dense) / max(record.macs_pruned, 1),
+            "latency_dense_ms": context.latency_dense_ms,
+            "latency_pruned_ms": latency_pruned,
+            "latency_speedup": context.latency_dense_ms / latency_pruned,
+            "scoring_seconds": record.scoring_seconds,
+            "gradient_seconds": grad_seconds,
+            "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
+            **fidelity_columns,
+            "layer_widths": record.layer_widths,
+            "criterion_config": record.criterion_config,
+        }
+        model = pruned
 
 
 def run_cell(
@@ -193,24 +265,37 @@ def run_cell(
     git_sha: str = "unknown",
     device: torch.device | str | None = None,
     num_workers: int | None = None,
+    write: Callable[[dict[str, Any]], None] | None = None,
+    stored: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """Run one cell end to end and return its result row (status "ok" or "error").
+    """Run one cell end to end and return its last stage's row (status "ok" or "error").
 
-    ``num_workers`` (the trial's CPUs) is passed to every data loader the cell makes.
+    ``num_workers`` (the trial's CPUs) is passed to every data loader the cell
+    makes. An iterative cell hands each earlier stage's row to ``write`` as the
+    stage ends, and resumes after the last earlier stage that ``stored`` (row id
+    → stored row or None) says is "ok". A failure at any stage returns the
+    cell's row with status "error" and the stage named in the message.
     """
     device = torch.device(device) if device is not None else default_device()
-    row = {**cell.identity(), "started_at": _now(), "git_sha": git_sha, "package_versions": package_versions(),
-           "device": device_name(device), "ray_node": ray_node()}
-    start = time.perf_counter()
+    provenance = {"git_sha": git_sha, "package_versions": package_versions(), "device": device_name(device),
+                  "ray_node": ray_node()}
+    stage, started = len(cell.stage_ratios), _now()
+    clock = time.perf_counter()
     try:
-        row.update(_measure(cell, data_root, download, cache_dir, device, num_workers))
-        row["status"] = "ok"
+        for stage, columns in measure_stages(cell, data_root, download, cache_dir, device, num_workers, stored):
+            row = {**cell.identity(stage), "started_at": started, **provenance, **columns, "status": "ok",
+                   "compute_seconds": time.perf_counter() - clock, "finished_at": _now()}
+            if stage == len(cell.stage_ratios):
+                return row
+            if write is not None:
+                write(row)
+            stage, started, clock = stage + 1, _now(), time.perf_counter()
+        raise RuntimeError("the cell ended without its last stage")
     except Exception as err:  # a failed cell is stored, never lost
-        row["status"] = "error"
-        row["error"] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}"
-    row["compute_seconds"] = time.perf_counter() - start
-    row["finished_at"] = _now()
-    return row
+        where = f"stage {stage}/{len(cell.stage_ratios)}: " if len(cell.stage_ratios) > 1 else ""
+        return {**cell.identity(), "started_at": started, **provenance, "status": "error",
+                "error": f"{where}{type(err).__name__}: {err}\n{traceback.format_exc(limit=-4)}",
+                "compute_seconds": time.perf_counter() - clock, "finished_at": _now()}
 
 
 @PIPELINES.register("full")

@@ -55,6 +55,7 @@ class DenseContext:
     fidelity_index: Tensor
     fidelity_changes: Tensor
     dense_macs: dict[str, int]
+    dense_widths: dict[str, int]
 
     def fresh_model(self) -> nn.Module:
         """A private copy of the dense model, to prune."""
@@ -126,8 +127,10 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
     if c["structure"] == "channels":
         _, groups = find_groups(model, example, macs=dense_macs)
         units = [u for g in groups for u in g.units]
+        widths = {g.name: len(g) for g in groups}
     else:
         units = _unstructured_groups(model, measure["fidelity_sample"], seed)
+        widths = {}
     index = sample_groups(len(units), measure["fidelity_sample"], seed)
     with scoring_context(model, mode):
         changes = loss_changes(model, calibration, LOSS, [units[i] for i in index.tolist()])
@@ -137,6 +140,7 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
         example=example, latency_input=latency_input,
         latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
         fidelity_groups=units, fidelity_index=index, fidelity_changes=changes, dense_macs=dense_macs,
+        dense_widths=widths,
     )
 
 

@@ -210,12 +210,18 @@ def trial_device(gpu: float) -> str:
     return "cuda" if gpu > 0 else "cpu"
 
 
+def _stored_row(store: ResultStore, row_id: str) -> dict[str, Any] | None:
+    """The row stored as ``row_id`` (a cell, or an earlier stage of an iterative cell), or None."""
+    try:
+        return store.read_cell(row_id)
+    except (OSError, ValueError):
+        return None
+
+
 def _stored_ok(store: ResultStore, cell_id: str) -> bool:
     """Whether ``cell_id`` is stored with status "ok" (what a retried trial skips)."""
-    try:
-        return store.read_cell(cell_id)["status"] == "ok"
-    except (OSError, ValueError):
-        return False
+    row = _stored_row(store, cell_id)
+    return row is not None and row["status"] == "ok"
 
 
 def _trial(config: dict[str, Any], trials: list[Any]) -> None:
@@ -233,7 +239,8 @@ def _trial(config: dict[str, Any], trials: list[Any]) -> None:
 def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int]:
     """Run ``cells`` on ``config["device"]``, storing each row as it ends; return (cells run, cells ok).
 
-    Cells already stored "ok" (by an earlier attempt of this trial) are skipped.
+    Cells already stored "ok" (by an earlier attempt of this trial) are skipped; an iterative cell stores each
+    stage's row as the stage ends and resumes after its last stage stored "ok".
     After a failed cell the device's cached memory is released, and if the
     device is no longer usable :class:`~oba.device_health.DeviceUnusable` ends
     the trial, so that Ray replaces its process.
@@ -255,7 +262,8 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
             continue
         row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
                            cache_dir=config["cache_dir"], git_sha=config["git_sha"], num_workers=config["threads"],
-                           device=config["device"])
+                           device=config["device"], write=store.write,
+                           stored=lambda row_id: _stored_row(store, row_id))
         store.write(row)
         ran += 1
         ok += row["status"] == "ok"
