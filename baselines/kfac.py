@@ -71,7 +71,16 @@ with warnings.catch_warnings():
     from curvlinops import KFACLinearOperator  # its dependency linear_operator still calls torch.jit.script
 
 from oba.batches import forward
-from oba.criteria.base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
+from oba.criteria.base import (
+    AdditiveCriterion,
+    Batch,
+    BatchSums,
+    LossFn,
+    SeededCriterion,
+    require_batches,
+    scoring_context,
+    trainable_parameters,
+)
 from oba.criteria.registry import register
 from oba.curvature import fisher_diagonal_sums
 
@@ -84,6 +93,8 @@ FUNCTIONAL_LOSSES = {
 FALLBACKS = ("obd", "zero")
 FISHER_TYPES = ("true", "empirical")
 CG_MAX_STEPS = 500
+LabelledBatch = tuple[Tensor, Tensor, Tensor]
+"""A calibration batch with the labels K-FAC's gradients use: (inputs, targets, labels)."""
 
 
 def factored_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -118,28 +129,34 @@ def sample_labels(outputs: Tensor, loss_module: nn.Module, generator: torch.Gene
     return labels.to(outputs.device)
 
 
-def kronecker_factors(
-    model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, fisher: str = "true", seed: int = 0
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """``(A, G)`` per factored module (see the module docstring), in the model's current mode.
+def true_fisher_labels(
+    model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, seed: int
+) -> list[Tensor]:
+    """One label per sample of every batch, drawn by :func:`sample_labels` from one CPU generator seeded with
+    ``seed``, batch by batch in order (a no-grad forward each), in the model's current mode."""
+    loss_module = _loss_module(loss_fn)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return [sample_labels(forward(model, inputs), loss_module, generator) for inputs, _ in batches]
 
-    ``fisher="true"`` computes G from labels drawn by :func:`sample_labels` with a
-    CPU generator seeded with ``seed``; ``"empirical"`` from the batches' targets.
-    ``A`` is ``(d_in + 1, d_in + 1)`` when the module has a trainable bias (homogeneous
-    coordinate last), ``(d_in, d_in)`` otherwise; ``G`` is ``(d_out, d_out)``.
+
+def kronecker_factor_sums(
+    model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn
+) -> tuple[dict[str, tuple[Tensor, Tensor]], int]:
+    """``(N·A, N·G)`` per factored module over the N samples of ``batches``, whose targets are the labels the
+    gradients use, and N (see the module docstring); in the model's current mode.
+
+    Sums, so that the factors of a union of shards are the shards' sums over their total N. ``A`` is
+    ``(d_in + 1, d_in + 1)`` when the module has a trainable bias (homogeneous coordinate last),
+    ``(d_in, d_in)`` otherwise; ``G`` is ``(d_out, d_out)``.
     """
-    if fisher not in FISHER_TYPES:
-        raise ValueError(f"fisher must be one of {FISHER_TYPES}, got {fisher!r}")
     loss_module = _loss_module(loss_fn)
     if any(not isinstance(inputs, Tensor) for inputs, _ in batches):
         raise ValueError("K-FAC criteria need each batch's inputs to be a single tensor")
+    count = sum(int(targets.shape[0]) for _, targets in batches)
     modules = factored_modules(model)
     if not modules:
-        return {}
-    if fisher == "true":
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            batches = [(inputs, sample_labels(forward(model, inputs), loss_module, generator)) for inputs, _ in batches]
+        return {}, count
     params = [p for m in modules.values() for p in ([m.weight, m.bias] if _has_bias(m) else [m.weight])]
     operator = KFACLinearOperator(
         model,
@@ -150,11 +167,28 @@ def kronecker_factors(
         fisher_type="empirical",
         kfac_approx="expand",
         separate_weight_and_bias=False,
-        num_data=sum(int(targets.shape[0]) for _, targets in batches),
+        num_data=count,
     )
     operator.compute_kronecker_factors()
     state = operator.state_dict()
-    return {name: (state["input_covariances"][name], state["gradient_covariances"][name]) for name in modules}
+    return {name: (state["input_covariances"][name] * count, state["gradient_covariances"][name] * count)
+            for name in modules}, count
+
+
+def kronecker_factors(
+    model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, fisher: str = "true", seed: int = 0
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """``(A, G)`` per factored module (see the module docstring), in the model's current mode.
+
+    ``fisher="true"`` computes G from labels drawn by :func:`true_fisher_labels` with a
+    CPU generator seeded with ``seed``; ``"empirical"`` from the batches' targets.
+    """
+    if fisher not in FISHER_TYPES:
+        raise ValueError(f"fisher must be one of {FISHER_TYPES}, got {fisher!r}")
+    if fisher == "true":
+        batches = [(inputs, labels) for (inputs, _), labels in zip(batches, true_fisher_labels(model, batches, loss_fn, seed))]
+    sums, count = kronecker_factor_sums(model, batches, loss_fn)
+    return {name: (a / count, g / count) for name, (a, g) in sums.items()}
 
 
 def _loss_module(loss_fn: LossFn) -> nn.Module:
@@ -253,7 +287,11 @@ def _conjugate_gradients(matvec: Callable[[Tensor], Tensor], precondition: Calla
     return x
 
 
-class _KFAC(SeededCriterion):
+class _KFAC(SeededCriterion, AdditiveCriterion):
+    """Scores from summed Kronecker factors (and the fallback's Fisher sums), so shards of the calibration
+    batches can be scored apart: :meth:`prepare` draws the true-Fisher labels of every batch in order (one
+    stream, as one process draws them), then each shard sums its factors (:meth:`batch_sums`)."""
+
     def __init__(
         self,
         fallback: str = "obd",
@@ -275,24 +313,51 @@ class _KFAC(SeededCriterion):
     def saliency(self, weight: Tensor, a: Tensor, g: Tensor) -> Tensor:
         """Per-element score of the augmented ``(out, in[+1])`` weight from the layer's factors."""
 
+    def prepare(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> list[LabelledBatch]:
+        """Each batch with the labels its factor gradients use: drawn from the step's seed over all batches in
+        order for the true Fisher (:func:`true_fisher_labels`), the targets for the empirical one."""
+        if self.fisher == "empirical":
+            return [(inputs, targets, targets) for inputs, targets in batches]
+        with scoring_context(model, self.mode):
+            labels = true_fisher_labels(model, batches, loss_fn, self.current_seed())
+        return [(inputs, targets, drawn) for (inputs, targets), drawn in zip(batches, labels)]
+
+    def batch_sums(self, model: nn.Module, batches: Sequence[LabelledBatch], loss_fn: LossFn) -> BatchSums:
+        """``N·A`` and ``N·G`` per factored module (keys ``<module>#A``, ``<module>#G``) and, with the obd
+        fallback, the Fisher diagonal sums of the other parameters (from the data's targets), with N samples."""
+        named = trainable_parameters(model)
+        with scoring_context(model, self.mode):
+            sums, count = kronecker_factor_sums(model, [(inputs, labels) for inputs, _, labels in batches], loss_fn)
+            tensors = {f"{name}#{kind}": factor for name, pair in sums.items() for kind, factor in zip("AG", pair)}
+            factored = {n for name, module in factored_modules(model).items()
+                        for n in _split_augmented(name, module, _augmented_weight(module))}
+            rest = [n for n in named if n not in factored]
+            if rest and self.fallback == "obd":
+                fisher, _ = fisher_diagonal_sums(model, [(inputs, targets) for inputs, targets, _ in batches],
+                                                 loss_fn, rest, self.chunk_size)
+                tensors.update(fisher)
+        return BatchSums(tensors, count)
+
+    def factors_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, tuple[Tensor, Tensor]]:
+        """``(A, G)`` per factored module: the summed factors over the samples' count."""
+        return {name: (sums.tensors[f"{name}#A"] / sums.count, sums.tensors[f"{name}#G"] / sums.count)
+                for name in factored_modules(model)}
+
     def factors(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, tuple[Tensor, Tensor]]:
         """This criterion's ``(A, G)`` per factored module (its ``fisher``; sampled labels from the step's seed)."""
-        seed = self.current_seed() if self.fisher == "true" else 0
-        return kronecker_factors(model, batches, loss_fn, self.fisher, seed)
+        prepared = self.prepare(model, batches, loss_fn)
+        return self.factors_from_sums(model, self.batch_sums(model, prepared, loss_fn))
 
-    def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
-        require_batches(batches)
+    def scores_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, Tensor]:
         named = trainable_parameters(model)
+        modules = factored_modules(model)
         scores: dict[str, Tensor] = {}
-        with scoring_context(model, self.mode):
-            modules = factored_modules(model)
-            for name, (a, g) in self.factors(model, batches, loss_fn).items():
-                module = modules[name]
-                scores.update(_split_augmented(name, module, self.saliency(_augmented_weight(module), a, g)))
-            rest = [n for n in named if n not in scores]
-            if rest and self.fallback == "obd":
-                sums, count = fisher_diagonal_sums(model, batches, loss_fn, rest, self.chunk_size)
-                scores.update({n: 0.5 * (sums[n] / count) * named[n].detach().square() for n in rest})
+        for name, (a, g) in self.factors_from_sums(model, sums).items():
+            module = modules[name]
+            scores.update(_split_augmented(name, module, self.saliency(_augmented_weight(module), a, g)))
+        if self.fallback == "obd":
+            scores.update({n: 0.5 * (sums.tensors[n] / sums.count) * named[n].detach().square()
+                           for n in named if n not in scores})
         return {n: scores.get(n, torch.zeros_like(p, requires_grad=False)) for n, p in named.items()}
 
     def config(self) -> dict[str, Any]:

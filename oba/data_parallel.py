@@ -1,7 +1,10 @@
 """Scoring with several workers: each sums its shard of the calibration batches, an all-reduce adds them.
 
 For an :class:`~oba.criteria.base.AdditiveCriterion` the scores are a function of
-sums over batches (or samples): worker ``r`` of ``W`` sums ``batches[r::W]``
+sums over batches (or samples): every worker prepares all the batches
+(:meth:`~oba.criteria.base.AdditiveCriterion.prepare`: K-FAC draws its
+true-Fisher labels there, as one stream in batch order), worker ``r`` of ``W``
+sums the prepared ``batches[r::W]``
 (:meth:`~oba.criteria.base.AdditiveCriterion.batch_sums`), the sums and counts
 are all-reduced, and every worker finishes the same scores from the totals.
 The result equals one process's scores up to the order of floating-point
@@ -11,9 +14,9 @@ fine-tunes as data-parallel replicas (``DistributedDataParallel``, see
 :func:`oba.train.train`).
 
 Not shardable (they raise ``ValueError``): criteria that are not additive, and
-criteria with their own group scores (``oba-group``). Criteria that draw random
-numbers per pruning step draw them as one stream over the batches in order, so
-a shard would draw different numbers; they are not additive here.
+criteria with their own group scores (``oba-group``), and ``obd-hutchinson``,
+whose probes (k per batch, each the size of the model) are drawn as one stream
+over the batches.
 """
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ def sharded_parameter_scores(
 
     rank, world = dist.get_rank(), dist.get_world_size()
     additive = check_shardable(criterion, len(batches), world)
-    local = additive.batch_sums(model, shard(batches, rank, world), loss_fn)
+    local = additive.batch_sums(model, shard(additive.prepare(model, batches, loss_fn), rank, world), loss_fn)
     return additive.scores_from_sums(model, all_reduce_sums(local))
 
 

@@ -129,14 +129,20 @@ class BatchSums:
 class AdditiveCriterion(Criterion):
     """A criterion whose scores are a function of :class:`BatchSums` of its calibration batches.
 
-    ``parameter_scores(batches) = scores_from_sums(batch_sums(batches))``, and for
-    disjoint shards the sums of the union are the element-wise sums of the
-    shards' sums (tensors and count alike).
+    ``parameter_scores(batches) = scores_from_sums(batch_sums(prepare(batches)))``,
+    and for disjoint shards of the prepared batches the sums of the union are the
+    element-wise sums of the shards' sums (tensors and count alike).
     """
 
+    def prepare(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> Sequence[Any]:
+        """What :meth:`batch_sums` sums over, one entry per batch, made from ALL the batches before any is sharded:
+        by default the batches themselves; a criterion that draws random numbers per sample draws them here, as
+        one stream over the batches in order, so any shard sums what one process would."""
+        return batches
+
     @abstractmethod
-    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
-        """The statistics of ``batches`` (scored in the criterion's mode), summed."""
+    def batch_sums(self, model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> BatchSums:
+        """The statistics of (prepared) ``batches`` (scored in the criterion's mode), summed."""
 
     def scores_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, Tensor]:
         """Per-parameter scores from the summed statistics of all calibration batches: by default their mean."""
@@ -144,7 +150,7 @@ class AdditiveCriterion(Criterion):
 
     def parameter_scores(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, Tensor]:
         require_batches(batches)
-        return self.scores_from_sums(model, self.batch_sums(model, batches, loss_fn))
+        return self.scores_from_sums(model, self.batch_sums(model, self.prepare(model, batches, loss_fn), loss_fn))
 
 
 def step_seed(seed: int, step: int) -> int:
