@@ -11,6 +11,7 @@ import pytest
 
 from oba.suite.config import SuiteError, load_suite
 from oba.suite.grid import expand, expand_grid
+from oba.suite.plan import grid_sizes
 from suites import tiny_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +158,8 @@ def test_a_cell_two_grids_hold_is_kept_once_where_it_first_appears(tmp_path: Pat
                                          ("resnet8", "digits", "magnitude-l1", 0.3, 0),
                                          ("resnet8", "digits", "taylor", 0.3, 1),
                                          ("resnet8", "digits", "magnitude-l1", 0.3, 1)]
+    assert grid_sizes(suite) == ["[grid]: 2 cells", "[grid.overlap]: 4 cells (2 already in an earlier grid)",
+                                 "[grid.same]: 2 cells (2 already in an earlier grid)"]
 
 
 @pytest.mark.parametrize("extra, after, needle, where, message", [
@@ -187,7 +190,7 @@ def test_sub_grid_errors_name_the_table_key_and_line(tmp_path: Path, extra: str,
     assert message in error, error
 
 
-def test_a_sub_grid_model_without_a_dense_recipe_override_gets_the_shared_one(tmp_path: Path) -> None:
+def test_a_recipe_override_applies_to_a_model_that_only_a_sub_grid_names(tmp_path: Path) -> None:
     """The [dense.<model>] override of a model that only a sub-grid names is resolved (above: its bad epochs fail)."""
     suite = load_suite(_suite(tmp_path, '[grid.x]\nmodels = ["vgg-tiny"]\n\n[dense.vgg-tiny]\nepochs = 3\n'))
     assert suite.dense["vgg-tiny"]["epochs"] == 3 and suite.dense["resnet8"]["epochs"] == 1
