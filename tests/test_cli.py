@@ -169,3 +169,14 @@ def test_dry_run_lists_every_cell_with_its_stages_and_dense_model_and_what_is_mi
     assert f"oba run: dense weights: vgg-tiny on cifar10: {weights} from {weights} (sha256 " in done.stderr
     assert "missing" not in done.stderr
 
+
+def test_dry_run_of_the_paper_suite_lists_its_216_cells(tmp_path: Path) -> None:
+    from oba.suite.config import load_suite
+    from oba.suite.grid import expand
+
+    done = oba_cli("run", "suites/paper.toml", "--results", str(tmp_path / "x"), "--cache", str(tmp_path / "cache"),
+                   "--dry-run", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [c.cell_id for c in expand(load_suite(REPO / "suites" / "paper.toml"))]
+    assert sum("iterative 0.4/0.5/0.6/0.7/0.8/0.9/0.95" in line for line in done.stdout.splitlines()) == 72
+    assert "216 cells, 0 stored, 216 to run" in done.stderr.splitlines()

@@ -1,4 +1,4 @@
-"""Named sub-grids and ``[prune] stages``: hand-counted cells, stable ids, errors at the right line."""
+"""Named sub-grids and ``[prune] stages``: hand-counted cells, stable ids, errors at the right line, the paper suite."""
 from __future__ import annotations
 
 import hashlib
@@ -195,3 +195,28 @@ def test_a_recipe_override_applies_to_a_model_that_only_a_sub_grid_names(tmp_pat
     suite = load_suite(_suite(tmp_path, '[grid.x]\nmodels = ["vgg-tiny"]\n\n[dense.vgg-tiny]\nepochs = 3\n'))
     assert suite.dense["vgg-tiny"]["epochs"] == 3 and suite.dense["resnet8"]["epochs"] == 1
 
+
+# The paper suite
+
+def test_the_paper_suite_has_its_four_grids_and_resnet32_carries_seven_stages() -> None:
+    suite = load_suite(ROOT / "suites" / "paper.toml")
+    every = ["kfac-obd", "kfac-obs", "magnitude-l1", "magnitude-l2", "oba", "oba-functional", "oba-group", "oba-hvp",
+             "obd", "obd-hutchinson", "random", "taylor"]
+    grids = {g.table: expand_grid(suite, g) for g in suite.grids}
+    # criteria (12) × seeds (3) × models × datasets × ratios
+    assert {k: len(v) for k, v in grids.items()} == {"grid": 12 * 3 * 2, "grid.resnet32-iterative": 12 * 3 * 2,
+                                                      "grid.imagenet-resnet50": 12 * 3, "grid.imagenet-vit": 12 * 3}
+    assert len(expand(suite)) == 216
+    for table, cells in grids.items():
+        assert sorted({c.config["criterion"] for c in cells}) == every and {c.config["seed"] for c in cells} == {0, 1, 2}
+        assert {c.config["structure"] for c in cells} == {"channels"}
+    assert {(c.config["model"], c.config["ratio"], c.schedule()) for c in grids["grid"]} == {("vgg19", 0.86, "one-shot")}
+    assert {c.config["dataset"] for c in grids["grid"] + grids["grid.resnet32-iterative"]} == {"cifar10", "cifar100"}
+    for cell in grids["grid.resnet32-iterative"]:
+        assert cell.config["model"] == "resnet32-wide" and cell.config["ratio"] == 0.95
+        assert cell.stage_ratios == (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+    assert {(c.config["model"], c.config["dataset"], c.config["ratio"], c.config["dense"]["weights"])
+            for c in grids["grid.imagenet-resnet50"] + grids["grid.imagenet-vit"]} == {
+        ("resnet50", "imagenet", 0.5, "torchvision:IMAGENET1K_V2"),
+        ("vit_b_16", "imagenet", 0.3, "timm:deit_base_patch16_224.fb_in1k")}
+    assert suite.dense["vgg19"]["epochs"] == 200 and suite.finetune["resnet50"]["epochs"] == 10
