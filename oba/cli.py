@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .report.band import Band
+    from .suite.config import Suite
     from .suite.runner import RunSummary
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -51,24 +52,15 @@ def _list(args: argparse.Namespace) -> int:
 @command("run")
 def _run(args: argparse.Namespace) -> int:
     from .suite.config import load_suite
-    from .suite.plan import plan_run
-    from .suite.runner import RunInterrupted, run_suite
 
     suite = load_suite(args.suite)
     if args.fake_cell and not args.results:
         raise UserError("--fake-cell stores placeholder rows: give a --results location of their own")
     results = args.results or f"results/{suite.name}"
     if args.dry_run:
-        plan = plan_run(suite, results, args.cache, args.address)
-        for part in plan.unreadable:
-            print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
-        for line in plan.weights:
-            print(f"oba run: dense weights: {line}", file=sys.stderr)
-        pending = {c.cell_id for c in plan.todo}
-        for cell in plan.cells:
-            print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {cell.label()}")
-        print(f"{len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} stored, {len(plan.todo)} to run", file=sys.stderr)
-        return 0
+        return _dry_run(suite, results, args)
+    from .suite.runner import RunInterrupted, run_suite
+
     try:
         summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache,
                             shared_mount=args.shared_mount, pipeline="noop" if args.fake_cell else "full")
@@ -83,6 +75,32 @@ def _run(args: argparse.Namespace) -> int:
           f"{summary.failed} failed, {summary.seconds:.0f} s; results in {results}")
     _print_failures(summary)
     return 1 if summary.failed else 0
+
+
+def _dry_run(suite: Suite, results: str, args: argparse.Namespace) -> int:
+    """List every cell (stdout: id, todo/done, :func:`~oba.suite.plan.describe`) and, on stderr, each grid's size,
+    the data and weights the pending cells need and whether they are in place; start nothing, compute nothing."""
+    from .suite.plan import describe, grid_sizes, plan_run
+
+    plan = plan_run(suite, results, args.cache, args.address, missing_ok=True)
+    for part in plan.unreadable:
+        print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
+    pending = {c.cell_id for c in plan.todo}
+    for cell in plan.cells:
+        print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {describe(cell)}")
+    for line in grid_sizes(suite):
+        print(f"oba run: {line}", file=sys.stderr)
+    for line in plan.datasets:
+        print(f"oba run: data: {line}", file=sys.stderr)
+    for line in plan.weights:
+        print(f"oba run: dense weights: {line}", file=sys.stderr)
+    for line in plan.missing:
+        print(f"oba run: missing: {line}", file=sys.stderr)
+    print(f"{len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} stored, {len(plan.todo)} to run", file=sys.stderr)
+    if plan.missing:
+        print(f"oba run: the run cannot start until the {len(plan.missing)} missing item(s) above are in place",
+              file=sys.stderr)
+    return 0
 
 
 def _print_failures(summary: RunSummary) -> None:
@@ -243,8 +261,10 @@ def parser() -> argparse.ArgumentParser:
                      help="compute nothing: store each cell's identity as an ok row (the noop pipeline), to measure "
                           "the runner's own cost; needs --results")
     run.add_argument("--dry-run", action="store_true",
-                     help="check the results and cache folders (creating them), the data and the dense weights files, "
-                          "list the weights files and the cells and whether each is stored, run nothing")
+                     help="check the results and cache folders (creating them) and the cluster address; list every "
+                          "cell (stored or not, its stages and dense model), each grid's size, and the data and dense "
+                          "weights files the run needs, in place or missing; start and compute nothing (exit 0 when "
+                          "only data or weights are missing)")
     rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rep.add_argument("results", help="results folder, Parquet file or URI")
     rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")

@@ -119,3 +119,64 @@ def test_leaderboard_reads_a_band_beside_the_results_or_given_and_names_a_bad_on
     bad.write_text("{}")
     line = _one_error_line(oba_cli("leaderboard", str(results), "-o", str(tmp_path / "x"), "--band", str(bad)), "oba leaderboard: ")
     assert str(bad) in line and "not a readable band file" in line
+
+
+def test_dry_run_lists_every_cell_with_its_stages_and_dense_model_and_what_is_missing(tmp_path: Path) -> None:
+    """Exit 0 with missing CIFAR files and a missing weights file, each named; no Ray imported; then, with the
+    files in place, each is listed where it is."""
+    from oba.suite.config import load_suite
+    from oba.suite.grid import expand
+    from suites import tiny_suite
+
+    root = tmp_path / "data"
+    root.mkdir()
+    suite = tiny_suite(tmp_path, data_root=root)
+    weights = tmp_path / "vgg-tiny-cifar.pt"
+    suite.write_text(suite.read_text() + '\n[grid.cifar]\nmodels = ["vgg-tiny"]\ndatasets = ["cifar10"]\n'
+                     'criteria = ["taylor"]\nprune = { stages = [0.1, 0.2, 0.3] }\n\n'
+                     f'[dense.vgg-tiny]\nweights = "{weights}"\n')
+    ids = [c.cell_id for c in expand(load_suite(suite))]
+    args = ("run", str(suite), "--results", str(tmp_path / "results"), "--dry-run")
+    done = oba_cli(*args, python_flags=("-X", "importtime"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        f"{ids[0]}  todo  resnet8/digits/taylor/channels/global/s=0  r=0.3 one-shot  dense trained (1 epoch)",
+        f"{ids[1]}  todo  resnet8/digits/magnitude-l1/channels/global/s=0  r=0.3 one-shot  dense trained (1 epoch)",
+        f"{ids[2]}  todo  vgg-tiny/cifar10/taylor/channels/global/s=0  r=0.3 iterative 0.1/0.2/0.3  dense weights {weights}",
+    ]
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert lines == [
+        "oba run: [grid]: 2 cells",
+        "oba run: [grid.cifar]: 1 cell",
+        "oba run: data: digits: no files needed (embedded in an installed package, or generated)",
+        f"oba run: missing: dataset cifar10: CIFAR-10 not found: expected data_batch_1, data_batch_2, data_batch_3, "
+        f"data_batch_4, data_batch_5, test_batch, batches.meta in {root / 'cifar-10-batches-py'}. Pass download=True "
+        "(in a suite: [data] download = true) to fetch cifar-10-python.tar.gz from "
+        f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, or extract that archive into {root}",
+        f"oba run: missing: dense model vgg-tiny: weights {weights} for vgg-tiny are missing: place the file at {weights}",
+        "3 cells, 0 stored, 3 to run",
+        "oba run: the run cannot start until the 2 missing item(s) above are in place",
+    ]
+    assert not {m for m in _imported(done.stderr) if m.split(".")[0] == "ray"}, "a dry run imports no Ray"
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"")
+    weights.write_bytes(b"not read by a dry run unless hashed")
+    done = oba_cli(*args, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"oba run: data: cifar10: CIFAR-10: all 7 files in {folder}" in done.stderr.splitlines()
+    assert f"oba run: dense weights: vgg-tiny on cifar10: {weights} from {weights} (sha256 " in done.stderr
+    assert "missing" not in done.stderr
+
+
+def test_dry_run_of_the_paper_suite_lists_its_216_cells(tmp_path: Path) -> None:
+    from oba.suite.config import load_suite
+    from oba.suite.grid import expand
+
+    done = oba_cli("run", "suites/paper.toml", "--results", str(tmp_path / "x"), "--cache", str(tmp_path / "cache"),
+                   "--dry-run", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [c.cell_id for c in expand(load_suite(REPO / "suites" / "paper.toml"))]
+    assert sum("iterative 0.4/0.5/0.6/0.7/0.8/0.9/0.95" in line for line in done.stdout.splitlines()) == 72
+    assert "216 cells, 0 stored, 216 to run" in done.stderr.splitlines()

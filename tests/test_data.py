@@ -263,10 +263,17 @@ def test_imagenet_errors_explain_the_layout(tmp_path: Path) -> None:
 def test_check_files_raises_what_load_would_without_reading_anything(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
     for name in ("digits", "mnist5k", "synthetic"):
-        data.check_files(name, root=None)
+        assert data.check_files(name, root=None) == data.NO_FILES
     with pytest.raises(FileNotFoundError, match=rf"data_batch_1.*in {tmp_path}/cifar-10-batches-py"):
         data.check_files("cifar10", root=tmp_path)
-    data.check_files("cifar10", root=tmp_path, download=True)
+    assert data.check_files("cifar10", root=tmp_path, download=True) == (
+        f"CIFAR-10: 7 of its 7 files missing in {tmp_path}/cifar-10-batches-py, to be downloaded from "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"")
+    assert data.check_files("cifar10", root=tmp_path) == f"CIFAR-10: all 7 files in {folder}"
     with pytest.raises(ValueError, match=r"no root is given: set \[data\] root in the suite"):
         data.check_files("cifar100")
     monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
@@ -277,6 +284,8 @@ def test_check_files_raises_what_load_would_without_reading_anything(tmp_path: P
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/train holds no class folder.*root/train/<class>"):
         data.check_files("imagenet", root=tmp_path)
     (tmp_path / "train" / "n01").mkdir()
-    data.check_files("imagenet", root=tmp_path)
+    (tmp_path / "train" / "n02").mkdir()
+    assert data.check_files("imagenet", root=tmp_path) == (
+        f"ImageNet layout: 2 class folders in {tmp_path}/train, 1 in {tmp_path}/val")
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         data.check_files("nope")

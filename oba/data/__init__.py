@@ -9,7 +9,8 @@ split only for reporting. Augmentation, where a source has any, is applied to
 the train split only. ``options`` are source-specific (e.g. the synthetic
 set's size) and, unlike ``root``, change the data: callers that key results
 on a dataset include them. :func:`check_files` tells whether an on-disk
-dataset's files are where :func:`load` will look, without reading them.
+dataset's files are where :func:`load` will look, without reading them, and
+says where they are.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class DatasetSource(Protocol):
 
 
 class FilesCheck(Protocol):
-    def __call__(self, root: str | None, download: bool) -> None: ...
+    def __call__(self, root: str | None, download: bool) -> str: ...
 
 
 BUILTINS = {
@@ -81,7 +82,8 @@ def register(name: str, files: FilesCheck | None = None) -> Callable[[DatasetSou
     the dataset's options; :func:`load` rejects any others by name. A source
     read from disk gives ``files(root, download)``: it raises what the loader
     would for missing files (``FileNotFoundError`` naming the expected files and
-    layout, ``ValueError`` without a root) and reads no data.
+    layout, ``ValueError`` without a root), reads no data, and otherwise returns
+    one line saying where the files are (or where they will be downloaded to).
     """
     add = _DATASETS.register(name)
 
@@ -99,16 +101,20 @@ def data_root(root: str | os.PathLike[str] | None = None) -> str | None:
     return os.fspath(root) if root is not None else os.environ.get(DATA_ROOT_ENV)
 
 
-def check_files(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> None:
+NO_FILES = "no files needed (embedded in an installed package, or generated)"
+"""What :func:`check_files` says of a dataset that is not read from disk."""
+
+
+def check_files(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> str:
     """Raise, as :func:`load` would, when dataset ``name``'s files are not under ``root``; read nothing.
 
-    Embedded and synthetic sets always pass; so do sources that will download
-    what is missing (``download=True``).
+    Returns one line saying where the files are, or :data:`NO_FILES`. Embedded
+    and synthetic sets always pass; so do sources that will download what is
+    missing (``download=True``).
     """
     _DATASETS.get(name)
     check = _FILE_CHECKS.get(name)
-    if check is not None:
-        check(root=data_root(root), download=download)
+    return NO_FILES if check is None else check(root=data_root(root), download=download)
 
 
 def load(name: str, root: str | os.PathLike[str] | None = None, download: bool = False, **options: Any) -> Splits:

@@ -48,16 +48,21 @@ def _expected_files(cls: type[CIFAR10]) -> list[str]:
     return [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _check_files(name: str, label: str, cls: type[CIFAR10], root: str | None, download: bool) -> None:
-    """Raise ``FileNotFoundError`` naming the missing files and the expected folder (unless ``download``)."""
+def _check_files(name: str, label: str, cls: type[CIFAR10], root: str | None, download: bool) -> str:
+    """Raise ``FileNotFoundError`` naming the missing files and the expected folder (unless ``download``);
+    else say where the files are, or where they will be downloaded from and to."""
     root = require_root(name, root)
     folder = os.path.join(root, cls.base_folder)
-    missing = [f for f in _expected_files(cls) if not os.path.isfile(os.path.join(folder, f))]
+    expected = _expected_files(cls)
+    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
     if missing and not download:
         raise FileNotFoundError(
             f"{label} not found: expected {', '.join(missing)} in {folder}. Pass download=True (in a suite: "
             f"[data] download = true) to fetch {cls.filename} from {cls.url}, or extract that archive into {root}"
         )
+    if missing:
+        return f"{label}: {len(missing)} of its {len(expected)} files missing in {folder}, to be downloaded from {cls.url}"
+    return f"{label}: all {len(expected)} files in {folder}"
 
 
 def _load(

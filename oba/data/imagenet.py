@@ -25,8 +25,9 @@ LAYOUT_HELP = (
 )
 
 
-def _check_layout(root: str | None, download: bool) -> None:
-    """Raise unless ``root/train`` and ``root/val`` are folders holding class folders (``ValueError`` on ``download``)."""
+def _check_layout(root: str | None, download: bool) -> str:
+    """Raise unless ``root/train`` and ``root/val`` are folders holding class folders (``ValueError`` on ``download``);
+    else say how many class folders each holds, and where."""
     root = require_root("imagenet", root)
     if download:
         raise ValueError("imagenet cannot be downloaded automatically; " + LAYOUT_HELP)
@@ -36,6 +37,8 @@ def _check_layout(root: str | None, download: bool) -> None:
             raise FileNotFoundError(f"{folder} does not exist. {LAYOUT_HELP}")
         if not any(entry.is_dir() for entry in os.scandir(folder)):
             raise FileNotFoundError(f"{folder} holds no class folder. {LAYOUT_HELP}")
+    counts = [sum(entry.is_dir() for entry in os.scandir(os.path.join(root, split))) for split in ("train", "val")]
+    return f"ImageNet layout: {counts[0]} class folders in {os.path.join(root, 'train')}, {counts[1]} in {os.path.join(root, 'val')}"
 
 
 @register("imagenet", files=_check_layout)

@@ -1,5 +1,9 @@
 """The grid: a suite expanded into cells, each with a stable ``cell_id``.
 
+A suite's cells are its main grid's, then each sub-grid's in file order; a
+cell that two grids both hold (the same resolved config, so the same id) is
+kept once, where it first appears.
+
 ``cell_id`` is the SHA-256 (first 20 hex digits) of the canonical JSON of the
 cell's full resolved config: everything that can change its result (model,
 dataset and its options, criterion and its options, structure, allocation,
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Suite
+from .grids import Grid
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,13 @@ def dense_config(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k != "weights_download"}
 
 
-def expand(suite: Suite) -> list[Cell]:
-    """Every cell of the suite, in a deterministic order (models outermost, seeds innermost)."""
+def expand_grid(suite: Suite, grid: Grid) -> list[Cell]:
+    """Every cell of one of the suite's grids, in a deterministic order (models outermost, seeds innermost)."""
     cells = []
     for model, dataset, criterion, structure, allocation, ratio, seed in itertools.product(
-        suite.models, suite.datasets, suite.criteria, suite.structures, suite.allocations, suite.ratios, suite.seeds
+        grid.models, grid.datasets, grid.criteria, grid.structures, grid.allocations, grid.ratios, grid.seeds
     ):
-        if structure == "unstructured" and allocation != suite.allocations[0]:
+        if structure == "unstructured" and allocation != grid.allocations[0]:
             continue
         config = {
             "model": model,
@@ -98,7 +103,7 @@ def expand(suite: Suite) -> list[Cell]:
             "allocation": allocation if structure == "channels" else "global",
             "ratio": ratio,
             "seed": seed,
-            "prune": suite.prune,
+            "prune": grid.prune,
             "calibration": suite.calibration,
             "dense": dense_config(suite.dense[model]),
             "finetune": suite.finetune[model],
@@ -106,6 +111,15 @@ def expand(suite: Suite) -> list[Cell]:
         }
         cells.append(Cell(suite.name, cell_id(config), config))
     return cells
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """Every cell of the suite: each grid's (:func:`expand_grid`) in turn, a cell id seen before left out."""
+    cells: dict[str, Cell] = {}
+    for grid in suite.grids:
+        for cell in expand_grid(suite, grid):
+            cells.setdefault(cell.cell_id, cell)
+    return list(cells.values())
 
 
 def dense_keys(cells: list[Cell]) -> list[tuple[str, str, int]]:

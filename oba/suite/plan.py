@@ -12,14 +12,18 @@ loaders will look, the pretrained weights a dense model is given are in place
 with the pinned SHA-256 (unless the checkpoint cache already holds them
 evaluated, or they may be downloaded), the dense-checkpoint cache is writable,
 and a named Ray cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
-once, one line each, as a :class:`PreflightError`.
+once, one line each, as a :class:`PreflightError`. A dry run
+(``missing_ok=True``) instead returns missing data and weights, when they are
+the only problems, in :attr:`Plan.missing`: what must be put in place before
+the run can start.
+:func:`describe` is one cell's line in a dry run's listing.
 """
 from __future__ import annotations
 
 import os
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -32,7 +36,7 @@ from ..models.weights import Weights, WeightsError, check
 from ..store import ResultStore, UnreadablePart, filesystem
 from .cluster import ClusterUnreachable, probe
 from .config import Suite
-from .grid import Cell, expand
+from .grid import Cell, expand, expand_grid
 
 
 class PreflightError(UserError):
@@ -55,6 +59,11 @@ class Plan:
     unreadable: list[UnreadablePart]
     weights: list[str]
     """One line per pretrained-weights dense model still needed: the file it is read from, or where it comes from."""
+    datasets: list[str] = field(default_factory=list)
+    """One line per dataset still needed that is in place: ``<name>: <where its files are>``."""
+    missing: list[str] = field(default_factory=list)
+    """With ``missing_ok``: one line per dataset or weights file still needed that is not in place, saying what to
+    place where (otherwise these are :class:`PreflightError` problems)."""
 
 
 def resolve_path(path: str) -> str:
@@ -92,10 +101,12 @@ def writable_folder_problem(fs: pafs.FileSystem, path: str, what: str) -> str | 
     return None
 
 
-def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: str | None = None) -> Plan:
+def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: str | None = None,
+             missing_ok: bool = False) -> Plan:
     """The checked plan of running ``suite`` into ``results`` (on the Ray cluster at ``address``, if given).
 
-    Raises :class:`PreflightError` listing every problem found.
+    Raises :class:`PreflightError` listing every problem found. With ``missing_ok``, missing data and weights
+    files alone raise nothing: they are listed in :attr:`Plan.missing` (with any other problem, all raise).
     """
     results = resolve_results(results)
     try:
@@ -112,20 +123,22 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     cache = resolve_cache(suite, cache_dir)
     root = data.data_root(suite.data.get("root"))
     root = resolve_path(root) if root is not None else None
+    missing: list[str] = []
     problems: list[str] = []
+    datasets: list[str] = []
     weights: list[str] = []
     if todo:
         for name in dict.fromkeys(c.config["dataset"] for c in todo):
             try:
-                data.check_files(name, root, download=suite.data.get("download", False))
+                datasets.append(f"{name}: {data.check_files(name, root, download=suite.data.get('download', False))}")
             except (FileNotFoundError, ValueError) as err:
-                problems.append(f"dataset {name}: {one_line(str(err))}")
+                missing.append(f"dataset {name}: {one_line(str(err))}")
         for model, dataset in dict.fromkeys((c.config["model"], c.config["dataset"]) for c in todo):
             if "weights" in suite.dense[model]:
                 try:
                     weights.append(_weights_line(suite, model, dataset, cache))
                 except WeightsError as err:
-                    problems.append(f"dense model {model}: {one_line(str(err))}")
+                    missing.append(f"dense model {model}: {one_line(str(err))}")
         problem = writable_folder_problem(*filesystem(cache), "checkpoint cache")
         if problem:
             problems.append(problem)
@@ -134,9 +147,35 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                 probe(address)
             except ClusterUnreachable as err:
                 problems.append(str(err))
-    if problems:
-        raise PreflightError(problems)
-    return Plan(cells, todo, results, cache, root, unreadable, weights)
+    if problems or (missing and not missing_ok):
+        raise PreflightError(missing + problems)
+    return Plan(cells, todo, results, cache, root, unreadable, weights, datasets, missing)
+
+
+def describe(cell: Cell) -> str:
+    """A cell's place, schedule and dense model in one line, e.g.
+    ``resnet32-wide/cifar10/oba/channels/global/s=0  r=0.95 iterative 0.4/…/0.95  dense trained (200 epochs)``."""
+    c = cell.config
+    dense = c["dense"]
+    if "weights" in dense:
+        source = f"weights {dense['weights']}" + (f" (sha256 {dense['weights_sha256']})" if dense["weights_sha256"] else "")
+    else:
+        source = f"trained ({dense['epochs']} epoch{'' if dense['epochs'] == 1 else 's'})"
+    return (f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/s={c['seed']}  "
+            f"r={c['ratio']:g} {cell.schedule()}  dense {source}")
+
+
+def grid_sizes(suite: Suite) -> list[str]:
+    """One line per grid of ``suite``: its table, its cells, and how many of them an earlier grid already holds."""
+    seen: set[str] = set()
+    lines = []
+    for grid in suite.grids:
+        ids = [c.cell_id for c in expand_grid(suite, grid)]
+        shared = sum(i in seen for i in ids)
+        seen.update(ids)
+        count = f"{len(ids)} cell{'' if len(ids) == 1 else 's'}"
+        lines.append(f"[{grid.table}]: {count}" + (f" ({shared} already in an earlier grid)" if shared else ""))
+    return lines
 
 
 def _weights_line(suite: Suite, model: str, dataset: str, cache: str) -> str:
