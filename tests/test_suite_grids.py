@@ -117,6 +117,13 @@ def test_ratios_beside_stages_must_be_the_last_stage(tmp_path: Path) -> None:
     assert "missing required key 'ratios'" in _error(path) and "left out when [prune] stages is set" in _error(path)
 
 
+def test_stages_with_unstructured_pruning_are_refused_at_the_structures_line(tmp_path: Path) -> None:
+    path = _suite(tmp_path, "", prune="stages = [0.1, 0.3]\n")
+    path.write_text(path.read_text().replace("seeds = [0]", 'seeds = [0]\nstructures = ["channels", "unstructured"]'))
+    assert _error(path) == (f"{path}:{_line(path, 'structures =')}: [grid] structures: iterative stages apply to "
+                            'structured pruning only (structures = ["channels"]), not unstructured')
+
+
 # Named sub-grids
 
 SUBGRIDS = """\

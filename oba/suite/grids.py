@@ -155,6 +155,10 @@ def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str],
             raise loc.error(where("criteria"), "criteria", f"criterion {criterion!r} cannot be built: {err}") from err
         if isinstance(built, criteria.SeededCriterion) and "seed" in options:
             raise loc.error("criterion_options", criterion, "a randomised criterion's base seed is the cell's seed (grid seeds)")
+    structures = _names(loc, where("structures"), "structures", list(values["structures"]), list(STRUCTURES))
+    if "stages" in prune and "unstructured" in structures:
+        raise loc.error(where("structures"), "structures", "iterative stages apply to structured pruning only "
+                                                           "(structures = [\"channels\"]), not unstructured")
     return Grid(
         name=name,
         models=_names(loc, where("models"), "models", list(values["models"]), models.names()),
@@ -162,7 +166,7 @@ def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str],
         criteria=grid_criteria,
         ratios=tuple(float(r) for r in ratios),
         seeds=tuple(int(s) for s in seeds),
-        structures=_names(loc, where("structures"), "structures", list(values["structures"]), list(STRUCTURES)),
+        structures=structures,
         allocations=_names(loc, where("allocations"), "allocations", list(values["allocations"]), list(ALLOCATIONS)),
         prune=prune,
     )
