@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from oba.store import ResultStore
 from oba.suite.cell import run_cell, stage_ratio_of_current
 from oba.suite.config import load_suite
 from oba.suite.grid import Cell, cell_id, expand
@@ -17,6 +24,7 @@ from oba.suite.stage_models import load_stage_model
 from suites import tiny_suite
 
 STAGES = [0.15, 0.3, 0.45]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def iterative(cell: Cell, stages: list[float]) -> Cell:
@@ -164,3 +172,54 @@ def test_later_stages_of_a_randomised_criterion_draw_as_later_pruning_steps(tmp_
     # the tiny suite prunes in one step per stage: stage 1 is step 1, stage 2 step 2, with different seeds
     assert [sorted(s) for s in steps] == [["1"], ["2"]], steps
     assert steps[0]["1"] != steps[1]["2"]
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process of ``session`` (the driver's, and Ray's processes it started: some in process groups
+    of their own), so that no orphaned trial finishes the cell after the kill."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # stat fields after the name: state, ppid, pgrp, session
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_killed_between_stages_resumes_after_the_last_stored_stage(tmp_path: Path) -> None:
+    suite_path = tiny_suite(tmp_path, criteria=("taylor",), ratios=(0.4,))
+    suite_path.write_text(suite_path.read_text().replace("[prune]\nsteps = 1\n",
+                                                         "[prune]\nsteps = 1\nstages = [0.1, 0.2, 0.3, 0.4]\n"))
+    (cell,) = expand(load_suite(suite_path))
+    results = tmp_path / "results"
+    first = results / f"{cell.row_id(1)}.parquet"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "oba.cli", "run", str(suite_path), "--results", str(results)]
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not first.exists():
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    _kill_session(driver.pid)
+    driver.wait()
+    before = {part.stem: ResultStore(str(results)).read_cell(part.stem) for part in results.glob("*.parquet")}
+    assert cell.cell_id not in before, "the cell ended before the kill: the test did not stop it between stages"
+    assert cell.row_id(1) in before
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(r"1 cells, 0 already stored, 1 to run", resumed.stderr), resumed.stderr[-2000:]
+    rows = ResultStore(str(results)).read()
+    assert sorted(rows["cell_id"]) == sorted(cell.row_id(k) for k in (1, 2, 3, 4))
+    assert set(rows["status"]) == {"ok"}
+    by_id = {row["cell_id"]: row for row in rows.to_dict("records")}
+    for row_id, row in before.items():  # stages stored before the kill were not run again
+        assert by_id[row_id]["finished_at"] == row["finished_at"], row_id
+    assert sorted(by_id[cell.row_id(k)]["stage"] for k in (1, 2, 3, 4)) == [1, 2, 3, 4]
