@@ -130,8 +130,9 @@ Defined in the page's head; each figure calls ``fitLegend`` once drawn (Plotly's
 
 _HOW_TO_READ = """
 <ul>
-<li>Each section is one setting (model · dataset · structure · allocation). Within it every criterion
-started from the same dense checkpoint per seed and had the same schedule and fine-tuning budget.</li>
+<li>Each section is one setting (model · dataset · structure · allocation, and the schedule when it is iterative).
+Within it every criterion started from the same dense checkpoint per seed and had the same schedule and fine-tuning
+budget; an iterative schedule's cells are shown after their last stage.</li>
 <li>Every figure's subtitle says what it aggregates. Points are means over seeds; bars and shaded bands are one standard
 deviation across seeds (none with one seed). Accuracies are top-1 on the test split, in percent.</li>
 <li><b>Accuracy vs speedup</b> (after fine-tuning, and right after pruning with batch-norm statistics recalibrated):
