@@ -153,10 +153,11 @@ def _check(args: argparse.Namespace) -> int:
 
     baseline = args.baseline
     if args.suite:
+        from .report.stages import row_ids
         from .suite.config import load_suite
         from .suite.grid import expand
 
-        wanted = {cell.cell_id for cell in expand(load_suite(args.suite))}
+        wanted = row_ids(expand(load_suite(args.suite)))
         try:
             frame = load_results(args.baseline, CHECK_COLUMNS)
         except ResultsUnreadable as err:

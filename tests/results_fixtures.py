@@ -15,8 +15,11 @@ START = datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc)
 
 
 def cell_id(fields: dict[str, Any]) -> str:
-    """A stable id from the identity fields, standing in for the runner's config hash."""
+    """A stable id from the identity fields, standing in for the runner's config hash (an iterative cell's
+    schedule is part of its identity; a one-shot cell's id is the same with or without the stage columns)."""
     identity = {k: fields.get(k) for k in ("suite", "model", "dataset", "criterion", "structure", "allocation", "ratio", "seed")}
+    if fields.get("schedule") not in (None, "one-shot"):
+        identity["schedule"] = fields["schedule"]
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -145,4 +148,48 @@ def report_rows() -> list[dict[str, Any]]:
                             finished_at=START + timedelta(minutes=len(rows) + 1),
                         )
                     )
+    return rows
+
+
+STAGES = (0.1, 0.2, 0.3)
+SCHEDULE = "iterative 0.1/0.2/0.3"
+ITERATIVE_CRITERIA = ("magnitude-l2", "oba", "taylor")
+_ITERATIVE_QUALITY = {"magnitude-l2": 0.0, "oba": 0.02, "taylor": 0.01}
+_SEED_NOISE = {0: -0.004, 1: 0.001, 2: 0.006}
+
+
+def stage_row(stage: int, **fields: Any) -> dict[str, Any]:
+    """Stage ``stage`` (1-based) of an iterative cell pruned through :data:`STAGES`: ``ratio`` the last stage's,
+    ``cell_id`` the cell's on the last stage and ``<cell_id>-stage<k>`` before (as ``Cell.row_id`` names them)."""
+    cell = row(ratio=STAGES[-1], schedule=SCHEDULE, **fields)
+    cell.update(stage=stage, stages=len(STAGES), stage_ratio=STAGES[stage - 1])
+    if stage < len(STAGES):
+        cell["cell_id"] = f"{cell['cell_id']}-stage{stage}"
+    return cell
+
+
+def iterative_rows() -> list[dict[str, Any]]:
+    """cnn/digits, 3 criteria × 3 seeds: pruned iteratively through :data:`STAGES` (one row per stage), and one-shot
+    to 0.3 and 0.6. Taylor's seed 2 fails in its last stage (its stages 1 and 2 are ok).
+
+    Stage k of criterion c, seed s: pruned_acc = 0.93 − 0.5·s_k + 2·q_c + e_s and final_acc = 0.955 − 0.1·s_k
+    + q_c + e_s, macs_speedup = 1/(1 − s_k); a one-shot cell at ratio r: pruned_acc = 0.85 − 0.9·r + 3·q_c + e_s and
+    final_acc = 0.94 − 0.12·r + q_c + e_s (so the one-shot 0.3 cells differ from the iterative ones' last stage).
+    Dense accuracy 0.96 + 0.002·s.
+    """
+    rows = []
+    for criterion, quality in _ITERATIVE_QUALITY.items():
+        for seed, noise in _SEED_NOISE.items():
+            common = {"criterion": criterion, "seed": seed, "dense_acc": 0.96 + 0.002 * seed}
+            for stage, share in enumerate(STAGES, start=1):
+                if (criterion, seed, stage) == ("taylor", 2, len(STAGES)):
+                    failed = error_row(ratio=STAGES[-1], schedule=SCHEDULE, error="RuntimeError: stage 3 diverged",
+                                       **common)
+                    rows.append({**failed, "stage": stage, "stages": len(STAGES), "stage_ratio": share})
+                    continue
+                rows.append(stage_row(stage, **common, pruned_acc=0.93 - 0.5 * share + 2 * quality + noise,
+                                      final_acc=0.955 - 0.1 * share + quality + noise, macs_speedup=1 / (1 - share)))
+            for ratio in (0.3, 0.6):
+                rows.append(row(ratio=ratio, **common, pruned_acc=0.85 - 0.9 * ratio + 3 * quality + noise,
+                                final_acc=0.94 - 0.12 * ratio + quality + noise, macs_speedup=1 / (1 - ratio)))
     return rows

@@ -54,15 +54,15 @@ def test_measured_band_by_hand(tmp_path: Path) -> None:
     # every seed up by 0.2 points: that setting's seed means are m and m + 0.2 → std 0.2/√2 = 0.14142.
     other = load_results(pd.DataFrame(_grid(shift={("oba", 0.6, s): 0.002 for s in SEEDS}, machine=0.003)))
     band = measure_band(reference, [other], ["a", "b"], z=3.0, floor=0.5)
-    oba = band.settings[("cnn", "digits", "oba", "structured", "global", 0.6)].metrics["final_acc"]
+    oba = band.settings[("cnn", "digits", "oba", "structured", "global", 0.6, "one-shot", 0.6)].metrics["final_acc"]
     assert oba.machine_std == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.seed_std == pytest.approx(0.5, abs=1e-9)
     # Family = the board cnn/digits/structured/global/0.6: RMS of (0, 0.14142) = 0.1;
     # oba's own spread is larger, so σ = 0.14142 and band = max(0.5, 3·√2·0.14142) = 0.6.
     assert oba.sigma == pytest.approx(0.2 / math.sqrt(2), abs=1e-9)
     assert oba.band == pytest.approx(0.6, abs=1e-9)
-    flat = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.3)].metrics["pruned_acc"]
-    raised = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.6)].metrics["final_acc"]
+    flat = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.3, "one-shot", 0.3)].metrics["pruned_acc"]
+    raised = band.settings[("cnn", "digits", "magnitude-l2", "structured", "global", 0.6, "one-shot", 0.6)].metrics["final_acc"]
     # Board 0.6: magnitude-l2's own spread 0 is raised to the board's RMS 0.1 → 3·√2·0.1 = 0.424 → the floor 0.5.
     assert raised.sigma == pytest.approx(0.1, abs=1e-9) and raised.band == pytest.approx(0.5)
     # Board 0.3: own spread 0 and the RMS of (0, 0) is 0 → σ = 0 → the floor 0.5.
@@ -70,7 +70,7 @@ def test_measured_band_by_hand(tmp_path: Path) -> None:
     assert flat.band == pytest.approx(0.5)
     path = band.write(tmp_path / "band.json")
     again = Band.read(path)
-    assert again.allowed_drop(("cnn", "digits", "oba", "structured", "global", 0.6), "final_acc") == pytest.approx(0.6)
+    assert again.allowed_drop(("cnn", "digits", "oba", "structured", "global", 0.6, "one-shot", 0.6), "final_acc") == pytest.approx(0.6)
     assert json.loads(path.read_text())["machines"] == ["a", "b"]
 
 
@@ -110,7 +110,7 @@ def test_missing_or_failed_seed_is_incomplete(tmp_path: Path, gate: tuple[str, B
     rows = [r for r in _grid() if not (r["criterion"] == "oba" and r["ratio"] == 0.3 and r["seed"] == 1)]
     outcome = check(_store(tmp_path, "missing", rows), baseline, band=band)
     assert outcome.exit_code == 2
-    assert outcome.missing == [("cnn", "digits", "oba", "structured", "global", 0.3, 1)]
+    assert outcome.missing == [("cnn", "digits", "oba", "structured", "global", 0.3, "one-shot", 0.3, 1)]
     rows.append(error_row(criterion="oba", ratio=0.3, seed=1, error="RuntimeError: out of memory"))
     failed = check(_store(tmp_path, "failed", rows), baseline, band=band)
     assert failed.exit_code == 2 and "out of memory" in failed.render()
@@ -131,7 +131,7 @@ def test_duplicate_seed_cells_are_ambiguous(tmp_path: Path, gate: tuple[str, Ban
     rows = _grid() + [row(criterion="oba", ratio=0.3, seed=0, pruned_acc=0.5, final_acc=0.5, suite="other")]
     outcome = check(_store(tmp_path, "r", rows), baseline, band=band)
     assert outcome.exit_code == 2
-    assert outcome.ambiguous == [("cnn", "digits", "oba", "structured", "global", 0.3, 0)]
+    assert outcome.ambiguous == [("cnn", "digits", "oba", "structured", "global", 0.3, "one-shot", 0.3, 0)]
 
 
 def test_unreadable_or_absent_baseline(tmp_path: Path) -> None:

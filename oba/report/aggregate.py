@@ -1,8 +1,11 @@
 """Grouping results into panels and summarising metrics over seeds.
 
 A *panel* is one experimental setting that figures and boards compare criteria
-within: (model, dataset, structure, allocation). Allocation is part of the key
-because global and uniform allocation are different experiments (DESIGN 2.3).
+within: (model, dataset, structure, allocation, schedule). Allocation is part of
+the key because global and uniform allocation are different experiments (DESIGN
+2.3); the schedule because an iterative setting that ends at a ratio is not the
+one-shot setting at that ratio (:mod:`.stages`). Figures, boards and tables
+compare each cell's final row (:func:`.stages.final_rows`).
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-PANEL_KEYS = ("model", "dataset", "structure", "allocation")
+from .stages import ONE_SHOT, schedule_suffix
+
+PANEL_KEYS = ("model", "dataset", "structure", "allocation", "schedule")
 
 
 def ok_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -27,12 +32,17 @@ def panels(results: pd.DataFrame) -> Iterator[tuple[tuple[str, ...], pd.DataFram
 
 
 def panel_title(key: tuple[str, ...]) -> str:
-    """``model · dataset · structure · allocation allocation`` with empty parts left out."""
-    model, dataset, structure, allocation = key
+    """``model · dataset · structure · allocation allocation[ · iterative schedule]`` with empty parts left out."""
+    model, dataset, structure, allocation, schedule = key
     parts = [model, dataset, structure]
     if allocation:
         parts.append(f"{allocation} allocation")
-    return " · ".join(p for p in parts if p)
+    return " · ".join(p for p in parts if p) + schedule_suffix(schedule, " · ")
+
+
+def panel_stem(key: tuple[str, ...]) -> str:
+    """The panel's parts joined by "-" for file and element names, empty parts and a one-shot schedule left out."""
+    return "-".join(part for part in key if part and part != ONE_SHOT)
 
 
 def seed_summary(rows: pd.DataFrame, by: list[str], metric: str, scale: float = 1.0) -> pd.DataFrame:
@@ -91,7 +101,9 @@ def removed_fractions(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def cells_anchor(board_key: tuple, criterion: str | None = None) -> str:
-    """The report's element id of a board's cells, ``(model, dataset, structure, allocation, ratio)``, or of one criterion's."""
-    model, dataset, structure, allocation, ratio = board_key
-    parts = [model, dataset, structure, allocation, f"{float(ratio) * 100:g}"] + ([criterion] if criterion else [])
+    """The report's element id of a board's cells, ``(model, dataset, structure, allocation, ratio, schedule)``, or
+    of one criterion's; a one-shot board's id names no schedule."""
+    model, dataset, structure, allocation, ratio, schedule = board_key
+    parts = [model, dataset, structure, allocation, f"{float(ratio) * 100:g}", schedule_suffix(schedule, "")]
+    parts += [criterion] if criterion else []
     return "cells-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(str(p) for p in parts if p != "")).strip("-")

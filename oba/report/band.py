@@ -1,7 +1,9 @@
 """Noise bands: how far a setting's seed mean may move without a change of code.
 
-A *setting* is (model, dataset, criterion, structure, allocation, ratio); its
-outcome is the mean over seeds of a gated metric (:data:`GATED_METRICS`, in
+A *setting* is (model, dataset, criterion, structure, allocation, ratio,
+schedule, stage_ratio): an iterative schedule's every stage is a setting of its
+own (its ``stage_ratio``, the fraction removed after that stage; a one-shot
+setting's ``stage_ratio`` is its ratio). Its outcome is the mean over seeds of a gated metric (:data:`GATED_METRICS`, in
 percent). The same commit on another CPU changes every dense weight in its last
 bits, and pruning plus fine-tuning turn that into a different seed mean. Two
 spreads describe it:
@@ -19,7 +21,7 @@ The band of a setting is the drop in its seed mean that the gate still accepts:
     band  = max(floor, z · √2 · σ)
 
 The family is the setting's board: (model, dataset, structure, allocation,
-ratio) and metric — how noisy an outcome is depends strongly on the ratio.
+ratio, schedule, stage_ratio) and metric — how noisy an outcome is depends strongly on the ratio.
 Pooling is the root mean square over the family's settings (the pooled
 variance, 2 × settings degrees of freedom with three machines): a spread
 estimated from three machines alone has two degrees of freedom and comes out
@@ -43,8 +45,12 @@ from typing import Iterable
 
 import pandas as pd
 
-SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio")
-FAMILY_KEYS = ("model", "dataset", "structure", "allocation", "ratio")
+from .stages import ONE_SHOT
+
+STAGE_KEYS = ("schedule", "stage_ratio")
+SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio", *STAGE_KEYS)
+FAMILY_KEYS = tuple(k for k in SETTING_KEYS if k != "criterion")
+RATIO_KEYS = ("ratio", "stage_ratio")
 GATED_METRICS = ("pruned_acc", "final_acc")
 METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "final_acc": "accuracy after fine-tuning"}
 BAND_FILE = "band.json"
@@ -52,9 +58,23 @@ FORMAT = 1
 DEFAULT_Z = 3.0
 
 
+def _stage_field(row: pd.Series | dict, name: str, default: object) -> object:
+    """``row[name]``, or ``default`` where the row lacks it (absent, None, NaN or "")."""
+    value = row.get(name)
+    missing = value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+    return default if missing else value
+
+
 def setting_key(row: pd.Series | dict) -> tuple:
-    """The setting of a row, with the ratio rounded so that float noise never splits a setting."""
-    return tuple(round(float(row[k]), 9) if k == "ratio" else str(row[k]) for k in SETTING_KEYS)
+    """The setting of a row, ratios rounded so that float noise never splits a setting.
+
+    A row (or band-file entry) without ``schedule`` and ``stage_ratio`` (written before
+    the iterative protocol) is one-shot: schedule :data:`~.stages.ONE_SHOT`, stage ratio its ratio.
+    """
+    named = {k: row[k] for k in SETTING_KEYS if k not in STAGE_KEYS}
+    named["schedule"] = _stage_field(row, "schedule", ONE_SHOT)
+    named["stage_ratio"] = _stage_field(row, "stage_ratio", row["ratio"])
+    return tuple(round(float(named[k]), 9) if k in RATIO_KEYS else str(named[k]) for k in SETTING_KEYS)
 
 
 def seed_values(table: pd.DataFrame, metric: str) -> dict[tuple, pd.Series]:

@@ -1,6 +1,11 @@
 """Regression gate: compare each setting's seed mean with the reference's, within its noise band.
 
-A setting is (model, dataset, criterion, structure, allocation, ratio). For every
+A setting is (model, dataset, criterion, structure, allocation, ratio, schedule,
+stage_ratio) (:data:`~oba.report.band.SETTING_KEYS`): an iterative setting is
+never compared with the one-shot setting of its final ratio, and each of its
+stages is compared on its own (a regression can show at any stage: the rows
+right after a stage's pruning and after its fine-tuning carry both gated
+metrics; a one-shot setting is its single stage). For every
 setting of the baseline and every gated metric (:data:`~oba.report.band.GATED_METRICS`:
 the BN-recalibrated accuracy after pruning and the accuracy after fine-tuning),
 the mean over the baseline's seeds is compared with the mean over the same seeds
@@ -26,8 +31,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .band import DEFAULT_Z, GATED_METRICS, SETTING_KEYS, Band, measure_band, setting_key
+from .band import DEFAULT_Z, GATED_METRICS, RATIO_KEYS, SETTING_KEYS, STAGE_KEYS, Band, measure_band, setting_key
 from .load import ResultsUnreadable, load_results
+from .stages import ONE_SHOT
 
 KEYS = (*SETTING_KEYS, "seed")
 CHECK_COLUMNS = ("error", *GATED_METRICS)
@@ -57,6 +63,12 @@ class Comparison:
     def regressed(self) -> bool:
         """Whether the drop exceeds the allowed band."""
         return self.drop > self.allowed + _SLACK
+
+    @property
+    def earlier_stage(self) -> bool:
+        """Whether this is an iterative setting's stage before its last (its stage ratio below its ratio)."""
+        named = dict(zip(SETTING_KEYS, self.key))
+        return named["stage_ratio"] != named["ratio"]
 
 
 @dataclass
@@ -88,44 +100,59 @@ class CheckResult:
     def render(self) -> str:
         """Plain-text report: a verdict line, the comparison table, then other findings."""
         verdict = {0: "PASS", 1: "FAIL: regressions", 2: "ERROR: check incomplete"}[self.exit_code]
-        settings = len({c.key for c in self.comparisons})
+        settings = len({c.key for c in self.comparisons if not c.earlier_stage})
+        earlier = len({c.key for c in self.comparisons if c.earlier_stage})
+        stages = f" (and {earlier} earlier stage(s) of iterative settings)" if earlier else ""
         lines = [
-            f"{verdict} — {settings} setting(s) compared by seed mean, {len(self.regressions)} regression(s); "
+            f"{verdict} — {settings} setting(s){stages} compared by seed mean, {len(self.regressions)} regression(s); "
             f"bands: {self.band_source}; floor {self.tolerance:g} percentage points",
         ]
+        keys = [c.key for c in self.comparisons] + [k[:-1] for k in self.missing + self.ambiguous + self.baseline_failed]
+        keys += [k[:-1] for k, _ in self.errored] + self.extra
+        names = _shown(keys)
         for problem in self.unreadable:
             lines += ["", f"unreadable: {problem}"]
         if self.comparisons:
             rows = [
-                [*_key_cells(c.key, SETTING_KEYS), c.metric, str(c.seeds), f"{c.baseline:.2f}", f"{c.current:.2f}",
+                [*_key_cells(c.key, names), c.metric, str(c.seeds), f"{c.baseline:.2f}", f"{c.current:.2f}",
                  f"{-c.drop:+.2f}", f"{c.allowed:.2f}", "REGRESSION" if c.regressed else "ok"]
                 for c in self.comparisons
             ]
-            headers = [*SETTING_KEYS, "metric", "seeds", "baseline %", "current %", "change (pp)", "allowed drop (pp)",
+            headers = [*names, "metric", "seeds", "baseline %", "current %", "change (pp)", "allowed drop (pp)",
                        "verdict"]
             lines += ["", _table(headers, rows)]
+        seeded = (*names, "seed")
         if self.missing:
             lines += ["", f"Missing from the results ({len(self.missing)}):",
-                      _table(list(KEYS), [_key_cells(k, KEYS) for k in self.missing])]
+                      _table(list(seeded), [_key_cells(k, seeded) for k in self.missing])]
         if self.errored:
-            rows = [[*_key_cells(key, KEYS), message] for key, message in self.errored]
-            lines += ["", f"Failed or without accuracy in the results ({len(rows)}):", _table([*KEYS, "error"], rows)]
+            rows = [[*_key_cells(key, seeded), message] for key, message in self.errored]
+            lines += ["", f"Failed or without accuracy in the results ({len(rows)}):", _table([*seeded, "error"], rows)]
         if self.ambiguous:
-            rows = [_key_cells(k, KEYS) for k in self.ambiguous]
-            lines += ["", f"Ambiguous: several cells share the key ({len(rows)}):", _table(list(KEYS), rows)]
+            rows = [_key_cells(k, seeded) for k in self.ambiguous]
+            lines += ["", f"Ambiguous: several cells share the key ({len(rows)}):", _table(list(seeded), rows)]
         if self.baseline_failed:
             lines += ["", f"Note: {len(self.baseline_failed)} baseline cell(s) failed in the baseline itself and were "
-                          "not compared:", _table(list(KEYS), [_key_cells(k, KEYS) for k in self.baseline_failed])]
+                          "not compared:", _table(list(seeded), [_key_cells(k, seeded) for k in self.baseline_failed])]
         if self.extra:
             lines += ["", f"Note: {len(self.extra)} result setting(s) have no baseline and were not compared:",
-                      _table(list(SETTING_KEYS), [_key_cells(k, SETTING_KEYS) for k in self.extra])]
+                      _table(list(names), [_key_cells(k, names) for k in self.extra])]
         return "\n".join(lines)
 
 
+def _shown(keys: list[tuple]) -> tuple[str, ...]:
+    """The key columns to print: :data:`SETTING_KEYS`, less the stage columns when every key is one-shot."""
+    one_shot = all(dict(zip(SETTING_KEYS, key))["schedule"] == ONE_SHOT for key in keys)
+    return tuple(k for k in SETTING_KEYS if not (one_shot and k in STAGE_KEYS))
+
+
 def _key_cells(key: tuple, names: tuple[str, ...]) -> list[str]:
+    """The printed cells of ``key`` (a :data:`KEYS` or :data:`SETTING_KEYS` tuple) under the columns ``names``."""
+    named = dict(zip(KEYS, key))
     cells = []
-    for name, value in zip(names, key):
-        if name == "ratio":
+    for name in names:
+        value = named[name]
+        if name in RATIO_KEYS:
             cells.append(f"{value:g}")
         elif name == "seed":
             cells.append(str(int(value)))

@@ -53,7 +53,7 @@ def legend_height(entries: int, tick_space: int = 0) -> int:
     return _MARGIN["t"] + _MARGIN["b"] + tick_space + LEGEND_ENTRY * (entries + 1) + 20
 
 
-def _layout(
+def finish_layout(
     figure: go.Figure, title: str, subtitle: str, aggregation: str, height: int = FIGURE_HEIGHT, tick_space: int = 0
 ) -> go.Figure:
     """Common look; the subtitle names the panel and the aggregation; the height fits the legend."""
@@ -82,7 +82,7 @@ def _std(values: pd.Series) -> pd.Series:
     return values.fillna(0)
 
 
-def _add_lines(
+def add_lines(
     figure: go.Figure, style: Style, points: pd.DataFrame, hover: str, cell: dict, legend: bool = True, bars: bool = True
 ) -> None:
     """One line per criterion through ``points`` (columns x, y, y_std, optional x_std, ratio, n) in their order.
@@ -112,7 +112,7 @@ def _add_lines(
         )
 
 
-def _add_bands(figure: go.Figure, style: Style, points: pd.DataFrame, cell: dict) -> None:
+def add_bands(figure: go.Figure, style: Style, points: pd.DataFrame, cell: dict) -> None:
     """Each criterion's seed band, mean ± one std along its curve, shaded in its colour."""
     for criterion, line in points.groupby("criterion", sort=True):
         if len(line) < 2:
@@ -155,14 +155,16 @@ def _add_front(figure: go.Figure, points: pd.DataFrame, cell: dict, legend: bool
     )
 
 
-def _dense_reference(figure: go.Figure, rows: pd.DataFrame, cell: dict) -> None:
+def add_dense_reference(figure: go.Figure, rows: pd.DataFrame, cell: dict, note: str = " (1×)") -> None:
+    """A dashed line at the dense models' accuracy (percent; mean over the seeds of the ok rows), labelled
+    ``dense <accuracy>%<note>``."""
     dense = ok_rows(rows).drop_duplicates("seed")["dense_acc"].dropna()
     if dense.empty:
         return
     figure.add_hline(
         y=dense.mean() * 100,
         line={"dash": "dash", "color": "#555", "width": 1},
-        annotation={"text": f"dense {dense.mean() * 100:.2f}% (1×)", "font": {"color": "#555"}},
+        annotation={"text": f"dense {dense.mean() * 100:.2f}%{note}", "font": {"color": "#555"}},
         annotation_position="top left",
         **cell,
     )
@@ -188,15 +190,15 @@ def tradeoff(
     )
     for column, (speedup, points) in enumerate(curves.items(), start=1):
         cell = {"row": 1, "col": column}
-        _add_bands(figure, style, points, cell)
+        add_bands(figure, style, points, cell)
         hover = TRADEOFF_HOVER.replace("{speedup}", SPEEDUPS[speedup]).replace("{accuracy}", label)
-        _add_lines(figure, style, points, hover, cell, legend=column == 1, bars=False)
+        add_lines(figure, style, points, hover, cell, legend=column == 1, bars=False)
         _add_front(figure, points, cell, legend=column == 1)
-        _dense_reference(figure, rows, cell)
+        add_dense_reference(figure, rows, cell)
         figure.update_xaxes(type="log", title_text=f"{SPEEDUPS[speedup]} (×, log scale)", **cell)
     figure.update_yaxes(title_text=f"top-1 accuracy {label} (%)")
     aggregation = "mean over seeds per target ratio, band ±1 std; ○ Pareto front; dashed: dense"
-    return _layout(figure, f"Accuracy {label} vs speedup", subtitle, aggregation)
+    return finish_layout(figure, f"Accuracy {label} vs speedup", subtitle, aggregation)
 
 
 def _dot(style: Style, criterion: str, data: pd.Series, hover: str) -> go.Scatter:
@@ -239,7 +241,7 @@ def scoring_time(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure |
     figure.update_yaxes(type="log", title_text="seconds (log scale)", row=1, col=1)
     figure.update_yaxes(type="log", title_text="× one gradient pass (log scale)", row=1, col=2)
     figure.update_xaxes(title_text="criterion")
-    return _layout(figure, "Scoring cost per criterion", subtitle, "mean ± std over all of its cells")
+    return finish_layout(figure, "Scoring cost per criterion", subtitle, "mean ± std over all of its cells")
 
 
 FIDELITY_AGGREGATION = "ρ: mean ± std over all cells; P@k: mean ± std over seeds per target ratio"
@@ -273,11 +275,11 @@ def fidelity(rows: pd.DataFrame, style: Style, subtitle: str, structure: str) ->
         figure.update_xaxes(title_text="criterion", row=1, col=column)
     points = precision.rename(columns={"mean": "y", "std": "y_std"}).assign(x=precision["ratio"] * 100)
     hover = "ratio %{x:.0f}%<br>P@k %{y:.3f} ± %{customdata[1]:.3f}<br>seeds %{customdata[2]}"
-    _add_lines(figure, style, points, hover, {"row": 1, "col": 3})
+    add_lines(figure, style, points, hover, {"row": 1, "col": 3})
     figure.update_yaxes(title_text="precision at k", range=[-0.05, 1.05], row=1, col=3)
     figure.update_xaxes(title_text=_ratio_label(structure), ticksuffix="%", row=1, col=3)
     names = max((len(name) for name in style.colours), default=0)
-    return _layout(figure, "Fidelity on the dense model", subtitle, FIDELITY_AGGREGATION, tick_space=7 * names)
+    return finish_layout(figure, "Fidelity on the dense model", subtitle, FIDELITY_AGGREGATION, tick_space=7 * names)
 
 
 def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
@@ -299,10 +301,10 @@ def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figur
         )
     )
     hover = "ratio %{customdata[0]:.0f}%<br>MACs speedup %{x:.3f}×<br>latency speedup %{y:.3f}× ± %{customdata[1]:.3f}<br>seeds %{customdata[2]}"
-    _add_lines(figure, style, points, hover, {})
+    add_lines(figure, style, points, hover, {})
     figure.update_xaxes(type="log", title_text="MACs speedup (×, log scale)")
     figure.update_yaxes(type="log", title_text="measured latency speedup (×, log scale)")
-    return _layout(
+    return finish_layout(
         figure, "Measured latency speedup vs MACs speedup", subtitle, "mean over seeds per target ratio, bars ±1 std"
     )
 
@@ -368,7 +370,7 @@ def layer_allocation(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figu
     figure.update_xaxes(title_text="layer (pruned unit)", tickangle=-35, row=len(ratios), col=1)
     figure.update_yaxes(title_text="criterion")
     height = 140 + per_facet * len(ratios) + 14 * max(len(label[layer]) for layer in layers) // 2
-    _layout(figure, "Where each criterion removed capacity: % of each layer's units removed", subtitle,
+    finish_layout(figure, "Where each criterion removed capacity: % of each layer's units removed", subtitle,
             "mean over seeds; layers in the order the rows record them (the model's module order)", height)
     figure.update_layout(margin={"l": 140, "b": 40 + 5 * max(len(label[layer]) for layer in layers)})
     return figure

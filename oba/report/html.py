@@ -1,20 +1,19 @@
 """The results report: one self-contained HTML page (plotly.js inline, opens offline).
 
-Layout: a provenance header and a short reading guide, then one section per
-panel (model × dataset × structure × allocation) with its figures, then the
-failed cells with their messages, then a sortable table of every cell (above
-:data:`CELL_TABLE_LIMIT` cells, one row per setting and criterion instead, the
-raw rows being in the leaderboard folder). Each board's and each criterion's
-rows carry the id :func:`.aggregate.cells_anchor` gives, which the leaderboard
-links to. With ``plotly_js="shared"`` the page loads ``plotly.min.js`` from
-its own folder (written there once) instead of embedding it: reports in one
-folder then share one copy. Optionally the same figures as static PNGs, which
-needs kaleido and a Chrome/Chromium browser.
+Layout: a provenance header and a short reading guide, then, when the results
+hold iterative schedules, their trajectories (:mod:`.trajectory`), then one
+section per panel (model × dataset × structure × allocation × schedule) with the
+figures of its cells' final rows, then the failed cells with their messages,
+then a sortable table of every row (:mod:`.cellstable`; above
+:data:`CELL_TABLE_LIMIT` rows, one row per setting and criterion instead, the
+raw rows being in the leaderboard folder). With ``plotly_js="shared"`` the page
+loads ``plotly.min.js`` from its own folder (written there once) instead of
+embedding it: reports in one folder then share one copy. Optionally the same
+figures as static PNGs, which needs kaleido and a Chrome/Chromium browser.
 """
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from pathlib import Path
@@ -24,15 +23,18 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from .aggregate import PANEL_KEYS, cells_anchor, panel_title, panels
+from .aggregate import panel_stem, panel_title, panels
+from .cellstable import cells_table, errors_table
 from .figures import Style, panel_figures
 from .load import load_results
 from .palette import criterion_colours, criterion_symbols
 from .provenance import provenance
+from .stages import final_rows, is_iterative
+from .trajectory import GUIDE, trajectory
 
-WIDE_FIGURES = ("accuracy", "allocation", "scoring-time", "fidelity")
+WIDE_FIGURES = ("accuracy", "allocation", "scoring-time", "fidelity", "trajectory")
 CELL_TABLE_LIMIT = 2000
-"""Above this many cells the report embeds one row per (board, criterion), not one per cell."""
+"""Above this many rows the report embeds one row per (board, criterion, stage), not one per row."""
 PLOTLY_JS_MODES = ("inline", "shared")
 PLOTLY_JS_FILE = "plotly.min.js"
 
@@ -128,8 +130,9 @@ Defined in the page's head; each figure calls ``fitLegend`` once drawn (Plotly's
 
 _HOW_TO_READ = """
 <ul>
-<li>Each section is one setting (model · dataset · structure · allocation). Within it every criterion
-started from the same dense checkpoint per seed and had the same schedule and fine-tuning budget.</li>
+<li>Each section is one setting (model · dataset · structure · allocation, and the schedule when it is iterative).
+Within it every criterion started from the same dense checkpoint per seed and had the same schedule and fine-tuning
+budget; an iterative schedule's cells are shown after their last stage.</li>
 <li>Every figure's subtitle says what it aggregates. Points are means over seeds; bars and shaded bands are one standard
 deviation across seeds (none with one seed). Accuracies are top-1 on the test split, in percent.</li>
 <li><b>Accuracy vs speedup</b> (after fine-tuning, and right after pruning with batch-norm statistics recalibrated):
@@ -153,156 +156,6 @@ entry to hide it; hover for exact values.</li>
 """
 
 
-def _fmt(value: object, spec: str) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return format(value, spec)
-
-
-def _cell(value: object, spec: str = "", scale: float = 1.0, text: bool = False) -> str:
-    if text:
-        shown = "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
-        return f'<td class="text" data-value="{html.escape(shown)}">{html.escape(shown)}</td>'
-    number = None if value is None or pd.isna(value) else float(value) * scale
-    sort_key = "" if number is None else repr(number)
-    return f'<td data-value="{sort_key}">{_fmt(number, spec)}</td>'
-
-
-_CELL_COLUMNS = [
-    ("setting", "setting", "", 1.0, True),
-    ("criterion", "criterion", "", 1.0, True),
-    ("criterion options", "criterion_options", "", 1.0, True),
-    ("ratio (%)", "ratio", ".0f", 100.0, False),
-    ("seed", "seed", ".0f", 1.0, False),
-    ("status", "status", "", 1.0, True),
-    ("dense acc (%)", "dense_acc", ".2f", 100.0, False),
-    ("pruned acc, raw (%)", "pruned_acc_raw", ".2f", 100.0, False),
-    ("pruned acc, BN-recal. (%)", "pruned_acc", ".2f", 100.0, False),
-    ("final acc (%)", "final_acc", ".2f", 100.0, False),
-    ("MACs speedup (×)", "macs_speedup", ".2f", 1.0, False),
-    ("latency speedup (×)", "latency_speedup", ".2f", 1.0, False),
-    ("scoring (s)", "scoring_seconds", ".3g", 1.0, False),
-    ("scoring (× grad)", "scoring_seconds_per_grad", ".3g", 1.0, False),
-    ("fidelity ρ (signed ΔL)", "fidelity", ".3f", 1.0, False),
-    ("fidelity ρ (|ΔL|)", "fidelity_abs", ".3f", 1.0, False),
-    ("fidelity P@k", "fidelity_precision", ".3f", 1.0, False),
-    ("k", "fidelity_k", ".0f", 1.0, False),
-    ("cell", "cell_id", "", 1.0, True),
-]
-
-
-OPTION_KEYS_LEFT_OUT = ("name", "mode", "step_seeds")
-"""``criterion_config`` keys the cells table leaves out: shown elsewhere, or per step (kept in the rows)."""
-
-
-def criterion_options(config: object) -> str:
-    """``key=value`` pairs of a row's ``criterion_config`` (JSON text), e.g. ``fisher=true, obs_update=true, seed=0``."""
-    if not isinstance(config, str) or not config:
-        return ""
-    options = json.loads(config)
-    return ", ".join(
-        f"{key}={json.dumps(value)}" for key, value in sorted(options.items()) if key not in OPTION_KEYS_LEFT_OUT
-    )
-
-
-def _head(columns: list[tuple[str, str, str, float, bool]]) -> str:
-    return "".join(f'<th class="{"text" if text else ""}">{html.escape(label)}</th>' for label, _, _, _, text in columns)
-
-
-def _anchored_rows(ordered: pd.DataFrame, columns: list[tuple[str, str, str, float, bool]]) -> str:
-    """Table rows; the first row of each board and of each (board, criterion) carries its :func:`cells_anchor` id."""
-    body, seen = [], set()
-    for _, row in ordered.iterrows():
-        key = (row["model"], row["dataset"], row["structure"], row["allocation"], row["ratio"])
-        ids = [cells_anchor(key)] if key not in seen else []
-        seen.add(key)
-        if (key, row["criterion"]) not in seen:
-            ids.append(cells_anchor(key, row["criterion"]))
-            seen.add((key, row["criterion"]))
-        cells = "".join(
-            _RENDERERS[column](row[column]) if column in _RENDERERS else _cell(row[column], spec, scale, text)
-            for _, column, spec, scale, text in columns
-        )
-        anchors = "".join(f'<span id="{i}"></span>' for i in ids[1:])
-        identity = f' id="{ids[0]}"' if ids else ""
-        css = "" if row.get("status", "ok") == "ok" else ' class="error"'
-        body.append(f"<tr{identity}{css}>{cells.replace('</td>', anchors + '</td>', 1) if anchors else cells}</tr>")
-    return "".join(body)
-
-
-def _wrapped(value: str) -> str:
-    return f'<td class="text wrap" data-value="{html.escape(value)}">{html.escape(value)}</td>'
-
-
-def _short_id(value: str) -> str:
-    """The first 8 characters of a cell id; the whole id in the tooltip and the sort key."""
-    shown = html.escape(str(value))
-    return f'<td class="text" data-value="{shown}" title="{shown}">{shown[:8]}</td>'
-
-
-_RENDERERS = {"setting": _wrapped, "criterion_options": _wrapped, "cell_id": _short_id}
-"""Cells-table columns drawn by their own function (wrapping text, shortened ids)."""
-
-
-_SETTING_COLUMNS = [
-    *(next(c for c in _CELL_COLUMNS if c[1] == name) for name in ("setting", "ratio", "criterion")),
-    ("seeds ok", "seeds", ".0f", 1.0, False),
-    ("failed", "failed", ".0f", 1.0, False),
-]
-_SUMMARISED = [column for column in _CELL_COLUMNS if not column[4] and column[1] not in ("ratio", "seed")]
-
-
-def _cells_table(results: pd.DataFrame, raw_rows: str) -> str:
-    """Every cell, sortable; above :data:`CELL_TABLE_LIMIT` cells, seed means per (board, criterion) instead."""
-    keys = ["model", "dataset", "structure", "allocation", "ratio", "criterion"]
-    results = results.assign(setting=[panel_title(key) for key in results[list(PANEL_KEYS)].itertuples(index=False)])
-    if len(results) <= CELL_TABLE_LIMIT:
-        results = results.assign(criterion_options=results["criterion_config"].map(criterion_options))
-        ordered = results.sort_values(keys + ["seed"])
-        columns = _CELL_COLUMNS
-        intro = "Click a column header to sort."
-    else:
-        ok = results["status"] == "ok"
-        metrics = [column for _, column, _, _, _ in _SUMMARISED]
-        means = results[ok].groupby(keys, sort=True)[metrics].mean()
-        counts = results.assign(ok=ok).groupby([*keys, "setting"], sort=True)["ok"].agg(
-            seeds="sum", failed=lambda s: (~s).sum()
-        ).reset_index("setting")
-        ordered = counts.join(means).reset_index()
-        columns = _SETTING_COLUMNS + _SUMMARISED
-        intro = (f"{len(results)} cells are too many to embed: one row per setting and criterion, means over its ok "
-                 "seeds. Click a column header to sort.")
-    if raw_rows:
-        intro += f" Every cell, every column: {raw_rows}."
-    return (
-        f"<p>{intro}</p>"
-        f'<div class="scroll"><table class="sortable" id="all-cells"><thead><tr>{_head(columns)}</tr></thead><tbody>'
-        + _anchored_rows(ordered, columns)
-        + "</tbody></table></div>"
-    )
-
-
-def _errors_table(results: pd.DataFrame) -> str:
-    failed = results[results["status"] != "ok"]
-    if failed.empty:
-        return '<p class="empty">No cell failed.</p>'
-    keys = ["model", "dataset", "structure", "allocation", "criterion", "ratio", "seed", "status"]
-    head = "".join(f'<th class="text">{k}</th>' for k in keys) + '<th class="text">message</th>'
-    body = []
-    for _, row in failed.sort_values(keys[:-1]).iterrows():
-        shown = {k: str(row[k]) for k in keys}
-        shown["ratio"] = _fmt(row["ratio"] * 100, ".0f") + "%"
-        shown["seed"] = _fmt(row["seed"], ".0f")
-        values = [html.escape(shown[k]) for k in keys]
-        message = "" if row["error"] is None or pd.isna(row["error"]) else str(row["error"])
-        body.append(
-            "<tr>"
-            + "".join(f'<td class="text">{v}</td>' for v in values)
-            + f'<td class="message">{html.escape(message)}</td></tr>'
-        )
-    return f'<div class="scroll"><table id="errors"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
-
-
 def _provenance_block(results: pd.DataFrame) -> str:
     items = provenance(results).items()
     return '<dl class="provenance">' + "".join(
@@ -322,6 +175,20 @@ def _plotly_script(plotly_js: str) -> str:
     return f'<script type="text/javascript">{get_plotlyjs()}</script>'
 
 
+def _figure_block(stem: str, name: str, figure: go.Figure) -> str:
+    """One figure as a grid item (spanning the row for :data:`WIDE_FIGURES`), its div id ``figure-<stem>``."""
+    div = pio.to_html(
+        figure,
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"figure-{stem}",
+        config={"displaylogo": False, "responsive": True},
+        post_script="fitLegend(document.getElementById('{plot_id}'));",
+    )
+    wide = " wide" if name in WIDE_FIGURES else ""
+    return f'<div class="figure{wide}">{div}</div>'
+
+
 def build_report(
     results: pd.DataFrame, plotly_js: str = "inline", leaderboard: str | None = None
 ) -> tuple[str, list[tuple[str, go.Figure]]]:
@@ -331,26 +198,19 @@ def build_report(
     ``leaderboard``: the leaderboard folder, relative to the page; the page then links to it and its raw rows.
     """
     style = Style(criterion_colours(results["criterion"]), criterion_symbols(results["criterion"]))
-    sections, toc, figures = [], [], []
+    sections, toc, figures, trajectories = [], [], [], []
     for index, (key, rows) in enumerate(panels(results), start=1):
         title = panel_title(key)
-        built = panel_figures(rows, style, title, structure=key[2])
+        cells = final_rows(rows)
+        built = panel_figures(cells, style, title, structure=key[2])
+        path = trajectory(rows, style, title, structure=key[2]) if is_iterative(key[-1]) else None
         blocks = []
-        for name, figure in built:
-            stem = f"{index:02d}-{_slug('-'.join(k for k in key if k))}-{name}"
+        for name, figure in built + ([("trajectory", path)] if path is not None else []):
+            stem = f"{index:02d}-{_slug(panel_stem(key))}-{name}"
             figures.append((stem, figure))
-            div = pio.to_html(
-                figure,
-                full_html=False,
-                include_plotlyjs=False,
-                div_id=f"figure-{stem}",
-                config={"displaylogo": False, "responsive": True},
-                post_script="fitLegend(document.getElementById('{plot_id}'));",
-            )
-            wide = " wide" if name in WIDE_FIGURES else ""
-            blocks.append(f'<div class="figure{wide}">{div}</div>')
-        ok = int((rows["status"] == "ok").sum())
-        summary = f"{ok} ok cell(s), {len(rows) - ok} failed"
+            (trajectories if name == "trajectory" else blocks).append(_figure_block(stem, name, figure))
+        ok = int((cells["status"] == "ok").sum())
+        summary = f"{ok} ok cell(s), {len(cells) - ok} failed"
         content = "".join(blocks) if blocks else '<p class="empty">No successful cell in this setting.</p>'
         toc.append(f'<a href="#panel-{index}">{html.escape(title)}</a>')
         sections.append(
@@ -359,7 +219,14 @@ def build_report(
         )
     if not sections:
         sections.append('<section><p class="empty">The results hold no cells.</p></section>')
+    if trajectories:
+        toc.insert(0, '<a href="#trajectories">iterative trajectories</a>')
+        sections.insert(0, '<section id="trajectories"><h2>Iterative schedules: accuracy through the stages</h2>'
+                           f'<div class="grid">{"".join(trajectories)}</div></section>')
+    guide = _HOW_TO_READ.replace("</ul>", GUIDE + "</ul>") if trajectories else _HOW_TO_READ
     errors = int((results["status"] != "ok").sum())
+    cells = len(final_rows(results))
+    stage_rows = f", {len(results)} rows with the earlier stages" if len(results) != cells else ""
     suites = ", ".join(provenance(results).suites) or "results"
     board = f"{leaderboard.rstrip('/')}/" if leaderboard else ""
     raw_rows = (f'<a href="{html.escape(board)}cells.csv">cells.csv</a>, '
@@ -371,13 +238,13 @@ def build_report(
         f"<title>Pruning report: {html.escape(suites)}</title>"
         f"<style>{_STYLE}</style>{_plotly_script(plotly_js)}<script>{_NARROW_SCRIPT}</script></head><body>"
         f"<header><h1>Pruning criteria report: {html.escape(suites)}</h1>{_provenance_block(results)}"
-        f'<div class="howto"><b>How to read this</b>{_HOW_TO_READ}</div>'
+        f'<div class="howto"><b>How to read this</b>{guide}</div>'
         f"<nav>{''.join(toc)}<a href=\"#errors-section\">failed cells ({errors})</a>"
         f'<a href="#cells-section">all cells</a>{board_link}</nav></header><main>'
         + "".join(sections)
-        + f'<section id="errors-section"><h2>Failed cells ({errors})</h2>{_errors_table(results)}</section>'
-        + f'<section id="cells-section"><h2>All cells ({len(results)})</h2>'
-        f"{_cells_table(results, raw_rows)}</section></main>"
+        + f'<section id="errors-section"><h2>Failed cells ({errors})</h2>{errors_table(results)}</section>'
+        + f'<section id="cells-section"><h2>All cells ({cells}{stage_rows})</h2>'
+        f"{cells_table(results, raw_rows, CELL_TABLE_LIMIT)}</section></main>"
         f"<script>{_SORT_SCRIPT}</script></body></html>"
     )
     return page, figures

@@ -32,6 +32,7 @@ from .ranking import (
     overall,
 )
 from .rawrows import CSV_FILE, JSON_FILE, PARQUET_FILE, write_json, write_raw_rows
+from .stages import final_rows
 from .tradeoff import SPEEDUPS, tradeoff_summary
 
 METHOD = (
@@ -55,7 +56,9 @@ METHOD = (
     "signed loss change of removing the unit alone, ρ with its absolute value, and P@k, the share of the k "
     "lowest-scored units among the k truly cheapest (k: the share of units the first pruning step removed, "
     "applied to the sample). "
-    f"A board with fewer than {MIN_SEEDS} seeds, or on which every criterion is tied, says so: its order is not evidence."
+    f"A board with fewer than {MIN_SEEDS} seeds, or on which every criterion is tied, says so: its order is not evidence. "
+    "An iterative schedule (pruned in stages, fine-tuned after each) has its own boards, named by its stage ratios, on "
+    "the accuracy after its last stage; it never shares a board with one-shot pruning to the same ratio."
 )
 ACROSS_METHOD = (
     "Across boards (Demšar 2006): each board is a block; on it the criteria are ranked by mean accuracy (1 = best, "
@@ -66,7 +69,7 @@ ACROSS_METHOD = (
     "the boards a criterion led without a tie. Only criteria ranked on every board enter."
 )
 TRADEOFF_METHOD = (
-    "Trade-off (per model · dataset · structure · allocation, accuracy after fine-tuning): AUC is the mean accuracy "
+    "Trade-off (per model · dataset · structure · allocation and schedule, accuracy after fine-tuning): AUC is the mean accuracy "
     "over the common log-speedup range of all criteria, the curve linearly interpolated in ln(speedup) between its "
     "ratios; 'on front' counts a criterion's points on the Pareto front of accuracy against speedup (no other point "
     "is both faster and more accurate). A common range that is empty (e.g. latency speedups that do not grow with "
@@ -211,9 +214,10 @@ def across_summary(section: MetricSection) -> str:
 
 
 def tradeoff_tables(results: pd.DataFrame) -> list[tuple[str, list[str], list[list[Cell]]]]:
-    """Per panel with fine-tuned accuracy: ``(title, headers, rows)`` of its criteria's AUC and front points."""
+    """Per panel with fine-tuned accuracy: ``(title, headers, rows)`` of its criteria's AUC and front points (each
+    cell's final row)."""
     out = []
-    for key, rows in panels(results):
+    for key, rows in panels(final_rows(results)):
         summary = tradeoff_summary(rows)
         if summary.empty:
             continue

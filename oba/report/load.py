@@ -28,9 +28,11 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..store import COLUMNS, ResultStore, UnreadablePart, filesystem
 from ..store_scan import FOLDING, PARTITION_KEYS
+from .stages import ONE_SHOT, STAGE_COLUMNS
 
 NUMERIC_COLUMNS = (
     "ratio",
+    "stage_ratio",
     "dense_acc",
     "pruned_acc_raw",
     "pruned_acc",
@@ -51,7 +53,7 @@ NUMERIC_COLUMNS = (
 )
 TEXT_KEYS = ("suite", "model", "dataset", "criterion", "structure", "allocation", "status")
 IDENTITY_COLUMNS = ("cell_id", "suite", "model", "dataset", "criterion", "structure", "allocation", "ratio", "seed",
-                    "status", "schema_version")
+                    "status", "schema_version", *STAGE_COLUMNS)
 """Always read, whatever columns a reader asks for."""
 
 
@@ -127,7 +129,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
     Rows of schema version 1 had no batch-norm recalibration: their ``pruned_acc``
     becomes ``pruned_acc_raw`` and ``pruned_acc`` is left empty (once: a
-    normalised table comes back unchanged).
+    normalised table comes back unchanged). Rows older than schema version 5
+    (no iterative protocol) are one-shot cells: stage 1 of 1, ``stage_ratio`` their
+    ratio, schedule ``"one-shot"``.
     """
     table = frame.copy()
     for name in COLUMNS:
@@ -142,7 +146,17 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     version_one = (pd.to_numeric(table["schema_version"], errors="coerce") == 1) & table["pruned_acc_raw"].isna()
     table.loc[version_one, "pruned_acc_raw"] = table.loc[version_one, "pruned_acc"]
     table.loc[version_one, "pruned_acc"] = float("nan")
+    _fill_stages(table)
     return table.reset_index(drop=True)
+
+
+def _fill_stages(table: pd.DataFrame) -> None:
+    """Give rows without stage columns (schema version 4 and older) those of a one-shot cell, in place."""
+    for name in ("stage", "stages"):
+        table[name] = pd.to_numeric(table[name], errors="coerce").fillna(1).astype("int64")
+    table["stage_ratio"] = table["stage_ratio"].fillna(table["ratio"])
+    schedule = table["schedule"]
+    table["schedule"] = schedule.astype(object).where(schedule.notna() & (schedule != ""), ONE_SHOT).astype(str)
 
 
 def read_results(source: str | os.PathLike[str] | pd.DataFrame, columns: Sequence[str] | None = None) -> LoadedResults:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .stages import final_rows
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -51,7 +53,8 @@ def _timestamp(value: object) -> str:
 
 
 def provenance(results: pd.DataFrame) -> Provenance:
-    """Summarise the provenance columns of a normalised results table."""
+    """Summarise the provenance columns of a normalised results table; cells are counted by their final rows."""
+    cells = final_rows(results)
     versions: dict[str, set[str]] = {}
     for value in results["package_versions"].dropna():
         try:
@@ -71,7 +74,7 @@ def provenance(results: pd.DataFrame) -> Provenance:
         devices=_distinct(results["device"]),
         ray_nodes=len(_distinct(results["ray_node"])),
         package_versions={name: sorted(vs) for name, vs in sorted(versions.items())},
-        cells=len(results),
-        cells_ok=int((results["status"] == "ok").sum()),
-        cells_error=int((results["status"] != "ok").sum()),
+        cells=len(cells),
+        cells_ok=int((cells["status"] == "ok").sum()),
+        cells_error=int((cells["status"] != "ok").sum()),
     )

@@ -1,8 +1,10 @@
 """Board statistics: criteria ranked per setting, with statistical ties (rendering lives in :mod:`.leaderboard`).
 
-A *board* is one (model, dataset, structure, allocation, ratio) and one metric;
-allocation is part of the key because global and uniform allocation are
-different experiments. Two metrics get boards (:data:`BOARD_METRICS`): the
+A *board* is one (model, dataset, structure, allocation, ratio, schedule) and
+one metric; allocation is part of the key because global and uniform allocation
+are different experiments, the schedule because an iterative setting ending at a
+ratio is not the one-shot setting at that ratio. A board compares each cell's
+final row (:func:`.stages.final_rows`: an iterative cell's last stage). Two metrics get boards (:data:`BOARD_METRICS`): the
 accuracy after fine-tuning, and the accuracy right after pruning with
 batch-norm statistics recalibrated (before any fine-tuning: the purest signal of
 a criterion). On a board, each criterion's accuracy is summarised over its
@@ -69,8 +71,9 @@ import pandas as pd
 from scipy import stats
 
 from .band import Band, setting_key
+from .stages import ONE_SHOT, final_rows, schedule_suffix
 
-BOARD_KEYS = ("model", "dataset", "structure", "allocation", "ratio")
+BOARD_KEYS = ("model", "dataset", "structure", "allocation", "ratio", "schedule")
 BOARD_METRICS = {
     "final_acc": "after fine-tuning",
     "pruned_acc": "after pruning, batch-norm recalibrated, before fine-tuning",
@@ -151,7 +154,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Board:
-    """The ranked criteria of one (model, dataset, structure, allocation, ratio) on one metric."""
+    """The ranked criteria of one (model, dataset, structure, allocation, ratio, schedule) on one metric."""
 
     model: str
     dataset: str
@@ -163,6 +166,7 @@ class Board:
     dense_mean: float = math.nan
     dense_std: float = math.nan
     dense_seeds: int = 0
+    schedule: str = ONE_SHOT
 
     @property
     def notes(self) -> list[str]:
@@ -185,17 +189,17 @@ class Board:
         return f"dense {self.dense_mean * 100:.2f}{spread} % ({self.dense_seeds} seed{'s' if self.dense_seeds != 1 else ''})"
 
     @property
-    def key(self) -> tuple[str, str, str, str, float]:
-        """``(model, dataset, structure, allocation, ratio)``."""
-        return (self.model, self.dataset, self.structure, self.allocation, self.ratio)
+    def key(self) -> tuple[str, str, str, str, float, str]:
+        """``(model, dataset, structure, allocation, ratio, schedule)``."""
+        return (self.model, self.dataset, self.structure, self.allocation, self.ratio, self.schedule)
 
     @property
     def title(self) -> str:
-        """``model · dataset · structure · allocation allocation · ratio r%``."""
+        """``model · dataset · structure · allocation allocation · ratio r%[, iterative s1/…/sK]``."""
         parts = [self.model, self.dataset, self.structure]
         if self.allocation:
             parts.append(f"{self.allocation} allocation")
-        parts.append(f"ratio {self.ratio * 100:g}%")
+        parts.append(f"ratio {self.ratio * 100:g}%{schedule_suffix(self.schedule)}")
         return " · ".join(p for p in parts if p)
 
 
@@ -212,9 +216,9 @@ def noise_margin(band: Band, board_key: tuple, metric: str) -> Margin:
     """``max(MARGIN, NOISE_Z · √(σ_a² + σ_b²))`` with σ from ``band`` (a criterion without one counts σ = 0)."""
 
     def sigma(criterion: str) -> float:
-        model, dataset, structure, allocation, ratio = board_key
+        model, dataset, structure, allocation, ratio, schedule = board_key
         key = setting_key({"model": model, "dataset": dataset, "criterion": criterion, "structure": structure,
-                           "allocation": allocation, "ratio": ratio})
+                           "allocation": allocation, "ratio": ratio, "schedule": schedule, "stage_ratio": ratio})
         value = band.sigma(key, metric)
         return 0.0 if value is None else value / 100.0
 
@@ -293,27 +297,29 @@ def _board(key: tuple, rows: pd.DataFrame, metric: str, band: Band | None) -> Bo
             )
         )
     entries.sort(key=lambda e: (e.rank is None, e.rank or 0, -e.mean if not math.isnan(e.mean) else 0.0, e.criterion))
-    model, dataset, structure, allocation, ratio = key
+    model, dataset, structure, allocation, ratio, schedule = key
     dense = rows[rows["dense_acc"].notna()].groupby("seed")["dense_acc"].mean()
     return Board(
         str(model), str(dataset), str(structure), str(allocation), float(ratio), entries, metric=metric,
         dense_mean=float(dense.mean()) if len(dense) else math.nan,
         dense_std=float(dense.std(ddof=1)) if len(dense) > 1 else math.nan, dense_seeds=len(dense),
+        schedule=str(schedule),
     )
 
 
 def boards(results: pd.DataFrame, metric: str = "final_acc", band: Band | None = None) -> list[Board]:
     """Every board of a normalised results table for ``metric`` (a key of :data:`BOARD_METRICS`), in key order.
 
-    Boards on which no cell has the metric (e.g. recalibrated accuracy in results
-    older than schema version 2) are left out. With ``band`` (the measured noise
+    Only each cell's final row counts (an iterative cell's last stage). Boards on
+    which no cell has the metric (e.g. recalibrated accuracy in results older than
+    schema version 2) are left out. With ``band`` (the measured noise
     of the suite's reference), ties also absorb machine noise (module docstring).
     """
     if metric not in BOARD_METRICS:
         raise ValueError(f"unknown board metric {metric!r}; valid: {', '.join(BOARD_METRICS)}")
     used = [*BOARD_KEYS, *BOARD_COLUMNS, metric]
     out = []
-    for key, rows in results[list(dict.fromkeys(used))].groupby(list(BOARD_KEYS), sort=True, dropna=False):
+    for key, rows in final_rows(results)[list(dict.fromkeys(used))].groupby(list(BOARD_KEYS), sort=True, dropna=False):
         if rows[metric].notna().any() or not (rows["status"] == "ok").any():
             out.append(_board(key, rows, metric, band))
     return out

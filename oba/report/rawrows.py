@@ -1,5 +1,8 @@
 """The raw rows beside a leaderboard: every cell as CSV and as Parquet, and the boards as JSON.
 
+The raw rows keep every stage row of an iterative cell (with its stage columns), in stage order after the cell's
+seed.
+
 All three are written so that the same results give the same bytes: rows in a
 fixed order, JSON keys sorted, NaN written as null.
 """
@@ -14,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CELL_ORDER = ["model", "dataset", "structure", "allocation", "ratio", "criterion", "seed", "cell_id"]
+CELL_ORDER = ["model", "dataset", "structure", "allocation", "ratio", "schedule", "criterion", "seed", "stage", "cell_id"]
 CSV_FILE = "cells.csv"
 PARQUET_FILE = "cells.parquet"
 JSON_FILE = "board.json"

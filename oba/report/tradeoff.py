@@ -4,8 +4,8 @@ A *point* is one (criterion, ratio) of a panel: x is the mean over ``ok`` seeds
 of a speedup (MACs or measured latency, dense ÷ pruned), y the mean accuracy
 after fine-tuning, each with its sample standard deviation over seeds. The
 points are keyed by :data:`POINT_KEYS`; a criterion's curve joins its points in
-increasing x. (An iterative cell, one row per stage, would add its stage to the
-keys and join its points in stage order: a trajectory.)
+increasing x. A panel's rows are its cells' final rows, one schedule per panel
+(an iterative schedule's stages are joined in stage order by :mod:`.trajectory`).
 
 * **Pareto front**: the points that no other point of the panel dominates (another
   point dominates when it is at least as fast and at least as accurate, and
