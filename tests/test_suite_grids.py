@@ -82,10 +82,13 @@ def _reference_ids() -> set[str]:
 
 def test_existing_suites_keep_the_cell_ids_of_the_committed_reference() -> None:
     reference = _reference_ids()
-    smoke = [c.cell_id for c in expand(load_suite(ROOT / "suites" / "smoke.toml"))]
+    suite = load_suite(ROOT / "suites" / "smoke.toml")
+    main = [c.cell_id for c in expand_grid(suite, suite.grids[0])]
     ci = [c.cell_id for c in expand(load_suite(ROOT / "suites" / "ci.toml"))]
-    assert len(reference) == len(smoke) == 144 and set(smoke) == reference
+    assert len(reference) == len(main) == 144 and set(main) == reference
     assert len(ci) == 24 and set(ci) <= reference
+    twin = [c for c in expand(suite) if c.cell_id not in reference]  # the iterative twin, added after the reference
+    assert len(twin) == 12 and all(c.config["prune"]["stages"] == [0.2, 0.4, 0.6] for c in twin)
 
 
 @pytest.mark.parametrize("stages, message", [
