@@ -34,7 +34,17 @@ echo "[setup] installing torch and the project${EXTRAS:+ with its $EXTRAS extras
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV/bin/python" -m pip install --quiet --no-compile "${TORCH_PINS[@]}"
 "$VENV/bin/python" -m pip install --quiet --no-compile -e "$TARGET"
-# Compile what runs import, once, in one process (not in every Ray worker at the same time).
-"$VENV/bin/python" -c "import oba.suite.runner, oba.suite.cell, oba.criteria, baselines, oba.report.html, oba.report.leaderboard, ray.tune, ray.train.torch"
+# Compile what runs import, once, and keep the bytecode: every later process (the driver, each Ray worker
+# and Ray's own agents, the report) then reads it instead of compiling torch, Ray and pandas again
+# (measured: 15 s -> 6.5 s to import torch, Ray Tune and the cell pipeline). The modules a run imports
+# are compiled by importing them, and all of Ray (whose agents import more of it) by compileall.
+# PYTHONDONTWRITEBYTECODE, when the environment sets it, is lifted for this one command only; it never
+# stops Python from reading bytecode.
+env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "
+import compileall, os
+import oba.suite.runner, oba.suite.cell, oba.criteria, baselines, oba.report.html, oba.report.leaderboard, oba.cli
+import ray, ray.tune, ray.train.torch
+compileall.compile_dir(os.path.dirname(ray.__file__), quiet=2, workers=2)
+"
 echo "$BASE ${EXTRAS:--}" > "$STAMP"
 echo "[setup] done"
