@@ -29,11 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Batch, LossFn
-from .criteria.base import AdditiveCriterion, BatchSums, Criterion
+from .criteria.base import AdditiveCriterion, BatchSums, Criterion, SeededCriterion
 from .data import Splits
 from .train import Recipe, TrainResult, fine_tune
 
-SCORES_FILE, STATE_FILE, RESULT_FILE = "scores.pt", "state.pt", "result.pt"
+SCORES_FILE, SEEDS_FILE, STATE_FILE, RESULT_FILE = "scores.pt", "seeds.pt", "state.pt", "result.pt"
 SHIPPED = ("model", "batches", "criterion", "data")
 """Configuration entries sent to the workers through Ray's object store (put once, read by every worker)."""
 
@@ -82,14 +82,17 @@ def sharded_parameter_scores(
 
 
 def _score_on_worker(config: dict[str, Any]) -> None:
-    """Ray Train loop: score this worker's shard; rank 0 saves the combined scores as the run's checkpoint."""
+    """Ray Train loop: score this worker's shard; rank 0 saves the combined scores and the step seeds the criterion
+    drew from (a seeded criterion's ``step_seeds``, else none) as the run's checkpoint."""
     import ray
 
     device = _worker_device(config)
     model = ray.get(config["model"]).to(device)
     batches = [tuple(t.to(device) for t in batch) for batch in ray.get(config["batches"])]
-    scores = sharded_parameter_scores(ray.get(config["criterion"]), model, batches, config["loss_fn"])
-    _report_from_rank_zero({SCORES_FILE: {name: t.cpu() for name, t in scores.items()}})
+    criterion = ray.get(config["criterion"])
+    scores = sharded_parameter_scores(criterion, model, batches, config["loss_fn"])
+    _report_from_rank_zero({SCORES_FILE: {name: t.cpu() for name, t in scores.items()},
+                            SEEDS_FILE: dict(getattr(criterion, "step_seeds", {}))})
 
 
 def _fine_tune_on_worker(config: dict[str, Any]) -> None:
@@ -161,11 +164,16 @@ def score_with_workers(
 
     Needs a running Ray (``ray.init``). The model, batches and criterion travel
     through the object store; each worker scores its shard on its device (its
-    CPUs, or one GPU each with ``use_gpu``).
+    CPUs, or one GPU each with ``use_gpu``). A seeded criterion
+    (:class:`~oba.criteria.base.SeededCriterion`) records in its ``step_seeds``
+    the seeds its workers drew from, as it would scoring in this process.
     """
     check_shardable(criterion, len(batches), workers)
     config = {"model": model, "batches": list(batches), "criterion": criterion, "loss_fn": loss_fn}
-    return _run_workers(_score_on_worker, config, workers, use_gpu, cpus_per_worker, [SCORES_FILE])[SCORES_FILE]
+    files = _run_workers(_score_on_worker, config, workers, use_gpu, cpus_per_worker, [SCORES_FILE, SEEDS_FILE])
+    if isinstance(criterion, SeededCriterion):
+        criterion.step_seeds.update(files[SEEDS_FILE])
+    return files[SCORES_FILE]
 
 
 def fine_tune_with_workers(

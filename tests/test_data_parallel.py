@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import oba.criteria as criteria
 import oba.data
 import oba.models
-from oba.criteria.base import BatchSums
+from oba.criteria.base import BatchSums, step_seed
 from oba.data_parallel import check_shardable, shard, sharded_parameter_scores
 
 ADDITIVE = ["oba", "oba-hvp", "oba-functional", "taylor", "obd", "kfac-obd"]
@@ -116,9 +116,13 @@ def test_two_ray_train_workers_give_the_one_process_scores() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for name in ("oba", "taylor", "obd", "kfac-obd"):
-            criterion = criteria.get(name, mode="eval")
-            scores = score_with_workers(criterion, model, batches, LOSS, workers=2)
-            assert relative_error(scores, criterion.parameter_scores(model, batches, LOSS)) < 1e-6, name
+            sharded, alone = criteria.get(name, mode="eval"), criteria.get(name, mode="eval")
+            sharded.reseed(1)
+            alone.reseed(1)
+            scores = score_with_workers(sharded, model, batches, LOSS, workers=2)
+            assert relative_error(scores, alone.parameter_scores(model, batches, LOSS)) < 1e-6, name
+            assert sharded.config() == alone.config(), name  # kfac-obd: the seed its workers drew labels from
+        assert sharded.config()["step_seeds"] == {"1": step_seed(0, 1)}
     finally:
         ray.shutdown()
 

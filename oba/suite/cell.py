@@ -43,6 +43,11 @@ of removing each sampled unit alone: ``fidelity`` is Spearman ρ(score, ΔL),
 ``fidelity_k = max(1, round(sample size × units removed by the first pruning
 step ÷ dense units))`` (:func:`oba.ranking_fidelity.first_step_k`).
 
+A cell with ``workers`` N > 1 (``[resources] workers``) scores a shardable
+criterion on N Ray Train workers and fine-tunes each stage as N data-parallel
+replicas (:mod:`oba.suite.cell_workers`); its ``criterion_config`` adds
+``scored_by_workers``: N, or 1 for a criterion scored in the trial's process.
+
 :func:`run_cell` never raises for a failure inside the cell: it returns a row
 with ``status="error"`` and the message, so a failed cell is kept, visible,
 and retried on the next run.
@@ -70,6 +75,7 @@ from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
 from ..train import Recipe, default_device, evaluate, fine_tune
 from ..versions import package_versions
+from .cell_workers import CellWorkers
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
 from .pipelines import PIPELINES
@@ -202,8 +208,9 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     recalibration = context.recalibration if context.recalibration else None
     recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
     settings = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
+    workers = CellWorkers.of(cell.workers, device, num_workers)
     for stage in range(start.stage, len(stages) + 1):
-        criterion = cell_criterion(c)
+        criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
         grad_seconds = gradient_seconds(model, context.calibration, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
         macs_dense = context.dense_macs[""]
@@ -226,7 +233,8 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
         if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
             recalibrated = evaluate(pruned, context.splits.test, **settings)
         latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
-        tuned = fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers)
+        tuned = (fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers) if workers.count == 1
+                 else workers.fine_tune(pruned, context.splits, recipe))
         if stage < len(stages):
             save_stage_model(cache_dir, cell.row_id(stage), pruned)
         yield stage, {
@@ -251,7 +259,8 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
             "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
             **fidelity_columns,
             "layer_widths": record.layer_widths,
-            "criterion_config": record.criterion_config,
+            "criterion_config": record.criterion_config if workers.count == 1
+            else {**record.criterion_config, "scored_by_workers": scored_by},
         }
         model = pruned
 

@@ -38,7 +38,7 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "finetune": {},
     "measure": {"latency_batch_size": int, "latency_repeats": int, "fidelity_sample": int},
     "data": {"root": str, "download": bool, "options": dict},
-    "resources": {"cpu": (int, float), "gpu": (int, float)},
+    "resources": {"cpu": (int, float), "gpu": (int, float), "workers": int},
     "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int},
 }
 """Each section's keys and their types (``{}``: checked by the section's own parser)."""
@@ -79,7 +79,7 @@ class Suite:
 
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
-RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
+RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "workers": 1}
 RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000}
 
 
@@ -146,6 +146,15 @@ def _weights(loc: Locator, section: str, model: str, shared: dict[str, Any], own
     return {**weights.identity(), "weights_download": bool(settings.get("weights_download", False))}
 
 
+def _check_split_batches(loc: Locator, finetune: dict[str, dict[str, Any]], workers: int) -> None:
+    """``workers`` data-parallel replicas split every fine-tuning batch evenly: each model's batch size must divide."""
+    for model, recipe in finetune.items():
+        if recipe["batch_size"] % workers:
+            raise loc.error("resources", "workers", f"{workers} workers split each fine-tuning batch evenly, but "
+                                                    f"{model}'s [finetune] batch_size {recipe['batch_size']} is not a "
+                                                    f"multiple of {workers}")
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raise :class:`SuiteError` pointing at the offending line."""
     path = Path(path)
@@ -184,10 +193,15 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
     resources = {**RESOURCE_DEFAULTS, **raw.get("resources", {})}
     if resources["cpu"] < 0 or resources["gpu"] < 0:
         raise loc.error("resources", None, f"resources must be non-negative, got {resources}")
+    if resources["workers"] < 1:
+        raise loc.error("resources", "workers", f"must be an integer of at least 1 (1: one process per cell), "
+                                                f"got {resources['workers']}")
     run = {**RUN_DEFAULTS, **raw.get("run", {})}
     if run["max_trials"] < 1:
         raise loc.error("run", "max_trials", f"must be at least 1, got {run['max_trials']}")
     model_names = _first_seen([g.models for g in grids])
+    finetune = _recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names())
+    _check_split_batches(loc, finetune, resources["workers"])
     return Suite(
         name=raw.get("suite", {}).get("name", Path(path).stem),
         path=path,
@@ -196,7 +210,7 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         calibration={**CALIBRATION_DEFAULTS, **raw.get("calibration", {})},
         criterion_options=options,
         dense=_recipes(loc, "dense", raw.get("dense", {}), model_names, models.names()),
-        finetune=_recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names()),
+        finetune=finetune,
         measure={**MEASURE_DEFAULTS, **raw.get("measure", {})},
         data={"root": None, "download": False, "options": {}, **raw.get("data", {})},
         resources=resources,

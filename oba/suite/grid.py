@@ -8,7 +8,10 @@ kept once, where it first appears.
 cell's full resolved config: everything that can change its result (model,
 dataset and its options, criterion and its options, structure, allocation,
 ratio, seed, the pruning protocol, calibration, dense recipe or pretrained
-weights (source and SHA-256 pin), fine-tuning recipe, measurement settings). The suite's name is not part of it.
+weights (source and SHA-256 pin), fine-tuning recipe, measurement settings, and ``workers`` when ``[resources]
+workers`` is above 1: replicas fine-tune with batch-norm statistics of their share of each batch, so the result
+depends on it). The suite's name is not part of it; a one-worker cell's config has no ``workers`` key, so its id is
+what it was before the key existed.
 """
 from __future__ import annotations
 
@@ -33,8 +36,14 @@ class Cell:
     def label(self) -> str:
         c = self.config
         stages = f" ({len(self.stage_ratios)} stages)" if len(self.stage_ratios) > 1 else ""
+        workers = f"/workers={self.workers}" if self.workers > 1 else ""
         return (f"{c['model']}/{c['dataset']}/{c['criterion']}/{c['structure']}/{c['allocation']}/r={c['ratio']:g}"
-                f"{stages}/s={c['seed']}")
+                f"{stages}/s={c['seed']}{workers}")
+
+    @property
+    def workers(self) -> int:
+        """Ray Train workers that score (shardable criteria) and fine-tune each stage (``[resources] workers``)."""
+        return int(self.config.get("workers", 1))
 
     @property
     def stage_ratios(self) -> tuple[float, ...]:
@@ -109,6 +118,8 @@ def expand_grid(suite: Suite, grid: Grid) -> list[Cell]:
             "finetune": suite.finetune[model],
             "measure": suite.measure,
         }
+        if suite.resources.get("workers", 1) > 1:
+            config["workers"] = suite.resources["workers"]
         cells.append(Cell(suite.name, cell_id(config), config))
     return cells
 

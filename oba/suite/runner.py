@@ -26,6 +26,9 @@ On a GPU, a trial given a fraction of one is capped at that share of its memory,
 and a trial whose failed cell left CUDA unusable (a sticky error) ends its
 actor, so the retry (which skips the cells already stored "ok") and later
 trials start in a fresh process (:mod:`oba.device_health`).
+A suite with ``[resources] workers`` N > 1 runs each cell's scoring and
+fine-tuning on N Ray Train workers started from inside its trial; how trials
+and workers share the cluster without deadlock is :func:`trial_need`.
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
 the results location's lease (:mod:`oba.lease`): a second driver on the same
@@ -34,6 +37,7 @@ store refuses at once, naming this one.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import signal
 import socket
@@ -343,6 +347,7 @@ def run_suite(
                 if cell_pipeline.needs_dense:
                     locations["checkpoint cache"] = plan.cache_dir
                 problems = storage_problems(locations, alive_nodes(), shared_mount)
+                problems += worker_problems(suite, ray.cluster_resources())
                 if problems:
                     raise PreflightError(problems)
                 trial_errors = _execute(plan, suite, max_concurrent, stream, on_cell_done, pipeline)
@@ -451,7 +456,10 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
-    trials = pack(cells, suite.run["max_trials"], trial_slots(ray.cluster_resources(), cpu, gpu, concurrent))
+    workers = suite.resources["workers"]
+    need = trial_need(cpu, gpu, workers)
+    slots = trial_slots(ray.cluster_resources(), need["CPU"], need["GPU"], concurrent)
+    trials = pack(cells, suite.run["max_trials"], slots)
     references = [ray.put(trial) for trial in trials]
     param_space = {
         "trial": tune.grid_search(list(range(len(trials)))),
@@ -464,7 +472,8 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=references), {"cpu": cpu, "gpu": gpu}),
             param_space=param_space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent or None, reuse_actors=True),
+            tune_config=tune.TuneConfig(max_concurrent_trials=slots if workers > 1 else concurrent or None,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=experiment_name(suite.name),
                 storage_path=storage,
@@ -494,6 +503,44 @@ def trial_slots(resources: dict[str, float], cpu: float, gpu: float, max_concurr
     fits = [int(resources.get(name, 0) // need) for name, need in (("CPU", cpu), ("GPU", gpu)) if need > 0]
     slots = max(1, min(fits)) if fits else 1
     return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def trial_need(cpu: float, gpu: float, workers: int) -> dict[str, float]:
+    """The most a trial holds at once: its own ``cpu``/``gpu`` and, with ``workers`` > 1, its Ray Train workers'.
+
+    Ray Train V2 (Ray's default; read in Ray 2.60) runs a ``TorchTrainer``
+    started inside a Tune trial in a placement group of its own, one bundle per worker,
+    created when ``fit`` is called and removed when it returns; it does not use
+    bundles reserved in the trial's placement group (a
+    ``PlacementGroupFactory`` with worker bundles would hold CPUs that the
+    workers then wait for beside it). So a trial asks Tune only for its own
+    resources (it evaluates, measures latency and recalibrates batch norm
+    itself, and sits idle while its workers run), and the runner caps
+    concurrent trials (:func:`trial_slots` of this need) so that every running
+    trial's workers fit beside every running trial: no trial ever waits for
+    workers that other trials' reservations block. Each worker asks for the
+    trial's threads, ``max(1, int(cpu))`` CPUs, and on a GPU trial one whole
+    GPU; the trial's own GPU share is counted as whole GPUs there, since a
+    fraction left over on a GPU another trial shares cannot host a worker.
+    With one worker this is just ``cpu`` and ``gpu``.
+    """
+    if workers == 1:
+        return {"CPU": cpu, "GPU": gpu}
+    return {"CPU": cpu + workers * max(1, int(cpu)), "GPU": math.ceil(gpu) + workers if gpu > 0 else 0.0}
+
+
+def worker_problems(suite: Suite, resources: dict[str, float]) -> list[str]:
+    """Why one trial of ``suite`` and its workers cannot run at once on a cluster with ``resources`` (empty if they can)."""
+    workers = suite.resources["workers"]
+    if workers == 1:
+        return []
+    need = trial_need(float(suite.resources["cpu"]), float(suite.resources["gpu"]), workers)
+    short = [f"{need[name]:g} {name}s (the cluster has {resources.get(name, 0):g})" for name in need
+             if need[name] > resources.get(name, 0)]
+    if not short:
+        return []
+    return [f"{suite.path}: [resources] workers = {workers}: a trial and its {workers} Ray Train workers need "
+            f"{' and '.join(short)}; lower workers or cpu/gpu, or add nodes"]
 
 
 def experiment_name(suite: str) -> str:
