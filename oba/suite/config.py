@@ -39,7 +39,7 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "measure": {"latency_batch_size": int, "latency_repeats": int, "fidelity_sample": int},
     "data": {"root": str, "download": bool, "options": dict},
     "resources": {"cpu": (int, float), "gpu": (int, float), "workers": int},
-    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int},
+    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int, "compact_parts": int},
 }
 """Each section's keys and their types (``{}``: checked by the section's own parser)."""
 
@@ -80,7 +80,7 @@ class Suite:
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "workers": 1}
-RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000}
+RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "compact_parts": 5000}
 
 
 def _recipes(loc: Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:
@@ -197,6 +197,8 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         raise loc.error("resources", "workers", f"must be an integer of at least 1 (1: one process per cell), "
                                                 f"got {resources['workers']}")
     run = {**RUN_DEFAULTS, **raw.get("run", {})}
+    if run["compact_parts"] < 0:
+        raise loc.error("run", "compact_parts", f"must be 0 (never compact) or a number of parts, got {run['compact_parts']}")
     if run["max_trials"] < 1:
         raise loc.error("run", "max_trials", f"must be at least 1, got {run['max_trials']}")
     model_names = _first_seen([g.models for g in grids])
