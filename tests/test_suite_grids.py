@@ -228,5 +228,5 @@ def test_the_paper_suite_has_its_four_grids_and_resnet32_carries_seven_stages() 
     assert {(c.config["model"], c.config["dataset"], c.config["ratio"], c.config["dense"]["weights"])
             for c in grids["grid.imagenet-resnet50"] + grids["grid.imagenet-vit"]} == {
         ("resnet50", "imagenet", 0.5, "torchvision:IMAGENET1K_V2"),
-        ("vit_b_16", "imagenet", 0.3, "timm:deit_base_patch16_224.fb_in1k")}
+        ("vit_b_16", "imagenet", 0.3, "torchvision:IMAGENET1K_V1")}
     assert suite.dense["vgg19"]["epochs"] == 200 and suite.finetune["resnet50"]["epochs"] == 10

@@ -24,6 +24,7 @@ from torch import nn
 
 from oba import models
 from oba.checkpoints import dense_checkpoint
+from oba.models.torchvision_vit import timm_layout
 from oba.models.weights import TIMM_ARCHITECTURES, TORCHVISION_ARCHITECTURES, Weights, WeightsError, check, resolve
 from oba.suite.cell import run_cell
 from oba.suite.config import SuiteError, load_suite
@@ -103,6 +104,25 @@ def test_torchvision_weights_are_read_from_the_torch_hub_cache(torch_home: Path)
         found = resolve(Weights(spec, sha256=_sha256(path).upper()), "resnet50")
         assert (found.source, found.location) == ("torchvision:ResNet50_Weights.IMAGENET1K_V2", str(path))
         assert found.sha256 == _sha256(path)
+
+
+def test_torchvision_vit_weights_load_renamed_and_give_torchvisions_logits(torch_home: Path) -> None:
+    torch.manual_seed(0)
+    upstream = torchvision.models.vit_b_16().eval()
+    with torch.no_grad():  # non-trivial values everywhere (torchvision initialises some entries to zero)
+        for tensor in upstream.state_dict().values():
+            tensor.add_(0.02 * torch.randn_like(tensor))
+    path = torch_home / "hub" / "checkpoints" / Path(torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1.url).name
+    path.parent.mkdir(parents=True)
+    torch.save(upstream.state_dict(), path)
+    ours = models.create("vit_b_16", 1000, image_size=224, weights="torchvision:IMAGENET1K_V1").eval()
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = upstream(images), ours(images)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), float((got - expected).abs().max())
+    old_names = {k.replace("mlp.0.", "mlp.linear_1.").replace("mlp.3.", "mlp.linear_2."): v
+                 for k, v in upstream.state_dict().items()}  # the names of torchvision's older files
+    assert timm_layout(old_names).keys() == ours.state_dict().keys()
 
 
 @pytest.mark.parametrize("filename", ["model.safetensors", "pytorch_model.bin"])

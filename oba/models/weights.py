@@ -4,7 +4,9 @@ A weights ``source`` is one of
 
 ``torchvision:<MEMBER>`` or ``torchvision:<Enum>.<MEMBER>``
     A torchvision weights enum, e.g. ``torchvision:IMAGENET1K_V2`` for
-    ``resnet50`` (``ResNet50_Weights.IMAGENET1K_V2``). The file is where
+    ``resnet50`` (``ResNet50_Weights.IMAGENET1K_V2``) or
+    ``torchvision:IMAGENET1K_V1`` for ``vit_b_16`` (``ViT_B_16_Weights``, its
+    entries renamed to the model's timm layout on loading). The file is where
     ``torch.hub`` caches it: ``$TORCH_HOME/hub/checkpoints/<file name of the
     enum's URL>`` (:func:`torch.hub.get_dir`).
 ``timm:<tag>`` or ``timm:<architecture>.<tag>``
@@ -35,7 +37,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -44,12 +46,19 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .torchvision_vit import timm_layout
 
 SETTINGS = ("weights", "weights_sha256", "weights_download")
 """The ``[dense]`` suite keys that describe :class:`Weights` (``source``, ``sha256``, ``download``)."""
 
 TORCHVISION_ARCHITECTURES = {"resnet50": "resnet50"}
 """Registry model → torchvision builder whose weights enum ``torchvision:<MEMBER>`` names (same state-dict layout)."""
+
+TORCHVISION_RENAMED: dict[str, tuple[str, Callable[[Mapping[str, Tensor]], dict[str, Tensor]]]] = {
+    "vit_b_16": ("vit_b_16", timm_layout),
+}
+"""Registry model → (torchvision builder, the function renaming its state dict into the model's layout): the same
+network under other names (:mod:`oba.models.torchvision_vit`)."""
 
 TIMM_ARCHITECTURES = {"vit_b_16": "vit_base_patch16_224"}
 """Registry model → timm architecture that a bare ``timm:<tag>`` completes (same state-dict layout at 224²)."""
@@ -123,10 +132,12 @@ def _hub_file(url: str) -> str:
 def _torchvision(spec: str, model_name: str) -> _Located:
     from torchvision.models import get_model_weights
 
-    architecture = TORCHVISION_ARCHITECTURES.get(model_name)
+    renamed = TORCHVISION_RENAMED.get(model_name)
+    architecture = TORCHVISION_ARCHITECTURES.get(model_name) or (renamed[0] if renamed else None)
     if architecture is None:
         raise WeightsError(f"model {model_name!r} has no torchvision counterpart (models with one: "
-                           f"{', '.join(TORCHVISION_ARCHITECTURES)}); give a file path or URI as weights")
+                           f"{', '.join([*TORCHVISION_ARCHITECTURES, *TORCHVISION_RENAMED])}); give a file path or "
+                           "URI as weights")
     enum = get_model_weights(architecture)
     enum_name, _, member = spec.rpartition(".")
     if enum_name and enum_name != enum.__name__ or member not in enum.__members__:
@@ -330,9 +341,12 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None
 def load_weights(model: nn.Module, model_name: str, weights: Weights, describe: str = "") -> WeightsFile:
     """Load ``weights`` into ``model`` (registry model ``model_name``, ``describe``-d in errors); return the file used."""
     file = resolve(weights, model_name)
-    load_state(model, read_state_dict(file.location),
-               f"weights {file.source} do not fit {model_name}{f' ({describe})' if describe else ''}")
+    state = read_state_dict(file.location)
+    if file.source.startswith("torchvision:") and model_name in TORCHVISION_RENAMED:
+        state = TORCHVISION_RENAMED[model_name][1](state)
+    load_state(model, state, f"weights {file.source} do not fit {model_name}{f' ({describe})' if describe else ''}")
     return file
+
 
 
 __all__ = ["SETTINGS", "Weights", "WeightsError", "WeightsFile", "check", "load_state", "load_weights",
