@@ -49,6 +49,16 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def plugins(self) -> frozenset[str]:
+        """The names registered that are not built-in (plugins', or a test's)."""
+        return frozenset(self._entries.keys() - self._builtins.keys())
+
+    def unregister(self, name: str) -> None:
+        """Forget entry ``name``, which must not be a built-in (a plugin's, or one a test registered)."""
+        if name in self._builtins:
+            raise ValueError(f"{self.kind} {name!r} is built in and cannot be unregistered")
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         """Sorted names of every built-in and registered entry (imports nothing)."""
         return sorted(self._builtins.keys() | self._entries.keys())

@@ -10,3 +10,18 @@ torch.set_num_threads(int(os.environ.get("OBA_TEST_THREADS", "1")))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_they_were():
+    """Entries a test registers (a plugin's criterion, a test model) do not outlive it: a suite's "all" expands to
+    the built-in criteria in every other test."""
+    from oba.criteria.registry import _CRITERIA
+    from oba.data import _DATASETS
+    from oba.models import _MODELS
+
+    before = {registry: registry.plugins() for registry in (_CRITERIA, _DATASETS, _MODELS)}
+    yield
+    for registry, names in before.items():
+        for name in registry.plugins() - names:
+            registry.unregister(name)

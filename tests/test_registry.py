@@ -50,6 +50,16 @@ def test_a_builtin_name_cannot_be_taken_by_other_code(registry: Registry) -> Non
         registry.register("a")(lambda: "mine")
 
 
+def test_a_plugin_entry_can_be_unregistered_and_a_builtin_cannot(registry: Registry) -> None:
+    registry.register("mine")(lambda: "mine")
+    registry.get("a")
+    assert registry.plugins() == {"mine"} and "mine" in registry.names()
+    registry.unregister("mine")
+    assert registry.plugins() == frozenset() and registry.names() == ["a", "b", "c"]
+    with pytest.raises(ValueError, match=r"thing 'a' is built in and cannot be unregistered"):
+        registry.unregister("a")
+
+
 @pytest.mark.parametrize("builtins,table", [(criteria.registry.BUILTINS, criteria.registry._CRITERIA),
                                              (data.BUILTINS, data._DATASETS), (models.BUILTINS, models._MODELS)])
 def test_every_declared_builtin_is_registered_by_its_module(builtins: dict[str, str], table: Registry) -> None:

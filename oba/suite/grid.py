@@ -49,7 +49,7 @@ class Cell:
     def stage_ratios(self) -> tuple[float, ...]:
         """The fractions of dense MACs removed after each stage: ``[prune] stages`` for an iterative cell, else
         just the cell's ratio (a one-shot cell is one stage)."""
-        return tuple(self.config["prune"].get("stages") or (self.config["ratio"],))
+        return tuple(self.config.get("prune", {}).get("stages") or (self.config["ratio"],))
 
     def schedule(self) -> str:
         """"one-shot", or "iterative " and the stage ratios joined by "/" (e.g. "iterative 0.1/0.2/0.3")."""
