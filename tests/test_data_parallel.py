@@ -7,8 +7,6 @@ group, and by two Ray Train workers (``TorchTrainer``).
 """
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -76,16 +74,11 @@ def test_more_workers_than_batches_is_refused() -> None:
         check_shardable(criteria.get("oba"), batches=2, workers=3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gloo_worker(rank: int, world: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _gloo_worker(rank: int, world: int, folder: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # rendezvous through a file: no port is picked and released before a rank binds it (a port another process
+    # could take meanwhile); gloo's own connections bind ports of their own choosing
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
     try:
         model, batches = model_and_batches()
         for name in ADDITIVE:
@@ -97,7 +90,7 @@ def _gloo_worker(rank: int, world: int, port: int, folder: str) -> None:
 
 @pytest.mark.slow
 def test_a_two_process_gloo_group_gives_every_rank_the_one_process_scores(tmp_path: Path) -> None:
-    mp.spawn(_gloo_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     model, batches = model_and_batches()
     for name in ADDITIVE:
         alone = criteria.get(name, mode="eval").parameter_scores(model, batches, LOSS)
