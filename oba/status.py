@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 from .lease import LeaseRecord, read_lease
-from .store import ResultStore
+from .store import ResultStore, is_earlier_stage
 
 STATES = ("done", "failed", "running", "pending")
 
@@ -63,7 +63,7 @@ class StoreStatus:
 
 def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None = None,
                  suite: str | None = None) -> StoreStatus:
-    """Counts of ``location``'s cells per (model, criterion).
+    """Counts of ``location``'s cells per (model, criterion) (an iterative cell counts once, by its last stage).
 
     ``expected`` maps the cell ids of ``suite``'s grid to (model, criterion); when
     given, only those cells count. Without it, stored cells of ``suite`` (or of
@@ -90,6 +90,6 @@ def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None =
                 count(model, criterion, "done" if status == "ok" else "failed")
     else:
         for record in stored.itertuples(index=False):
-            if suite is None or record.suite == suite:
+            if (suite is None or record.suite == suite) and not is_earlier_stage(record.cell_id):
                 count(str(record.model), str(record.criterion), "done" if record.status == "ok" else "failed")
     return StoreStatus(location, lease, [rows[k] for k in sorted(rows)], expected is not None)

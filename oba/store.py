@@ -44,6 +44,15 @@ Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned
 cell is stage 1 of 1, its stage_ratio its ratio, its schedule "one-shot").
 Older rows read back with the columns they lack as null."""
 
+EARLIER_STAGE = "-stage"
+"""Row ids ``<cell_id>-stage<k>`` are an iterative cell's earlier stages; the last stage's row has the cell's id."""
+
+
+def is_earlier_stage(row_id: str) -> bool:
+    """Whether ``row_id`` is an iterative cell's earlier stage (not a cell of its own)."""
+    return EARLIER_STAGE in row_id
+
+
 SCHEMA = pa.schema(
     [
         ("schema_version", pa.int32()),

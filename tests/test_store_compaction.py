@@ -143,6 +143,8 @@ def test_status_counts_per_model_and_criterion(tmp_path: Path, capsys: pytest.Ca
     store = ResultStore(str(tmp_path))
     _cells(store, 6)
     store.write(row(seed=50, model="m0", criterion="oba", status="error", error="x"))
+    earlier = row(seed=51, model="m0", criterion="oba")
+    store.write({**earlier, "cell_id": f"{earlier['cell_id']}-stage1"})  # an iterative cell's earlier stage: no cell
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "lease: none (no run holds this store)"

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..store import EARLIER_STAGE
 from .config import Suite
 from .grids import Grid
 
@@ -61,7 +62,7 @@ class Cell:
         (so a cell is finished when its last stage is stored "ok"), an earlier one ``<cell_id>-stage<k>``."""
         if not 1 <= stage <= len(self.stage_ratios):
             raise ValueError(f"stage {stage} outside 1..{len(self.stage_ratios)}")
-        return self.cell_id if stage == len(self.stage_ratios) else f"{self.cell_id}-stage{stage}"
+        return self.cell_id if stage == len(self.stage_ratios) else f"{self.cell_id}{EARLIER_STAGE}{stage}"
 
     def identity(self, stage: int | None = None) -> dict[str, Any]:
         """The identity columns of the result row of stage ``stage`` (the last when None): suite, the row's id,
