@@ -10,7 +10,7 @@ from results_fixtures import row
 from oba.compaction import compact
 from oba.store import ResultStore
 from oba.suite.grid import Cell
-from oba.suite.runner import Progress, StoreWatcher
+from oba.suite.progress import Progress, StoreWatcher
 
 
 def _cell(seed: int, **fields) -> tuple[Cell, dict]:
