@@ -209,11 +209,11 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
     settings = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
     workers = CellWorkers.of(cell.workers, device, num_workers)
+    macs_dense, params_dense = context.dense_macs[""], count_params(context.model)
     for stage in range(start.stage, len(stages) + 1):
         criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
         grad_seconds = gradient_seconds(model, context.calibration, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
-        macs_dense = context.dense_macs[""]
         ratio = stages[0] if stage == 1 else stage_ratio_of_current(macs_dense, count_macs(model, context.example),
                                                                      stages[stage - 1])
         pruned, record = prune(
@@ -246,11 +246,11 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
             "pruned_acc": recalibrated["top1"],
             "final_acc": tuned.test["top1"],
             "final_top5": tuned.test.get("top5"),
-            "macs_dense": macs_dense if stage > 1 else record.macs_dense,
+            "macs_dense": macs_dense,
             "macs_pruned": record.macs_pruned,
-            "params_dense": count_params(context.model) if stage > 1 else record.params_dense,
+            "params_dense": params_dense,
             "params_pruned": record.params_pruned,
-            "macs_speedup": (macs_dense if stage > 1 else record.macs_dense) / max(record.macs_pruned, 1),
+            "macs_speedup": macs_dense / max(record.macs_pruned, 1),
             "latency_dense_ms": context.latency_dense_ms,
             "latency_pruned_ms": latency_pruned,
             "latency_speedup": context.latency_dense_ms / latency_pruned,
