@@ -4,50 +4,21 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from browser import CHROMIUM, LAYOUT_CHECK, collected_errors, layout_check, render_dom, render_in_frame
 from results_fixtures import cell_id, error_row, report_rows, row, write_store
 
 from oba.report import StaticExportError, load_results, write_leaderboard, write_report
 from oba.report.html import build_report, write_pngs
 from oba.report.palette import criterion_colours
 
-CHROMIUM = shutil.which("chromium")
 FIGURES_PER_SETTING = 6
 SETTINGS = 2
-
-# Injected first in <head>: records uncaught errors, unhandled rejections and console.error
-# into <pre id="js-errors"> so that --dump-dom shows them.
-ERROR_COLLECTOR = """<script>
-window.__jsErrors = [];
-function __recordJsError(message) {
-  window.__jsErrors.push(String(message));
-  var sink = document.getElementById("js-errors");
-  if (sink) { sink.textContent = JSON.stringify(window.__jsErrors); }
-}
-window.addEventListener("error", function (e) { __recordJsError("error: " + (e.message || e.type)); }, true);
-window.addEventListener("unhandledrejection", function (e) {
-  __recordJsError("rejection: " + (e.reason && e.reason.message ? e.reason.message : e.reason));
-});
-var __consoleError = console.error;
-console.error = function () {
-  __recordJsError("console.error: " + Array.prototype.join.call(arguments, " "));
-  return __consoleError.apply(console, arguments);
-};
-document.addEventListener("DOMContentLoaded", function () {
-  var sink = document.createElement("pre");
-  sink.id = "js-errors";
-  sink.textContent = JSON.stringify(window.__jsErrors);
-  document.body.appendChild(sink);
-});
-</script>"""
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -62,111 +33,6 @@ def figures(store: str) -> dict[str, go.Figure]:
 @pytest.fixture(scope="module")
 def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_report(store, tmp_path_factory.mktemp("report") / "report.html")
-
-
-def _instrument(page: Path, tmp_path: Path, planted: str = "") -> Path:
-    """A copy of ``page`` beside it with the error collector (and ``planted`` script), so relative links still work."""
-    text = page.read_text(encoding="utf-8")
-    before_body_end, _, after = text.replace("<head>", "<head>" + ERROR_COLLECTOR, 1).rpartition("</body>")
-    target = page.parent / f"instrumented-{page.stem}.html"
-    target.write_text(before_body_end + planted + "</body>" + after, encoding="utf-8")
-    return target
-
-
-def _chromium_dom(target: Path, tmp_path: Path, window: str = "1400,3000", *flags: str) -> str:
-    completed = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--window-size={window}",
-            "--virtual-time-budget=10000",
-            *flags,
-            "--dump-dom",
-            target.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    return completed.stdout
-
-
-def _render_dom(page: Path, tmp_path: Path, planted: str = "") -> str:
-    """Load ``page`` with the error collector (and ``planted`` script) in headless Chromium; return the DOM."""
-    return _chromium_dom(_instrument(page, tmp_path, planted), tmp_path)
-
-
-def _render_in_frame(page: Path, tmp_path: Path, width: int, planted: str) -> str:
-    """Load ``page`` in a ``width``-px iframe (narrower than a browser window can be); the DOM with the frame's
-    ``#js-errors`` and ``#layout-check`` copied out."""
-    inner = _instrument(page, tmp_path, planted)
-    frame = page.parent / f"frame-{page.stem}.html"
-    frame.write_text(
-        f"<!DOCTYPE html><html><body><iframe src='{inner.name}' style='width:{width}px;height:2500px;border:0'></iframe>"
-        "<script>var tries = 0; function poll() { tries++; var d = null;"
-        " try { d = document.querySelector('iframe').contentDocument; } catch (e) {}"
-        " var done = d && d.getElementById('layout-check');"
-        " if (done || tries > 60) { ['js-errors', 'layout-check'].forEach(function (id) {"
-        "  var p = document.createElement('pre'); p.id = id; var source = d && d.getElementById(id);"
-        "  p.textContent = source ? source.textContent : 'null'; document.body.appendChild(p); }); }"
-        " else { setTimeout(poll, 250); } } setTimeout(poll, 250);</script></body></html>",
-        encoding="utf-8",
-    )
-    return _chromium_dom(frame, tmp_path, "700,2600", "--allow-file-access-from-files")
-
-
-# Planted at the end of a page: after the figures settle, records per figure its legend entries and whether each
-# lies inside the legend's box, the box inside the figure and the window, and whether the legend scrolls; and per
-# scrolling container whether its content is wider than it.
-LAYOUT_CHECK = """<script>
-window.addEventListener("load", function () { setTimeout(function () {
-  function inside(a, b) { return a.top >= b.top - 1 && a.bottom <= b.bottom + 1 && a.left >= b.left - 1 && a.right <= b.right + 1; }
-  var view = document.documentElement.clientWidth, figures = [], wide = [];
-  document.querySelectorAll(".js-plotly-plot").forEach(function (div) {
-    var legend = div.querySelector("g.legend");
-    if (!legend) { figures.push({id: div.id, entries: []}); return; }
-    var box = legend.querySelector("rect.bg").getBoundingClientRect();
-    var svg = div.querySelector("svg.main-svg").getBoundingClientRect();
-    var entries = Array.prototype.map.call(legend.querySelectorAll("g.traces"), function (entry) {
-      return {name: entry.querySelector("text.legendtext").textContent,
-              inside: inside(entry.querySelector("text.legendtext").getBoundingClientRect(), box)};
-    });
-    var bar = legend.querySelector("rect.scrollbar");
-    figures.push({id: div.id, entries: entries, in_figure: inside(box, svg), in_window: box.left >= 0 && box.right <= view + 1,
-                  scrolls: bar ? Number(bar.getAttribute("height") || 0) > 0 : false});
-  });
-  document.querySelectorAll(".scroll").forEach(function (el) {
-    var inner = el.querySelector("table, svg") || el;
-    if (el.scrollWidth > el.clientWidth + 1) { wide.push(inner.id || String(inner.className.baseVal || inner.className)); }
-  });
-  var sink = document.createElement("pre");
-  sink.id = "layout-check";
-  sink.textContent = JSON.stringify({figures: figures, wide_tables: wide, page_wider: document.documentElement.scrollWidth > view + 1});
-  document.body.appendChild(sink);
-}, 1500); });
-</script>"""
-
-
-def _layout_check(dom: str) -> dict:
-    match = re.search(r'<pre id="layout-check">(.*?)</pre>', dom, re.DOTALL)
-    assert match, "the layout check did not run"
-    return json.loads(html.unescape(match.group(1)))
-
-
-def _collected_errors(dom: str) -> list[str]:
-    match = re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.DOTALL)
-    assert match, "the error collector did not run"
-    return json.loads(html.unescape(match.group(1)))
 
 
 def test_report_is_self_contained_and_lists_everything(report: Path) -> None:
@@ -300,8 +166,8 @@ def test_empty_results_give_a_report(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)")
 def test_report_renders_in_chromium_without_javascript_errors(report: Path, tmp_path: Path) -> None:
-    dom = _render_dom(report, tmp_path)
-    assert _collected_errors(dom) == []
+    dom = render_dom(report, tmp_path)
+    assert collected_errors(dom) == []
     figures = SETTINGS * FIGURES_PER_SETTING
     assert dom.count('class="plot-container plotly"') == figures
     assert dom.count('<svg class="main-svg"') >= 2 * figures
@@ -315,7 +181,7 @@ def test_error_collector_catches_planted_javascript_errors(report: Path, tmp_pat
         '<script>Promise.reject(new Error("planted rejection"));</script>'
         '<script>throw new Error("planted failure");</script>'
     )
-    errors = _collected_errors(_render_dom(report, tmp_path, planted))
+    errors = collected_errors(render_dom(report, tmp_path, planted))
     assert any("planted failure" in e for e in errors), errors
     assert any("planted rejection" in e for e in errors), errors
 
@@ -391,24 +257,24 @@ def _assert_every_legend_shows_every_criterion(check: dict, criteria: list[str])
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)")
 def test_every_legend_entry_is_visible_at_1400_px_and_tables_fit(crowded: tuple[Path, list[str]], tmp_path: Path) -> None:
     folder, criteria = crowded
-    dom = _render_dom(folder / "report.html", tmp_path, LAYOUT_CHECK)
-    assert _collected_errors(dom) == []
-    check = _layout_check(dom)
+    dom = render_dom(folder / "report.html", tmp_path, LAYOUT_CHECK)
+    assert collected_errors(dom) == []
+    check = layout_check(dom)
     _assert_every_legend_shows_every_criterion(check, criteria)
     assert check["wide_tables"] == [] and not check["page_wider"]
-    board = _layout_check(_render_dom(folder / "leaderboard" / "index.html", tmp_path, LAYOUT_CHECK))
+    board = layout_check(render_dom(folder / "leaderboard" / "index.html", tmp_path, LAYOUT_CHECK))
     assert board["wide_tables"] == [] and not board["page_wider"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)")
 def test_every_legend_entry_is_visible_at_phone_width(crowded: tuple[Path, list[str]], tmp_path: Path) -> None:
     folder, criteria = crowded
-    dom = _render_in_frame(folder / "report.html", tmp_path, 390, LAYOUT_CHECK)
+    dom = render_in_frame(folder / "report.html", tmp_path, 390, LAYOUT_CHECK)
     assert json.loads(html.unescape(re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.DOTALL).group(1))) == []
-    check = _layout_check(dom)
+    check = layout_check(dom)
     _assert_every_legend_shows_every_criterion(check, criteria)
     assert not check["page_wider"], "wide tables scroll inside their box; the page itself does not"
-    board = _layout_check(_render_in_frame(folder / "leaderboard" / "index.html", tmp_path, 390, LAYOUT_CHECK))
+    board = layout_check(render_in_frame(folder / "leaderboard" / "index.html", tmp_path, 390, LAYOUT_CHECK))
     assert not board["page_wider"]
 
 
@@ -475,8 +341,8 @@ def test_shared_plotly_js_is_written_once_beside_the_report_and_loads(store: str
         text = page.read_text(encoding="utf-8")
         assert '<script type="text/javascript" src="plotly.min.js"></script>' in text and "plotly.js v" not in text
         assert page.stat().st_size < library.stat().st_size / 4
-    dom = _render_dom(first, tmp_path)
-    assert _collected_errors(dom) == []
+    dom = render_dom(first, tmp_path)
+    assert collected_errors(dom) == []
     assert dom.count('class="plot-container plotly"') == SETTINGS * FIGURES_PER_SETTING
     with pytest.raises(ValueError, match="inline, shared"):
         write_report(store, tmp_path / "three.html", plotly_js="cdn")

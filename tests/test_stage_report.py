@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from results_fixtures import SCHEDULE, iterative_rows, report_rows, row, stage_row, write_store
-from test_report import CHROMIUM, LAYOUT_CHECK, _collected_errors, _layout_check, _render_dom, _render_in_frame
+from browser import CHROMIUM, LAYOUT_CHECK, collected_errors, layout_check, render_dom, render_in_frame
 
 from oba.report import check, load_results, write_leaderboard, write_report
 from oba.report.band import Band, measure_band, setting_key
@@ -242,9 +242,9 @@ def _assert_trajectory_legend_complete(check_result: dict, criteria: list[str]) 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)")
 def test_trajectory_section_renders_with_every_legend_entry_visible(crowded_report: tuple, tmp_path: Path) -> None:
     report, criteria = crowded_report
-    dom = _render_dom(report, tmp_path, LAYOUT_CHECK)
-    assert _collected_errors(dom) == []
+    dom = render_dom(report, tmp_path, LAYOUT_CHECK)
+    assert collected_errors(dom) == []
     assert dom.count('id="trajectories"') == 1
-    _assert_trajectory_legend_complete(_layout_check(dom), criteria)
-    narrow = _render_in_frame(report, tmp_path, 390, LAYOUT_CHECK)
-    _assert_trajectory_legend_complete(_layout_check(narrow), criteria)
+    _assert_trajectory_legend_complete(layout_check(dom), criteria)
+    narrow = render_in_frame(report, tmp_path, 390, LAYOUT_CHECK)
+    _assert_trajectory_legend_complete(layout_check(narrow), criteria)
