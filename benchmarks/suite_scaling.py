@@ -17,7 +17,8 @@ import time
 from oba.store import ResultStore
 from oba.suite.config import load_suite
 from oba.suite.grid import dense_keys, expand
-from oba.suite.runner import _prepare_dense, run_suite
+from oba.suite.runner import run_suite
+from oba.suite.trial import _prepare_dense
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from oba.measure import timed, warm_up
 from oba.pruning import prune
 from oba.ranking_fidelity import loss_changes
 from oba.store import ResultStore
-from oba.suite import runner
+from oba.suite import trial
+from oba.suite.grid import dense_keys
 from oba.suite.cell import gradient_seconds
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
@@ -45,7 +46,7 @@ def _batches(n: int = 2, size: int = 8) -> list[tuple[Tensor, Tensor]]:
 
 
 def test_a_trial_without_gpus_runs_on_the_cpu_and_one_with_gpus_on_cuda() -> None:
-    assert [runner.trial_device(gpu) for gpu in (0, 0.0, 0.25, 1, 2)] == ["cpu", "cpu", "cuda", "cuda", "cuda"]
+    assert [trial.trial_device(gpu) for gpu in (0, 0.0, 0.25, 1, 2)] == ["cpu", "cpu", "cuda", "cuda", "cuda"]
 
 
 def test_a_gpu_0_trial_records_a_cpu_device_even_where_cuda_is_visible(tmp_path: Path, monkeypatch) -> None:
@@ -54,10 +55,10 @@ def test_a_gpu_0_trial_records_a_cpu_device_even_where_cuda_is_visible(tmp_path:
     (cell,) = expand(suite)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    device = runner.trial_device(suite.resources["gpu"])
+    device = trial.trial_device(suite.resources["gpu"])
     threads = torch.get_num_threads()
-    runner._prepare_dense(*runner.dense_keys([cell])[0], suite, str(tmp_path / "cache"), None, threads, device)
-    counts = runner.run_trial_cells(_trial_config(tmp_path, threads, device, suite.resources["gpu"]), [cell])
+    trial._prepare_dense(*dense_keys([cell])[0], suite, str(tmp_path / "cache"), None, threads, device)
+    counts = trial.run_trial_cells(_trial_config(tmp_path, threads, device, suite.resources["gpu"]), [cell])
     row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
     assert row["status"] == "ok", row["error"]
     assert row["device"].startswith("cpu:") and counts == (1, 1)
@@ -248,7 +249,7 @@ def _failing_cell(tmp_path: Path) -> Any:
 
 def test_a_failed_cell_on_a_usable_device_keeps_its_actor(tmp_path: Path) -> None:
     cell = _failing_cell(tmp_path)
-    assert runner.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell]) == (1, 0)
+    assert trial.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell]) == (1, 0)
     row = ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)
     assert row["status"] == "error" and "no_such_option" in row["error"]
 
@@ -260,5 +261,5 @@ def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_th
     cell = _failing_cell(tmp_path)
     monkeypatch.setattr("oba.device_health.device_usable", lambda device: False)
     with pytest.raises(DeviceUnusable, match="unusable after the cell failed"):
-        runner.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell])
+        trial.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell])
     assert ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)["status"] == "error"

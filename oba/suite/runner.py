@@ -64,6 +64,7 @@ from .packing import pack
 from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
 from .progress import Progress, StoreWatcher
+from .trial import _prepare_dense, _trial, trial_device
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
@@ -124,99 +125,6 @@ def git_sha() -> str:
         return "unknown"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True)
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def trial_device(gpu: float) -> str:
-    """The device of a trial or dense task given ``gpu`` GPUs: "cuda" when it has some, else "cpu".
-
-    Explicit because a worker given no GPU may still see CUDA: Ray ≥ 2.49 no
-    longer blanks ``CUDA_VISIBLE_DEVICES`` for it.
-    """
-    return "cuda" if gpu > 0 else "cpu"
-
-
-def _stored_row(store: ResultStore, row_id: str) -> dict[str, Any] | None:
-    """The row stored as ``row_id`` (a cell, or an earlier stage of an iterative cell), or None."""
-    try:
-        return store.read_cell(row_id)
-    except (OSError, ValueError):
-        return None
-
-
-def _stored_ok(store: ResultStore, cell_id: str) -> bool:
-    """Whether ``cell_id`` is stored with status "ok" (what a retried trial skips)."""
-    row = _stored_row(store, cell_id)
-    return row is not None and row["status"] == "ok"
-
-
-def _trial(config: dict[str, Any], trials: list[Any]) -> None:
-    """Ray Tune trainable: run the cells of trial ``config["trial"]`` (:func:`run_trial_cells`), then report.
-
-    ``trials`` holds one object reference per trial, to its list of cells.
-    """
-    import ray
-    from ray import tune
-
-    ran, ok = run_trial_cells(config, ray.get(trials[config["trial"]]))
-    tune.report({"cells_run": ran, "cells_ok": ok})
-
-
-def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int]:
-    """Run ``cells`` on ``config["device"]``, storing each row as it ends; return (cells run, cells ok).
-
-    Cells already stored "ok" (by an earlier attempt of this trial) are skipped; an iterative cell stores each
-    stage's row as the stage ends and resumes after its last stage stored "ok".
-    After a failed cell the device's cached memory is released, and if the
-    device is no longer usable :class:`~oba.device_health.DeviceUnusable` ends
-    the trial, so that Ray replaces its process.
-    """
-    import torch
-
-    from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
-    from ..train import deterministic_cublas
-
-    if config["device"] == "cuda":
-        deterministic_cublas()
-        cap_memory_share(config["device"], config["gpu"])
-    torch.set_num_threads(max(1, int(config["threads"])))
-    pipeline = PIPELINES.get(config["pipeline"])
-    store = ResultStore(config["results"])
-    ran = ok = 0
-    for cell in cells:
-        if _stored_ok(store, cell.cell_id):
-            continue
-        row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
-                           cache_dir=config["cache_dir"], git_sha=config["git_sha"], num_workers=config["threads"],
-                           device=config["device"], write=store.write,
-                           stored=lambda row_id: _stored_row(store, row_id))
-        store.write(row)
-        ran += 1
-        ok += row["status"] == "ok"
-        if row["status"] != "ok":
-            release_cached_memory(config["device"])
-            if not device_usable(config["device"]):
-                raise DeviceUnusable(f"{config['device']} is unusable after the cell failed; this actor is replaced")
-    return ran, ok
-
-
-def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
-                   threads: int, device: str) -> str:
-    """Ray task: train (or find cached) one dense checkpoint on ``device``; return its path."""
-    import torch
-
-    from ..checkpoints import dense_checkpoint, dense_source
-    from ..device_health import cap_memory_share
-    from ..train import deterministic_cublas
-
-    if device == "cuda":
-        deterministic_cublas()
-        cap_memory_share(device, suite.resources["gpu"])
-    torch.set_num_threads(max(1, threads))
-    ckpt = dense_checkpoint(
-        model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
-        data_root=data_root, download=suite.data.get("download", False), num_workers=threads, device=device,
-    )
-    return str(ckpt.path)
 
 
 def run_suite(
