@@ -11,6 +11,11 @@ at every moment, so no cell is ever missing or counted twice):
    compacted rows and the taken ones, the newest row of each cell kept;
 4. delete the partition's older compacted files, then the taken parts.
 
+A *partial* compaction (``rows`` given) takes only the parts of those row ids
+and, without ``merge``, writes each partition's taken rows as a new file beside
+the older ones instead of rewriting them (a compacted file with a later name
+wins, so the new rows still take precedence): what a run does while it runs
+(:mod:`oba.suite.rolling_compaction`), at a cost proportional to the rows taken.
 A compaction that stopped midway leaves taken parts that readers still read and
 the next compaction folds. An unreadable part is put back where it was (unless
 a run has rewritten that cell meanwhile) and reported. On a local folder a move
@@ -19,6 +24,8 @@ rewritten between the two is lost — compact object storage while no run writes
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -39,6 +46,7 @@ from .store_scan import (
     UnreadablePart,
     newest_per_cell,
     partition_folder,
+    partition_values,
     read_files,
     stamp,
 )
@@ -46,17 +54,20 @@ from .store_scan import (
 
 @dataclass
 class CompactionSummary:
-    """What a compaction did: parts folded, files written and removed, cells now compacted, parts left unreadable."""
+    """What a compaction did: parts folded, files written and removed, cells stored (counted by a full compaction
+    only), parts left unreadable."""
 
     folded: int = 0
     written: list[str] = field(default_factory=list)
     removed: int = 0
-    cells: int = 0
+    cells: int | None = None
     unreadable: list[UnreadablePart] = field(default_factory=list)
 
 
-def compact(location: str, *, ttl: float = 60.0, settle: float = 1.0) -> CompactionSummary:
-    """Fold every loose part of ``location`` into its partition's compacted file (see the module docstring).
+def compact(location: str, *, ttl: float = 60.0, settle: float = 1.0, rows: Collection[str] | None = None,
+            merge: bool = True) -> CompactionSummary:
+    """Fold every loose part of ``location`` (only those of the row ids ``rows`` when given) into its partition's
+    compacted file, merged with the older ones (``merge``) or written beside them (see the module docstring).
 
     Raises :class:`~oba.lease.LeaseHeld` while another compaction runs, :class:`~oba.errors.UserError` when
     ``location`` does not exist.
@@ -65,7 +76,11 @@ def compact(location: str, *, ttl: float = 60.0, settle: float = 1.0) -> Compact
     if not store.exists():
         raise UserError(f"results {location}: no such folder")
     with Lease(location, "compaction", name=COMPACTION_LEASE, ttl=ttl, settle=settle):
-        return _compact(store)
+        return _compact(store, rows, merge)
+
+
+def _row_id(file: StoredFile) -> str:
+    return file.path.rsplit("/", 1)[-1][: -len(".parquet")]
 
 
 def _take(store: ResultStore, loose: list[StoredFile]) -> None:
@@ -89,7 +104,7 @@ def _put_back(store: ResultStore, unreadable: list[UnreadablePart]) -> None:
 
 def _partition_values(table: pa.Table) -> list[tuple]:
     keys = table.select(list(PARTITION_KEYS)).group_by(list(PARTITION_KEYS), use_threads=False).aggregate([])
-    return sorted(zip(*(keys[k].to_pylist() for k in PARTITION_KEYS)), key=lambda v: tuple(str(x) for x in v))
+    return list(zip(*(keys[k].to_pylist() for k in PARTITION_KEYS)))
 
 
 def _rows_of(table: pa.Table, values: tuple) -> pa.Table:
@@ -111,26 +126,30 @@ def _write(store: ResultStore, values: tuple, rows: pa.Table) -> str:
     return final
 
 
-def _compact(store: ResultStore) -> CompactionSummary:
+def _compact(store: ResultStore, rows: Collection[str] | None, merge: bool) -> CompactionSummary:
     summary = CompactionSummary()
-    _take(store, [f for f in store.files() if f.kind == LOOSE])
+    _take(store, [f for f in store.files() if f.kind == LOOSE and (rows is None or _row_id(f) in rows)])
     files = store.files()
     taken = [f for f in files if f.kind == TAKEN]
     compacted = [f for f in files if f.kind == COMPACTED]
     new_rows, summary.unreadable = read_files(store.fs, store.root, taken, SCHEMA)
     _put_back(store, summary.unreadable)
     kept = {u.path for u in summary.unreadable}
-    for values in _partition_values(new_rows):
+    partitions = set(_partition_values(new_rows))
+    if merge:  # also merge the partitions that earlier folds left with several files
+        folders = Counter(f.path.rsplit("/", 1)[0] for f in compacted)
+        partitions |= {partition_values(store.root, folder) for folder, files in folders.items() if files > 1}
+    for values in sorted(partitions, key=lambda v: tuple(str(x) for x in v)):
         folder = partition_folder(store.root, values) + "/"
-        old = [f for f in compacted if f.path.startswith(folder)]
+        old = [f for f in compacted if f.path.startswith(folder)] if merge else []
         old_rows, unreadable = read_files(store.fs, store.root, old, SCHEMA)
-        rows = _rows_of(new_rows, values)
+        taken_rows = _rows_of(new_rows, values)
         if unreadable:  # never drop a compacted file that could not be folded, nor the parts meant for it
             summary.unreadable += unreadable
-            cells = set(rows["cell_id"].to_pylist())
-            kept |= {f.path for f in taken if f.path.rsplit("/", 1)[-1][: -len(".parquet")] in cells}
+            cells = set(taken_rows["cell_id"].to_pylist())
+            kept |= {f.path for f in taken if _row_id(f) in cells}
             continue
-        summary.written.append(_write(store, values, newest_per_cell(pa.concat_tables([old_rows, rows]))))
+        summary.written.append(_write(store, values, newest_per_cell(pa.concat_tables([old_rows, taken_rows]))))
         for file in old:
             store.fs.delete_file(file.path)
         summary.removed += len(old)
@@ -139,7 +158,8 @@ def _compact(store: ResultStore) -> CompactionSummary:
             store.fs.delete_file(file.path)
             summary.folded += 1
     _remove_empty_folding(store)
-    summary.cells = len(store.read_table(["cell_id"])[0])
+    if merge and rows is None:
+        summary.cells = len(store.read_table(["cell_id"])[0])
     return summary
 
 

@@ -81,6 +81,13 @@ def partition_folder(root: str, values: Sequence[str | None]) -> str:
     return "/".join([root, *segments])
 
 
+def partition_values(root: str, folder: str) -> tuple[str | None, ...]:
+    """The (suite, model, dataset) of a partition folder: :func:`partition_folder` inverted."""
+    segments = folder[len(root):].strip("/").split("/")
+    values = [segment.split("=", 1)[1] for segment in segments]
+    return tuple(None if v == NULL_PARTITION else urllib.parse.unquote(v) for v in values)
+
+
 def _mtime_ns(info: pafs.FileInfo) -> int:
     return int(info.mtime_ns) if info.mtime_ns is not None else 0
 

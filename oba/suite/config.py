@@ -80,7 +80,7 @@ class Suite:
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "workers": 1}
-RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "compact_parts": 5000}
+RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "compact_parts": 2000}
 
 
 def _recipes(loc: Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:

@@ -29,8 +29,10 @@ trials start in a fresh process (:mod:`oba.device_health`).
 A suite with ``[resources] workers`` N > 1 runs each cell's scoring and
 fine-tuning on N Ray Train workers started from inside its trial; how trials
 and workers share the cluster without deadlock is :func:`trial_need`.
-A run that leaves at least ``[run] compact_parts`` loose parts in the store
-compacts them before it ends (:func:`compact_if_many`).
+While cells run, the rows of ended trials are folded into compacted files
+whenever ``[run] compact_parts`` of them have gathered
+(:mod:`oba.suite.rolling_compaction`), so the store never holds many more loose
+parts than that; the run ends with :func:`compact_if_many`.
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
 the results location's lease (:mod:`oba.lease`): a second driver on the same
@@ -52,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from ..lease import Lease
+from ..lease import Lease, LeaseHeld
 from ..messages import one_line, reason
 from ..store import ResultStore
 from ..versions import package_versions
@@ -64,6 +66,7 @@ from .packing import pack
 from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
 from .progress import Progress, StoreWatcher
+from .rolling_compaction import RollingCompaction
 from .trial import _prepare_dense, _trial, trial_device
 
 NOT_RUN = "not run (the run stopped first)"
@@ -224,12 +227,21 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
             runnable.append(cell)
     if not runnable:
         return {}
-    watcher = StoreWatcher(store, runnable, progress, on_cell_done)
+    trials, slots = pack_trials(runnable, suite, max_concurrent)
+    rolling = RollingCompaction(plan.results, trials, suite.run["compact_parts"], stream)
+
+    def cell_done(cell_id: str, ok: bool) -> None:
+        rolling.cell_done(cell_id, ok)
+        if on_cell_done is not None:
+            on_cell_done(cell_id, ok)
+
+    watcher = StoreWatcher(store, runnable, progress, cell_done)
     watcher.start()
     try:
-        errors = _fit(runnable, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
+        errors = _fit(trials, slots, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
     finally:
         watcher.stop()
+        rolling.close()
     for cell in runnable:
         if cell.cell_id in watcher.pending:  # no new row of this cell reached the store
             why = errors.get(cell.cell_id) or errors.get(UNATTRIBUTED) or NO_ROW.format(results=plan.results)
@@ -241,19 +253,27 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
 
 
 def compact_if_many(results: str, threshold: int, stream: TextIO) -> None:
-    """Fold the store's loose parts into compacted files (:func:`oba.compaction.compact`) when there are at least
-    ``threshold`` of them (0: never), so that reports, the leaderboard and ``oba check`` read a few files instead
-    of one per cell (at 10^5 cells: about 1 s instead of minutes)."""
+    """Compact the store (:func:`oba.compaction.compact`) when it holds at least ``threshold`` loose parts (0:
+    never) or a partition holds several compacted files (the run's folds wrote them), so that reports, the
+    leaderboard and ``oba check`` read one file per suite × model × dataset instead of one per cell (at 10^5
+    cells: about 1 s instead of minutes). A compaction someone else runs meanwhile is left to finish it."""
     from ..compaction import compact
-    from ..store_scan import LOOSE
+    from ..store_scan import COMPACTED, LOOSE
 
     if threshold <= 0:
         return
-    loose = sum(f.kind == LOOSE for f in ResultStore(results).files())
-    if loose < threshold:
+    files = ResultStore(results).files()
+    loose = sum(f.kind == LOOSE for f in files)
+    compacted = [f.path.rsplit("/", 1)[0] for f in files if f.kind == COMPACTED]
+    if loose < threshold and len(compacted) == len(set(compacted)):
         return
-    stream.write(f"compacting {loose} result parts in {results} ([run] compact_parts = {threshold})\n")
-    summary = compact(results)
+    stream.write(f"compacting {results}: {loose} loose result parts, {len(compacted)} compacted files "
+                 f"([run] compact_parts = {threshold})\n")
+    try:
+        summary = compact(results)
+    except LeaseHeld as held:
+        stream.write(f"not compacted: {held}\n")
+        return
     stream.write(f"compacted: {summary.folded} parts folded into {len(summary.written)} file(s)\n")
 
 
@@ -286,10 +306,21 @@ def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSumma
                       time.monotonic() - start, failures)
 
 
-def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float, threads: int,
-         max_concurrent: int | None, pipeline: str) -> dict[str, str]:
-    """The cells packed into trials (:func:`~oba.suite.packing.pack`); return ``cell_id → reason`` for the cells
-    of trials that failed outside the cells' own code.
+def pack_trials(cells: list[Cell], suite: Suite, max_concurrent: int | None) -> tuple[list[list[Cell]], int]:
+    """The trials ``cells`` are packed into (:func:`~oba.suite.packing.pack`) for the running Ray cluster, and how
+    many of them run at once (:func:`trial_slots` of :func:`trial_need`)."""
+    import ray
+
+    concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
+    need = trial_need(float(suite.resources["cpu"]), float(suite.resources["gpu"]), suite.resources["workers"])
+    slots = trial_slots(ray.cluster_resources(), need["CPU"], need["GPU"], concurrent)
+    return pack(cells, suite.run["max_trials"], slots), slots
+
+
+def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float,
+         threads: int, max_concurrent: int | None, pipeline: str) -> dict[str, str]:
+    """Run the ``trials`` (:func:`pack_trials`); return ``cell_id → reason`` for the cells of trials that failed
+    outside the cells' own code.
 
     Each trial's cells travel through Ray's object store (one reference per
     trial), so Tune's own state holds only the trial's index. The experiment's
@@ -304,9 +335,6 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
     workers = suite.resources["workers"]
-    need = trial_need(cpu, gpu, workers)
-    slots = trial_slots(ray.cluster_resources(), need["CPU"], need["GPU"], concurrent)
-    trials = pack(cells, suite.run["max_trials"], slots)
     references = [ray.put(trial) for trial in trials]
     param_space = {
         "trial": tune.grid_search(list(range(len(trials)))),
