@@ -31,6 +31,8 @@ fine-tuning on N Ray Train workers started from inside its trial; how trials
 and workers share the cluster without deadlock is :func:`trial_need`.
 A run that leaves at least ``[run] compact_parts`` loose parts in the store
 compacts them before it ends (:func:`compact_if_many`).
+Tune keeps its experiment folder where ``[run] tune_storage`` says (a temporary
+folder by default; :mod:`oba.suite.tune_storage`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
 the results location's lease (:mod:`oba.lease`): a second driver on the same
@@ -45,7 +47,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
 from .progress import Progress, StoreWatcher
 from .trial import _prepare_dense, _trial, trial_device
+from .tune_storage import tune_storage
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
@@ -315,7 +317,7 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
         "gpu": gpu,
         "pipeline": pipeline,
     }
-    with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
+    with tune_storage(suite.run["tune_storage"]) as storage:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=references), {"cpu": cpu, "gpu": gpu}),
             param_space=param_space,
@@ -323,7 +325,8 @@ def _fit(cells: list[Cell], suite: Suite, plan: Plan, sha: str, cpu: float, gpu:
                                         reuse_actors=True),
             run_config=tune.RunConfig(
                 name=experiment_name(suite.name),
-                storage_path=storage,
+                storage_path=storage.path,
+                storage_filesystem=storage.filesystem,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
             ),
