@@ -38,6 +38,15 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+def objects(location: str) -> list[str]:
+    """Every object under ``location`` (a URI or a path), named below the location's root, sorted."""
+    from oba.store import filesystem
+
+    fs, root = filesystem(location)
+    return sorted(i.path[len(root) + 1:] for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                  if i.type == pafs.FileType.File)
+
+
 def s3_uri(endpoint: str, bucket: str, prefix: str) -> str:
     """The URI of ``bucket/prefix`` on the server at ``endpoint`` (plain HTTP)."""
     return f"s3://{bucket}/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1"

@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from nets import ResidualCNN
+from s3_server import objects
 
-from oba.store import ResultStore
+from oba.store import ResultStore, filesystem
 from oba.suite.cell import run_cell, stage_ratio_of_current
 from oba.suite.config import load_suite
 from oba.suite.grid import Cell, cell_id, expand
-from oba.suite.stage_models import load_stage_model
+from oba.suite.stage_models import load_stage_model, save_stage_model
+from oba.suite.trial import run_trial_cells
 from suites import tiny_suite
 
 STAGES = [0.15, 0.3, 0.45]
@@ -131,6 +135,47 @@ def test_a_stage_without_its_kept_model_is_run_again(cell: Cell, uninterrupted: 
     again = _run(cell, tmp_path / "empty-cache", stored=stored.get)
     assert [r["stage"] for r in again] == [1, 2, 3]
     assert [r["final_acc"] for r in again] == [r["final_acc"] for r in rows]
+
+
+def test_a_stage_model_kept_on_s3_loads_as_the_same_module_bit_for_bit(s3_location: str) -> None:
+    cache = s3_location.replace("/results?", "/cache?")
+    model = ResidualCNN(c=5)  # widths no default-built ResidualCNN has: the module itself must come back
+    model(torch.randn(8, 2, 6, 6))  # training-mode pass: running statistics away from their initial values
+    model.eval()
+    save_stage_model(cache, "cell-stage1", model)
+    assert objects(cache) == ["stages/cell-stage1.pt"], "one entry, no temporary left behind"
+    loaded = load_stage_model(cache, "cell-stage1", "cpu")
+    assert isinstance(loaded, ResidualCNN) and loaded.conv0.out_channels == 5
+    x = torch.randn(4, 2, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert load_stage_model(cache, "cell-stage2", "cpu") is None
+
+
+def test_an_iterative_cell_with_results_and_cache_on_s3_resumes_from_the_model_kept_there(
+        cell: Cell, s3_location: str) -> None:
+    cache = s3_location.replace("/results?", "/cache?")
+    config = {"results": s3_location, "cache_dir": cache, "git_sha": "test", "threads": 1, "data_root": None,
+              "download": False, "device": "cpu", "gpu": 0, "pipeline": "full"}
+    ids = [cell.row_id(stage) for stage in (1, 2, 3)]
+    store = ResultStore(s3_location)
+    assert run_trial_cells(config, [cell]) == (1, 1)
+    first = {row["cell_id"]: row for row in store.read().to_dict("records")}
+    assert sorted(first) == sorted(ids) and {row["status"] for row in first.values()} == {"ok"}
+    assert [first[i]["stage"] for i in ids] == [1, 2, 3]
+    assert [name for name in objects(cache) if name.startswith("stages/")] == [f"stages/{i}.pt" for i in ids[:2]]
+    fs, root = filesystem(s3_location)
+    for row_id in ids[1:]:  # the run stopped after stage 1: stages 2 and 3 never stored
+        fs.delete_file(f"{root}/{row_id}.parquet")
+    assert run_trial_cells(config, [cell]) == (1, 1)
+    again = {row["cell_id"]: row for row in store.read().to_dict("records")}
+    assert sorted(again) == sorted(ids)
+    assert again[ids[0]]["finished_at"] == first[ids[0]]["finished_at"], "stage 1 was not run again"
+    for row_id in ids[1:]:
+        assert again[row_id]["started_at"] > first[ids[-1]]["finished_at"], row_id
+        for column in ("status", "stage", "pruned_acc_raw", "pruned_acc", "final_acc", "macs_pruned", "params_pruned",
+                       "fidelity", "layer_widths"):
+            assert again[row_id][column] == first[row_id][column], (row_id, column)
 
 
 def test_a_failing_stage_returns_the_cells_error_row_naming_the_stage(cell: Cell, tmp_path: Path,

@@ -10,9 +10,9 @@ import io
 import multiprocessing as mp
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pytest
 from results_fixtures import row
+from s3_server import objects
 
 from oba.checkpoints import checkpoint_key, dense_checkpoint
 from oba.cli import main
@@ -24,12 +24,6 @@ from oba.train import Recipe
 FAST = Recipe(epochs=1, batch_size=64, lr=0.05, seed=0)
 
 
-def _objects(location: str) -> list[str]:
-    fs, root = filesystem(location)
-    return sorted(i.path[len(root) + 1:] for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                  if i.type == pafs.FileType.File)
-
-
 def test_results_round_trip_compact_and_read_by_every_reader_on_s3(s3_location: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     store = ResultStore(s3_location)
@@ -37,11 +31,11 @@ def test_results_round_trip_compact_and_read_by_every_reader_on_s3(s3_location: 
     store.write(failed)
     for seed in (1, 2, 3):
         store.write(row(seed=seed, model=f"m{seed % 2}", final_acc=seed / 10))
-    assert sorted(_objects(s3_location)) == sorted(f"{c}.parquet" for c in store.statuses())
+    assert sorted(objects(s3_location)) == sorted(f"{c}.parquet" for c in store.statuses())
     assert store.finished() == set(store.statuses()) - {failed["cell_id"]}
     summary = compact(s3_location, settle=0.1)
     assert summary.folded == 4 and summary.cells == 4
-    assert not [name for name in _objects(s3_location) if "/" not in name]
+    assert not [name for name in objects(s3_location) if "/" not in name]
     store.write({**failed, "status": "ok", "error": None, "final_acc": 0.9})
     table = load_results(s3_location).set_index("cell_id")
     assert len(table) == 4 and table.loc[failed["cell_id"], "final_acc"] == 0.9
@@ -68,7 +62,7 @@ def test_dense_checkpoints_are_made_once_and_shared_through_s3(s3_location: str)
         maker.join(60)
     assert trained == [False, True], "one maker trained, the other waited on its lease and loaded"
     key = checkpoint_key("vgg-tiny", "synthetic", FAST, 1)
-    assert _objects(cache) == [f"{key}.json", f"{key}.pt"]
+    assert objects(cache) == [f"{key}.json", f"{key}.pt"]
     again = dense_checkpoint("vgg-tiny", "synthetic", FAST, 1, cache, device="cpu")
     fs, root = filesystem(cache)
     with fs.open_input_stream(f"{root}/{key}.pt") as source:
@@ -92,6 +86,6 @@ def test_a_suite_runs_with_results_and_cache_on_s3(s3_location: str, tmp_path: P
     stored = ResultStore(s3_location).read()
     assert sorted(stored["cell_id"]) == sorted(c.cell_id for c in expand(load_suite(suite_path)))
     assert set(stored["status"]) == {"ok"} and "[2/2]" in log.getvalue()
-    assert len([name for name in _objects(cache) if name.endswith(".pt")]) == 1
+    assert len([name for name in objects(cache) if name.endswith(".pt")]) == 1
     assert not (tmp_path / "cache").exists(), "nothing cached on the local disk"
-    assert "_lease.json" not in _objects(s3_location), "the run released its lease"
+    assert "_lease.json" not in objects(s3_location), "the run released its lease"

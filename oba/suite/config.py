@@ -25,6 +25,7 @@ from ..models.weights import Weights, WeightsError
 from ..train import Recipe
 from .grids import PRUNE_KEYS, Grid, check_type, parse_grids
 from .locator import Locator, SuiteError
+from .tune_storage import location_problem
 
 __all__ = ["Grid", "Suite", "SuiteError", "load_suite", "parse_suite"]
 
@@ -39,7 +40,8 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "measure": {"latency_batch_size": int, "latency_repeats": int, "fidelity_sample": int},
     "data": {"root": str, "download": bool, "options": dict},
     "resources": {"cpu": (int, float), "gpu": (int, float), "workers": int},
-    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int, "compact_parts": int},
+    "run": {"max_concurrent": int, "max_failures": int, "cache_dir": str, "max_trials": int, "compact_parts": int,
+            "tune_storage": str},
 }
 """Each section's keys and their types (``{}``: checked by the section's own parser)."""
 
@@ -80,7 +82,7 @@ class Suite:
 CALIBRATION_DEFAULTS = {"batches": 4, "batch_size": 64}
 MEASURE_DEFAULTS = {"latency_batch_size": 64, "latency_repeats": 15, "fidelity_sample": 64}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "workers": 1}
-RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "compact_parts": 2000}
+RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "compact_parts": 2000, "tune_storage": ""}
 
 
 def _recipes(loc: Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:
@@ -201,6 +203,9 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         raise loc.error("run", "compact_parts", f"must be 0 (never compact) or a number of parts, got {run['compact_parts']}")
     if run["max_trials"] < 1:
         raise loc.error("run", "max_trials", f"must be at least 1, got {run['max_trials']}")
+    problem = location_problem(run["tune_storage"])
+    if problem:
+        raise loc.error("run", "tune_storage", problem)
     model_names = _first_seen([g.models for g in grids])
     finetune = _recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names())
     _check_split_batches(loc, finetune, resources["workers"])

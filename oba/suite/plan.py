@@ -10,7 +10,8 @@ created), stored cells are read (an unreadable part is reported and its cell
 runs again), the files of every dataset a pending cell needs are where the
 loaders will look, the pretrained weights a dense model is given are in place
 with the pinned SHA-256 (unless the checkpoint cache already holds them
-evaluated, or they may be downloaded), the dense-checkpoint cache is writable,
+evaluated, or they may be downloaded), the dense-checkpoint cache and Tune's
+storage (``[run] tune_storage``, when set) are writable,
 and a named Ray cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
 once, one line each, as a :class:`PreflightError`. A dry run
 (``missing_ok=True``) instead returns missing data and weights, when they are
@@ -142,6 +143,11 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
         problem = writable_folder_problem(*filesystem(cache), "checkpoint cache")
         if problem:
             problems.append(problem)
+        if suite.run["tune_storage"]:
+            problem = writable_folder_problem(*filesystem(resolve_results(suite.run["tune_storage"])),
+                                              "Tune storage ([run] tune_storage)")
+            if problem:
+                problems.append(problem)
         if address is not None:
             try:
                 probe(address)

@@ -33,6 +33,8 @@ While cells run, the rows of ended trials are folded into compacted files
 whenever ``[run] compact_parts`` of them have gathered
 (:mod:`oba.suite.rolling_compaction`), so the store never holds many more loose
 parts than that; the run ends with :func:`compact_if_many`.
+Tune keeps its experiment folder where ``[run] tune_storage`` says (a temporary
+folder by default; :mod:`oba.suite.tune_storage`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
 the results location's lease (:mod:`oba.lease`): a second driver on the same
@@ -47,7 +49,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ from .plan import Plan, PreflightError, plan_run
 from .progress import Progress, StoreWatcher
 from .rolling_compaction import RollingCompaction
 from .trial import _prepare_dense, _trial, trial_device
+from .tune_storage import tune_storage
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
@@ -343,7 +345,7 @@ def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: st
         "gpu": gpu,
         "pipeline": pipeline,
     }
-    with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as storage:
+    with tune_storage(suite.run["tune_storage"]) as storage:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=references), {"cpu": cpu, "gpu": gpu}),
             param_space=param_space,
@@ -351,7 +353,8 @@ def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: st
                                         reuse_actors=True),
             run_config=tune.RunConfig(
                 name=experiment_name(suite.name),
-                storage_path=storage,
+                storage_path=storage.path,
+                storage_filesystem=storage.filesystem,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
             ),
