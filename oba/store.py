@@ -32,6 +32,7 @@ from .store_scan import (
     list_files,
     newest_per_cell,
     read_files,
+    read_compacted_row,
     read_loose_with_manifest,
 )
 
@@ -191,6 +192,17 @@ class ResultStore:
         """The stored row of one cell's loose part (``FileNotFoundError`` when it has none)."""
         with self.fs.open_input_file(self._part(cell_id)) as source:
             return pq.read_table(source).to_pylist()[0]
+
+    def read_row(self, row_id: str, partition: tuple[str, str, str]) -> dict[str, Any] | None:
+        """The stored row ``row_id`` of ``partition`` (its suite, model and dataset): its loose part, else its row
+        in the partition's compacted files (the newest file wins), else None.
+
+        A compacted file's ``cell_id`` column is read first; the whole row only where it holds ``row_id``.
+        """
+        try:
+            return self.read_cell(row_id)
+        except FileNotFoundError:
+            return read_compacted_row(self.fs, self.root, partition, row_id)
 
     def read_table(self, columns: Sequence[str] | None = None) -> tuple[pa.Table, list[UnreadablePart]]:
         """The newest row of every stored cell, only ``columns`` (all when None; ``cell_id`` always), and the

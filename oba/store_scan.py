@@ -134,6 +134,29 @@ def _read_part(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pa.Table:
         return _conform(parquet.read(columns=[c for c in schema.names if c in present]), schema)
 
 
+def read_compacted_row(fs: pafs.FileSystem, root: str, partition: Sequence[str | None], row_id: str
+                       ) -> dict | None:
+    """The row ``row_id`` in the compacted files of ``partition`` (suite, model, dataset), the newest file's
+    winning, with the partition's columns; None when no file holds it. Only ``cell_id`` is read from a file that
+    does not hold it."""
+    folder = partition_folder(root, partition)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except OSError:
+        return None
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith("."))
+    for path in reversed(files):
+        with fs.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            where = pc.equal(parquet.read(columns=["cell_id"])["cell_id"], row_id)
+            if not pc.any(where).as_py():
+                continue
+            row = parquet.read().filter(where).to_pylist()[-1]
+        return {**row, **dict(zip(PARTITION_KEYS, partition))}
+    return None
+
+
 def read_files(fs: pafs.FileSystem, root: str, files: Iterable[StoredFile], schema: pa.Schema
                ) -> tuple[pa.Table, list[UnreadablePart]]:
     """The rows of ``files`` in ``schema`` (absent columns null), newest row per cell only, and the unreadable files.

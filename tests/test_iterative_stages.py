@@ -19,6 +19,7 @@ import torch
 from nets import ResidualCNN
 from s3_server import objects
 
+from oba.compaction import compact
 from oba.store import ResultStore, filesystem
 from oba.suite.cell import run_cell, stage_ratio_of_current
 from oba.suite.config import load_suite
@@ -176,6 +177,28 @@ def test_an_iterative_cell_with_results_and_cache_on_s3_resumes_from_the_model_k
         for column in ("status", "stage", "pruned_acc_raw", "pruned_acc", "final_acc", "macs_pruned", "params_pruned",
                        "fidelity", "layer_widths"):
             assert again[row_id][column] == first[row_id][column], (row_id, column)
+
+
+def test_a_cell_whose_earlier_stage_was_compacted_resumes_after_it(
+        cell: Cell, uninterrupted: tuple[list[dict], Path], tmp_path: Path) -> None:
+    """A run that ended with this cell failed at stage 2 and compacted its store: the next run reads stage 1's row
+    from the compacted file and runs stages 2 and 3 alone."""
+    rows, cache = uninterrupted
+    results = str(tmp_path / "results")
+    store = ResultStore(results)
+    store.write(rows[0])
+    store.write({**rows[1], "status": "error", "error": "stage 2/3: boom"})
+    compact(results, settle=0.05)
+    assert not list((tmp_path / "results").glob("*.parquet")), "both rows are compacted"
+    config = {"results": results, "cache_dir": str(cache), "git_sha": "test", "threads": 1, "data_root": None,
+              "download": False, "device": "cpu", "gpu": 0, "pipeline": "full"}
+    assert run_trial_cells(config, [cell]) == (1, 1)
+    loose = sorted(part.stem for part in (tmp_path / "results").glob("*.parquet"))
+    assert loose == sorted([cell.row_id(2), cell.row_id(3)]), "stage 1 was not run again"
+    again = store.read().set_index("cell_id")
+    for stage in (2, 3):
+        for column in ("status", "pruned_acc_raw", "pruned_acc", "final_acc", "macs_pruned", "fidelity"):
+            assert again.loc[cell.row_id(stage), column] == rows[stage - 1][column], (stage, column)
 
 
 def test_a_failing_stage_returns_the_cells_error_row_naming_the_stage(cell: Cell, tmp_path: Path,

@@ -113,3 +113,22 @@ def test_a_fold_writes_beside_older_compacted_files_and_its_newer_rows_win(tmp_p
 def test_a_partition_folder_gives_back_the_values_it_was_made_of() -> None:
     for values in (("smoke", "resnet8", "digits"), ("a b/c", "m=1", "%x"), ("s", None, "d")):
         assert partition_values("/r", partition_folder("/r", values)) == values
+
+
+def test_a_row_is_read_from_its_loose_part_else_from_the_newest_compacted_file_of_its_partition(tmp_path: Path) -> None:
+    cells = _grid(tmp_path)
+    store = ResultStore(str(tmp_path / "results"))
+    partition = (cells[0].suite, cells[0].config["model"], cells[0].config["dataset"])
+    assert store.read_row(cells[0].cell_id, partition) is None, "nothing stored"
+    _store(cells[0], store, value=0.1)
+    _store(cells[1], store, value=0.1)
+    compact(store.location, settle=0.05)
+    _store(cells[0], store, value=0.2)
+    compact(store.location, settle=0.05, rows={cells[0].cell_id}, merge=False)
+    _store(cells[1], store, value=0.3)
+    first, second = store.read_row(cells[0].cell_id, partition), store.read_row(cells[1].cell_id, partition)
+    assert first["final_acc"] == 1.2, "the newer of two compacted files"
+    assert (first["suite"], first["model"], first["dataset"]) == partition
+    assert second["final_acc"] == 1.3, "a loose part before any compacted row"
+    assert store.read_row(cells[2].cell_id, partition) is None
+    assert store.read_row(cells[0].cell_id, ("other", "resnet8", "digits")) is None, "another partition's files"

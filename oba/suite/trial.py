@@ -2,12 +2,15 @@
 
 :func:`run_trial_cells` runs a trial's cells on its device, storing each row as
 the cell ends (an iterative cell's earlier stages too) and skipping cells an
-earlier attempt stored "ok"; :func:`_trial` is the Ray Tune trainable around it;
+earlier attempt stored "ok" (read from their loose part, else from their
+partition's compacted files: :meth:`~oba.store.ResultStore.read_row`); :func:`_trial` is the Ray Tune trainable around it;
 :func:`_prepare_dense` trains or finds one dense checkpoint.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import pyarrow as pa
 
 from ..store import ResultStore
 from .config import Suite
@@ -24,17 +27,17 @@ def trial_device(gpu: float) -> str:
     return "cuda" if gpu > 0 else "cpu"
 
 
-def _stored_row(store: ResultStore, row_id: str) -> dict[str, Any] | None:
-    """The row stored as ``row_id`` (a cell, or an earlier stage of an iterative cell), or None."""
+def _stored_row(store: ResultStore, cell: Cell, row_id: str) -> dict[str, Any] | None:
+    """The row stored as ``row_id`` (``cell``, or one of its earlier stages), loose or compacted, or None."""
     try:
-        return store.read_cell(row_id)
-    except (OSError, ValueError):
+        return store.read_row(row_id, (cell.suite, cell.config["model"], cell.config["dataset"]))
+    except (OSError, ValueError, pa.ArrowException):
         return None
 
 
-def _stored_ok(store: ResultStore, cell_id: str) -> bool:
-    """Whether ``cell_id`` is stored with status "ok" (what a retried trial skips)."""
-    row = _stored_row(store, cell_id)
+def _stored_ok(store: ResultStore, cell: Cell) -> bool:
+    """Whether ``cell`` is stored with status "ok" (what a retried trial skips)."""
+    row = _stored_row(store, cell, cell.cell_id)
     return row is not None and row["status"] == "ok"
 
 
@@ -72,12 +75,12 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
     store = ResultStore(config["results"])
     ran = ok = 0
     for cell in cells:
-        if _stored_ok(store, cell.cell_id):
+        if _stored_ok(store, cell):
             continue
         row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
                            cache_dir=config["cache_dir"], git_sha=config["git_sha"], num_workers=config["threads"],
                            device=config["device"], write=store.write,
-                           stored=lambda row_id: _stored_row(store, row_id))
+                           stored=lambda row_id, cell=cell: _stored_row(store, cell, row_id))
         store.write(row)
         ran += 1
         ok += row["status"] == "ok"
