@@ -32,6 +32,7 @@ from .store_scan import (
     list_files,
     newest_per_cell,
     read_files,
+    compacted_row_files,
     read_compacted_row,
     read_loose_with_manifest,
 )
@@ -193,17 +194,6 @@ class ResultStore:
         with self.fs.open_input_file(self._part(cell_id)) as source:
             return pq.read_table(source).to_pylist()[0]
 
-    def read_row(self, row_id: str, partition: tuple[str, str, str]) -> dict[str, Any] | None:
-        """The stored row ``row_id`` of ``partition`` (its suite, model and dataset): its loose part, else its row
-        in the partition's compacted files (the newest file wins), else None.
-
-        A compacted file's ``cell_id`` column is read first; the whole row only where it holds ``row_id``.
-        """
-        try:
-            return self.read_cell(row_id)
-        except FileNotFoundError:
-            return read_compacted_row(self.fs, self.root, partition, row_id)
-
     def read_table(self, columns: Sequence[str] | None = None) -> tuple[pa.Table, list[UnreadablePart]]:
         """The newest row of every stored cell, only ``columns`` (all when None; ``cell_id`` always), and the
         files that cannot be read.
@@ -247,3 +237,29 @@ class ResultStore:
         """Cells stored with ``status == "ok"`` (restricted to ``cell_ids`` when given)."""
         done = {cid for cid, status in self.statuses().items() if status == "ok"}
         return done if cell_ids is None else done & set(cell_ids)
+
+
+class StoredRows:
+    """Stored rows looked up by id and partition (suite, model, dataset): a row's loose part first, else the
+    partition's compacted files, the newest file winning.
+
+    Each partition's compacted cell ids are read once, on its first lookup; the
+    row itself only where found. A row folded after that is not seen (the
+    caller recomputes it); a run never folds the rows of a trial that is still
+    running (:mod:`oba.suite.rolling_compaction`).
+    """
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.index: dict[tuple[str | None, ...], dict[str, str]] = {}
+
+    def get(self, row_id: str, partition: tuple[str | None, ...]) -> dict[str, Any] | None:
+        """The row stored as ``row_id`` in ``partition``, or None."""
+        try:
+            return self.store.read_cell(row_id)
+        except FileNotFoundError:
+            pass
+        if partition not in self.index:
+            self.index[partition] = compacted_row_files(self.store.fs, self.store.root, partition)
+        path = self.index[partition].get(row_id)
+        return None if path is None else read_compacted_row(self.store.fs, path, row_id, partition)

@@ -134,27 +134,28 @@ def _read_part(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pa.Table:
         return _conform(parquet.read(columns=[c for c in schema.names if c in present]), schema)
 
 
-def read_compacted_row(fs: pafs.FileSystem, root: str, partition: Sequence[str | None], row_id: str
-                       ) -> dict | None:
-    """The row ``row_id`` in the compacted files of ``partition`` (suite, model, dataset), the newest file's
-    winning, with the partition's columns; None when no file holds it. Only ``cell_id`` is read from a file that
-    does not hold it."""
+def compacted_row_files(fs: pafs.FileSystem, root: str, partition: Sequence[str | None]) -> dict[str, str]:
+    """``row id → path`` of the newest compacted file of ``partition`` (suite, model, dataset) holding each row;
+    only the files' ``cell_id`` columns are read."""
     folder = partition_folder(root, partition)
     try:
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     except OSError:
-        return None
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                   and not i.base_name.startswith("."))
-    for path in reversed(files):
-        with fs.open_input_file(path) as source:
-            parquet = pq.ParquetFile(source)
-            where = pc.equal(parquet.read(columns=["cell_id"])["cell_id"], row_id)
-            if not pc.any(where).as_py():
-                continue
-            row = parquet.read().filter(where).to_pylist()[-1]
-        return {**row, **dict(zip(PARTITION_KEYS, partition))}
-    return None
+        return {}
+    where: dict[str, str] = {}
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                        and not i.base_name.startswith(".")), key=lambda i: i.path):
+        with fs.open_input_file(info.path) as source:
+            where.update(dict.fromkeys(pq.read_table(source, columns=["cell_id"])["cell_id"].to_pylist(), info.path))
+    return where
+
+
+def read_compacted_row(fs: pafs.FileSystem, path: str, row_id: str, partition: Sequence[str | None]) -> dict:
+    """Row ``row_id`` of the compacted file ``path`` of ``partition``, the partition's columns added back."""
+    with fs.open_input_file(path) as source:
+        table = pq.read_table(source)
+    row = table.filter(pc.equal(table["cell_id"], row_id)).to_pylist()[-1]
+    return {**row, **dict(zip(PARTITION_KEYS, partition))}
 
 
 def read_files(fs: pafs.FileSystem, root: str, files: Iterable[StoredFile], schema: pa.Schema

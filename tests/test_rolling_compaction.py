@@ -9,7 +9,7 @@ from suites import tiny_suite
 
 from oba.compaction import compact
 from oba.lease import COMPACTION_LEASE, Lease
-from oba.store import COLUMNS, ResultStore
+from oba.store import COLUMNS, ResultStore, StoredRows
 from oba.store_scan import COMPACTED, LOOSE, partition_folder, partition_values
 from oba.suite.config import load_suite
 from oba.suite.grid import Cell, expand
@@ -119,16 +119,17 @@ def test_a_row_is_read_from_its_loose_part_else_from_the_newest_compacted_file_o
     cells = _grid(tmp_path)
     store = ResultStore(str(tmp_path / "results"))
     partition = (cells[0].suite, cells[0].config["model"], cells[0].config["dataset"])
-    assert store.read_row(cells[0].cell_id, partition) is None, "nothing stored"
+    assert StoredRows(store).get(cells[0].cell_id, partition) is None, "nothing stored"
     _store(cells[0], store, value=0.1)
     _store(cells[1], store, value=0.1)
     compact(store.location, settle=0.05)
     _store(cells[0], store, value=0.2)
     compact(store.location, settle=0.05, rows={cells[0].cell_id}, merge=False)
     _store(cells[1], store, value=0.3)
-    first, second = store.read_row(cells[0].cell_id, partition), store.read_row(cells[1].cell_id, partition)
+    rows = StoredRows(store)
+    first, second = rows.get(cells[0].cell_id, partition), rows.get(cells[1].cell_id, partition)
     assert first["final_acc"] == 1.2, "the newer of two compacted files"
     assert (first["suite"], first["model"], first["dataset"]) == partition
     assert second["final_acc"] == 1.3, "a loose part before any compacted row"
-    assert store.read_row(cells[2].cell_id, partition) is None
-    assert store.read_row(cells[0].cell_id, ("other", "resnet8", "digits")) is None, "another partition's files"
+    assert rows.get(cells[2].cell_id, partition) is None
+    assert rows.get(cells[0].cell_id, ("other", "resnet8", "digits")) is None, "another partition's files"

@@ -3,7 +3,7 @@
 :func:`run_trial_cells` runs a trial's cells on its device, storing each row as
 the cell ends (an iterative cell's earlier stages too) and skipping cells an
 earlier attempt stored "ok" (read from their loose part, else from their
-partition's compacted files: :meth:`~oba.store.ResultStore.read_row`); :func:`_trial` is the Ray Tune trainable around it;
+partition's compacted files: :class:`~oba.store.StoredRows`); :func:`_trial` is the Ray Tune trainable around it;
 :func:`_prepare_dense` trains or finds one dense checkpoint.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..store import ResultStore
+from ..store import ResultStore, StoredRows
 from .config import Suite
 from .grid import Cell
 from .pipelines import PIPELINES
@@ -27,17 +27,17 @@ def trial_device(gpu: float) -> str:
     return "cuda" if gpu > 0 else "cpu"
 
 
-def _stored_row(store: ResultStore, cell: Cell, row_id: str) -> dict[str, Any] | None:
+def _stored_row(rows: StoredRows, cell: Cell, row_id: str) -> dict[str, Any] | None:
     """The row stored as ``row_id`` (``cell``, or one of its earlier stages), loose or compacted, or None."""
     try:
-        return store.read_row(row_id, (cell.suite, cell.config["model"], cell.config["dataset"]))
+        return rows.get(row_id, (cell.suite, cell.config["model"], cell.config["dataset"]))
     except (OSError, ValueError, pa.ArrowException):
         return None
 
 
-def _stored_ok(store: ResultStore, cell: Cell) -> bool:
+def _stored_ok(rows: StoredRows, cell: Cell) -> bool:
     """Whether ``cell`` is stored with status "ok" (what a retried trial skips)."""
-    row = _stored_row(store, cell, cell.cell_id)
+    row = _stored_row(rows, cell, cell.cell_id)
     return row is not None and row["status"] == "ok"
 
 
@@ -73,14 +73,15 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
     torch.set_num_threads(max(1, int(config["threads"])))
     pipeline = PIPELINES.get(config["pipeline"])
     store = ResultStore(config["results"])
+    rows = StoredRows(store)
     ran = ok = 0
     for cell in cells:
-        if _stored_ok(store, cell):
+        if _stored_ok(rows, cell):
             continue
         row = pipeline.run(cell, data_root=config["data_root"], download=config["download"],
                            cache_dir=config["cache_dir"], git_sha=config["git_sha"], num_workers=config["threads"],
                            device=config["device"], write=store.write,
-                           stored=lambda row_id, cell=cell: _stored_row(store, cell, row_id))
+                           stored=lambda row_id, cell=cell: _stored_row(rows, cell, row_id))
         store.write(row)
         ran += 1
         ok += row["status"] == "ok"
