@@ -30,7 +30,7 @@ def main() -> None:
     suite = load_suite(args.suite)
     cache = os.path.abspath(suite.run.get("cache_dir") or ".cache/checkpoints")
     for key in dense_keys(expand(suite)):
-        _prepare_dense(*key, suite, cache, suite.data.get("root"), 2)
+        _prepare_dense(*key, suite, cache, suite.data.get("root"), 2, "cpu")
     rows = []
     for n in args.concurrency:
         results = tempfile.mkdtemp(prefix=f"oba-scaling-{n}-")
