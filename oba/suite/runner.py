@@ -32,7 +32,8 @@ and workers share the cluster without deadlock is :func:`trial_need`.
 While cells run, the rows of ended trials are folded into compacted files
 whenever ``[run] compact_parts`` of them have gathered
 (:mod:`oba.suite.rolling_compaction`), so the store never holds many more loose
-parts than that; the run ends with :func:`compact_if_many`.
+parts than that; the run ends with
+:func:`~oba.suite.rolling_compaction.compact_if_many`.
 Tune keeps its experiment folder where ``[run] tune_storage`` says (a temporary
 folder by default; :mod:`oba.suite.tune_storage`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from ..lease import Lease, LeaseHeld
+from ..lease import Lease
 from ..messages import one_line, reason
 from ..store import ResultStore
 from ..versions import package_versions
@@ -67,7 +68,7 @@ from .packing import pack
 from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
 from .progress import Progress, StoreWatcher
-from .rolling_compaction import RollingCompaction
+from .rolling_compaction import RollingCompaction, compact_if_many
 from .trial import _prepare_dense, _trial, trial_device
 from .tune_storage import tune_storage
 
@@ -252,31 +253,6 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
             if on_cell_done is not None:
                 on_cell_done(cell.cell_id, False)
     return errors
-
-
-def compact_if_many(results: str, threshold: int, stream: TextIO) -> None:
-    """Compact the store (:func:`oba.compaction.compact`) when it holds at least ``threshold`` loose parts (0:
-    never) or a partition holds several compacted files (the run's folds wrote them), so that reports, the
-    leaderboard and ``oba check`` read one file per suite × model × dataset instead of one per cell (at 10^5
-    cells: about 1 s instead of minutes). A compaction someone else runs meanwhile is left to finish it."""
-    from ..compaction import compact
-    from ..store_scan import COMPACTED, LOOSE
-
-    if threshold <= 0:
-        return
-    files = ResultStore(results).files()
-    loose = sum(f.kind == LOOSE for f in files)
-    compacted = [f.path.rsplit("/", 1)[0] for f in files if f.kind == COMPACTED]
-    if loose < threshold and len(compacted) == len(set(compacted)):
-        return
-    stream.write(f"compacting {results}: {loose} loose result parts, {len(compacted)} compacted files "
-                 f"([run] compact_parts = {threshold})\n")
-    try:
-        summary = compact(results)
-    except LeaseHeld as held:
-        stream.write(f"not compacted: {held}\n")
-        return
-    stream.write(f"compacted: {summary.folded} parts folded into {len(summary.written)} file(s)\n")
 
 
 def _error_row(cell: Cell, why: str, sha: str, device: str) -> dict[str, Any]:
