@@ -189,10 +189,11 @@ class ResultStore:
                 if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
                 and not info.base_name.startswith(".")}
 
-    def read_cell(self, cell_id: str) -> dict[str, Any]:
-        """The stored row of one cell's loose part (``FileNotFoundError`` when it has none)."""
+    def read_cell(self, cell_id: str, columns: Sequence[str] | None = None) -> dict[str, Any]:
+        """The stored row of one cell's loose part, only ``columns`` when given (``FileNotFoundError`` when it has
+        no part)."""
         with self.fs.open_input_file(self._part(cell_id)) as source:
-            return pq.read_table(source).to_pylist()[0]
+            return pq.read_table(source, columns=columns).to_pylist()[0]
 
     def read_table(self, columns: Sequence[str] | None = None) -> tuple[pa.Table, list[UnreadablePart]]:
         """The newest row of every stored cell, only ``columns`` (all when None; ``cell_id`` always), and the

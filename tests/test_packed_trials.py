@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,17 +96,22 @@ def test_cells_of_a_trial_that_keeps_dying_are_stored_with_its_reason(tmp_path: 
     assert len(failed_lines) == 2 and all("| trial failed: ActorDiedError: " in line for line in failed_lines), failed_lines
 
 
-def test_fake_cells_store_identity_rows_and_prepare_no_dense_model(tmp_path: Path) -> None:
-    suite_path = _packed_suite(tmp_path, ("taylor", "magnitude-l1", "random"), max_trials=2)
+def test_fake_cells_store_identity_rows_fold_as_trials_end_and_prepare_no_dense_model(tmp_path: Path) -> None:
+    """24 no-op cells in 6 trials of 4, folded 4 rows or more at a time as trials end, merged at the run's end."""
+    suite_path = _packed_suite(tmp_path, ("taylor", "magnitude-l1", "random"), max_trials=6, seeds=tuple(range(8)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     command = [sys.executable, "-m", "oba.cli", "run", str(suite_path), "--fake-cell"]
     refused = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.strip() == (
         "oba run: error: --fake-cell stores placeholder rows: give a --results location of their own")
-    suite_path.write_text(suite_path.read_text() + "compact_parts = 3\n")  # folded once both trials have ended
+    suite_path.write_text(suite_path.read_text() + "compact_parts = 4\n")
     done = subprocess.run([*command, "--results", str(tmp_path / "fake")], check=False, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    folded = re.search(r"folded (\d+) result parts into compacted files while the run went on", done.stderr)
+    assert folded and 4 <= int(folded.group(1)) <= 24 and int(folded.group(1)) % 4 == 0, done.stderr[-3000:]
+    # rows left loose after the last fold are 0 (it took them) or 4 or more (a fold was running): never 1-3, so the
+    # run's end merges whatever is left and the store holds one file
     assert not list((tmp_path / "fake").glob("*.parquet")), "no loose part is left"
     assert len(list((tmp_path / "fake").glob("suite=*/model=*/dataset=*/*.parquet"))) == 1
     frame = ResultStore(str(tmp_path / "fake")).read()

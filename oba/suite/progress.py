@@ -42,12 +42,16 @@ class Progress:
 class StoreWatcher(threading.Thread):
     """Reports each pending cell once a new part for it appears in the store (whoever wrote it).
 
-    A poll lists the store's top folder once (no part is opened unless it is a
-    pending cell's new part); polls are ``interval`` seconds apart, or
-    ``cost_factor`` times the last poll's duration when that is longer, so a
-    large store or a slow object store costs the driver a bounded share of its
-    time. Cells whose part a compaction moved before a poll saw it are reported
-    when the watcher stops, from the store's columns.
+    A poll lists the store's top folder once, then reads the status and error of
+    each pending cell's new part (work proportional to the cells that ended,
+    whatever the store's size). Polls are ``interval`` seconds apart, or
+    ``cost_factor`` times the last listing's duration when that is longer, so
+    listing a large store or a slow object store costs the driver a bounded
+    share of its time. (Spacing polls by the whole poll instead would let the
+    reads feed back: a poll that reads many parts waits longer, so the next
+    finds more to read, and progress falls ever further behind a fast run.)
+    Cells whose part a compaction moved before a poll saw it are reported when
+    the watcher stops, from the store's columns.
     """
 
     def __init__(self, store: ResultStore, cells: list[Cell], progress: Progress,
@@ -59,7 +63,7 @@ class StoreWatcher(threading.Thread):
         self.pending = {c.cell_id: c.label() for c in cells}
         self.before = store.versions()
         self.stopping = threading.Event()
-        self.last_poll_seconds = 0.0
+        self.last_listing_seconds = 0.0
 
     def _report(self, cell_id: str, status: str, error: str | None) -> None:
         ok = status == "ok"
@@ -69,17 +73,18 @@ class StoreWatcher(threading.Thread):
 
     def poll(self) -> None:
         began = time.monotonic()
-        fresh = {cid for cid, mtime in self.store.versions().items() if self.before.get(cid) != mtime}
-        for cell_id in sorted(fresh & set(self.pending)):
+        versions = self.store.versions()
+        self.last_listing_seconds = time.monotonic() - began
+        fresh = {cid for cid, mtime in versions.items() if self.before.get(cid) != mtime}
+        for cell_id in sorted(fresh & self.pending.keys()):
             try:
-                row = self.store.read_cell(cell_id)
+                row = self.store.read_cell(cell_id, ["status", "error"])
             except FileNotFoundError:  # taken by a compaction meanwhile: reported at stop
                 continue
             self._report(cell_id, row["status"], row["error"])
-        self.last_poll_seconds = time.monotonic() - began
 
     def run(self) -> None:
-        while not self.stopping.wait(max(self.interval, self.cost_factor * self.last_poll_seconds)):
+        while not self.stopping.wait(max(self.interval, self.cost_factor * self.last_listing_seconds)):
             self.poll()
 
     def stop(self) -> None:

@@ -244,7 +244,9 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
         errors = _fit(trials, slots, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
     finally:
         watcher.stop()
-        rolling.close()
+        folded = rolling.close()
+        if folded:
+            stream.write(f"folded {folded} result parts into compacted files while the run went on\n")
     for cell in runnable:
         if cell.cell_id in watcher.pending:  # no new row of this cell reached the store
             why = errors.get(cell.cell_id) or errors.get(UNATTRIBUTED) or NO_ROW.format(results=plan.results)
