@@ -18,7 +18,7 @@ from oba.checkpoints import checkpoint_key, dense_checkpoint
 from oba.cli import main
 from oba.compaction import compact
 from oba.report import load_results
-from oba.store import ResultStore, filesystem
+from oba.store import ResultStore, StoredRows, filesystem
 from oba.train import Recipe
 
 FAST = Recipe(epochs=1, batch_size=64, lr=0.05, seed=0)
@@ -43,6 +43,24 @@ def test_results_round_trip_compact_and_read_by_every_reader_on_s3(s3_location: 
     assert main(["status", s3_location]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "4", "0"]
     assert main(["check", s3_location, "--baseline", s3_location]) == 0
+
+
+def test_a_partial_fold_on_s3_takes_only_its_rows_and_stored_rows_finds_them(s3_location: str) -> None:
+    store = ResultStore(s3_location)
+    rows = [row(seed=seed, final_acc=seed / 10) for seed in range(4)]
+    for stored in rows:
+        store.write(stored)
+    folded = [r["cell_id"] for r in rows[:2]]
+    summary = compact(s3_location, settle=0.1, rows=set(folded), merge=False)
+    assert summary.folded == 2
+    assert sorted(name for name in objects(s3_location) if "/" not in name) == sorted(
+        f"{r['cell_id']}.parquet" for r in rows[2:]), "only the folded rows left the top level"
+    compact(s3_location, settle=0.1, rows={rows[2]["cell_id"]}, merge=False)
+    assert len([name for name in objects(s3_location) if name.startswith("suite=")]) == 2, "two files, side by side"
+    lookup = StoredRows(store)
+    partition = (rows[0]["suite"], rows[0]["model"], rows[0]["dataset"])
+    assert [lookup.get(r["cell_id"], partition)["final_acc"] for r in rows] == [0.0, 0.1, 0.2, 0.3]
+    assert sorted(load_results(s3_location)["final_acc"]) == [0.0, 0.1, 0.2, 0.3]
 
 
 def _make(location: str, queue: mp.Queue) -> None:
