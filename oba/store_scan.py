@@ -118,6 +118,8 @@ def _partitioning() -> ds.Partitioning:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in order and type (null where it has none)."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
     return pa.table({f.name: table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                      for f in schema}, schema=schema)
 
