@@ -29,11 +29,11 @@ from .store_scan import (
     LOOSE,
     StoredFile,
     UnreadablePart,
+    compacted_row_files,
     list_files,
     newest_per_cell,
-    read_files,
-    compacted_row_files,
     read_compacted_row,
+    read_files,
     read_loose_with_manifest,
 )
 

@@ -3,8 +3,9 @@
 :func:`run_trial_cells` runs a trial's cells on its device, storing each row as
 the cell ends (an iterative cell's earlier stages too) and skipping cells an
 earlier attempt stored "ok" (read from their loose part, else from their
-partition's compacted files: :class:`~oba.store.StoredRows`); :func:`_trial` is the Ray Tune trainable around it;
-:func:`_prepare_dense` trains or finds one dense checkpoint.
+partition's compacted files: :class:`~oba.store.StoredRows`); :func:`_trial` is
+the Ray Tune trainable around it; :func:`_prepare_dense` trains or finds one
+dense checkpoint.
 """
 from __future__ import annotations
 
