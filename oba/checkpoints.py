@@ -60,7 +60,8 @@ from . import models
 from .cache_folder import LocalFolder, ObjectFolder, cache_folder
 from .data import DatasetInfo, Splits
 from .models.weights import Weights, load_weights, sha256_of
-from .train import Recipe, default_device, evaluate, train
+from .execution import default_device
+from .train import Recipe, evaluate, train
 
 log = logging.getLogger(__name__)
 

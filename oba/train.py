@@ -6,7 +6,7 @@ the state with the best validation top-1 (ties: lower validation loss, then the
 earlier epoch) and restores it at the end; the test split is evaluated once, on
 the kept state, for reporting. It runs on CUDA when available, else on the CPU,
 and is deterministic given ``recipe.seed``: on the CPU by itself, on CUDA under
-:func:`reproducible` (deterministic cuDNN and PyTorch algorithms). By default
+:func:`~oba.execution.reproducible` (deterministic cuDNN and PyTorch algorithms). By default
 (``channels_last = "auto"``) models with 2-d convolutions train and evaluate
 in the channels-last memory format (faster kernels on the smoke CNNs:
 benchmarks/memory_format.py) and are handed back in the format they came in.
@@ -24,10 +24,8 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +36,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data import Splits
 from .data.splits import make_loader
+from .execution import (
+    PRECISIONS,
+    default_device,
+    in_memory_format,
+    mixed_precision,
+    model_device,
+    preferred_memory_format,
+    reproducible,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,6 @@ EVAL_BATCH_SIZE = 256
 DIVERGENCE_CHECK_STEPS = 50
 """Training reads its loss back from the device (a sync) once per this many steps and at each epoch's end,
 raising when any loss so far was not finite."""
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("fp32", *AUTOCAST_DTYPES)
 # Fields added after cache keys and cell ids existed: to_dict leaves them out at these
 # defaults, so every key and id made before they existed still holds.
 OMITTED_AT_DEFAULT: dict[str, Any] = {"precision": "fp32", "channels_last": "auto"}
@@ -141,88 +146,6 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def deterministic_cublas() -> None:
-    """Ask cuBLAS for its deterministic workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set).
-
-    cuBLAS reads it once, when it first runs in a process: call this before a
-    process's first CUDA matrix product.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-@contextmanager
-def reproducible(device: torch.device) -> Iterator[None]:
-    """On CUDA, deterministic kernels inside; elsewhere nothing changes (CPU training is deterministic as it is).
-
-    Inside, on CUDA: cuDNN deterministic with benchmarking off, and
-    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op with no
-    deterministic kernel warns instead of failing), and :func:`deterministic_cublas`
-    (effective only if cuBLAS has not run yet in this process). The previous
-    settings are restored on exit.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    deterministic_cublas()
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
-        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def preferred_memory_format(model: nn.Module, channels_last: str | bool = "auto") -> torch.memory_format:
-    """The memory format to train and evaluate ``model`` in.
-
-    ``channels_last="auto"``: channels-last for a model with 2-d convolutions
-    (faster kernels), else the default format; true or false force either.
-    """
-    if channels_last == "auto":
-        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """``torch.autocast`` to ``precision``'s dtype on ``device``'s type; a context that does nothing for "fp32"."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision not in AUTOCAST_DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
-
-
-@contextmanager
-def in_memory_format(model: nn.Module, memory_format: torch.memory_format) -> Iterator[None]:
-    """Run the block with the model's 4-d parameters and buffers in ``memory_format``, then restore.
-
-    Models that came in the default contiguous format go back to it (also when
-    the block raises); others are left in ``memory_format``.
-    """
-    four_d = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
-    was_contiguous = all(t.is_contiguous() for t in four_d)
-    model.to(memory_format=memory_format)
-    try:
-        yield
-    finally:
-        if was_contiguous:
-            model.to(memory_format=torch.contiguous_format)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -245,7 +168,7 @@ def evaluate(
     its parameters are, and it is not moved) and its train/eval mode is
     restored afterwards. ``num_workers`` is passed to :func:`oba.data.make_loader`.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     loader = (
         data
         if isinstance(data, DataLoader)

@@ -30,7 +30,8 @@ from oba.suite.cell import gradient_seconds
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
 from oba.suite.plan import plan_run, resolve_path
-from oba.train import Recipe, reproducible
+from oba.execution import reproducible
+from oba.train import Recipe
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy

@@ -17,7 +17,8 @@ from torch.utils.data import TensorDataset
 
 from oba import data, models
 from oba.checkpoints import checkpoint_key, default_cache_dir, dense_checkpoint
-from oba.train import Recipe, evaluate, fine_tune, lr_factor, preferred_memory_format, train
+from oba.execution import preferred_memory_format
+from oba.train import Recipe, evaluate, fine_tune, lr_factor, train
 
 FAST = Recipe(epochs=3, batch_size=32, lr=0.05, weight_decay=1e-4)
 

@@ -73,7 +73,8 @@ from ..ranking_fidelity import FidelityResult, first_step_k, rank_fidelity
 from ..measure import count_macs, count_params, measure_latency, timed, warm_up
 from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
-from ..train import Recipe, default_device, evaluate, fine_tune
+from ..execution import default_device
+from ..train import Recipe, evaluate, fine_tune
 from ..versions import package_versions
 from .cell_workers import CellWorkers
 from .context import LOSS, DenseContext, dense_context

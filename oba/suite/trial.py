@@ -66,7 +66,7 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
     import torch
 
     from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
-    from ..train import deterministic_cublas
+    from ..execution import deterministic_cublas
 
     if config["device"] == "cuda":
         deterministic_cublas()
@@ -100,7 +100,7 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
 
     from ..checkpoints import dense_checkpoint, dense_source
     from ..device_health import cap_memory_share
-    from ..train import deterministic_cublas
+    from ..execution import deterministic_cublas
 
     if device == "cuda":
         deterministic_cublas()
