@@ -322,13 +322,20 @@ class _KFAC(SeededCriterion, AdditiveCriterion):
             labels = true_fisher_labels(model, batches, loss_fn, self.current_seed())
         return [(inputs, targets, drawn) for (inputs, targets), drawn in zip(batches, labels)]
 
-    def batch_sums(self, model: nn.Module, batches: Sequence[LabelledBatch], loss_fn: LossFn) -> BatchSums:
-        """``N·A`` and ``N·G`` per factored module (keys ``<module>#A``, ``<module>#G``) and, with the obd
-        fallback, the Fisher diagonal sums of the other parameters (from the data's targets), with N samples."""
-        named = trainable_parameters(model)
+    def _factor_sums(self, model: nn.Module, batches: Sequence[LabelledBatch], loss_fn: LossFn) -> BatchSums:
+        """``N·A`` and ``N·G`` per factored module (keys ``<module>#A``, ``<module>#G``), with N samples."""
         with scoring_context(model, self.mode):
             sums, count = kronecker_factor_sums(model, [(inputs, labels) for inputs, _, labels in batches], loss_fn)
-            tensors = {f"{name}#{kind}": factor for name, pair in sums.items() for kind, factor in zip("AG", pair)}
+        return BatchSums({f"{name}#{kind}": factor for name, pair in sums.items() for kind, factor in zip("AG", pair)},
+                         count)
+
+    def batch_sums(self, model: nn.Module, batches: Sequence[LabelledBatch], loss_fn: LossFn) -> BatchSums:
+        """The factor sums (:meth:`_factor_sums`) and, with the obd fallback, the Fisher diagonal sums of the other
+        parameters (from the data's targets)."""
+        named = trainable_parameters(model)
+        factor_sums = self._factor_sums(model, batches, loss_fn)
+        tensors = dict(factor_sums.tensors)
+        with scoring_context(model, self.mode):
             factored = {n for name, module in factored_modules(model).items()
                         for n in _split_augmented(name, module, _augmented_weight(module))}
             rest = [n for n in named if n not in factored]
@@ -336,7 +343,7 @@ class _KFAC(SeededCriterion, AdditiveCriterion):
                 fisher, _ = fisher_diagonal_sums(model, [(inputs, targets) for inputs, targets, _ in batches],
                                                  loss_fn, rest, self.chunk_size)
                 tensors.update(fisher)
-        return BatchSums(tensors, count)
+        return BatchSums(tensors, factor_sums.count)
 
     def factors_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, tuple[Tensor, Tensor]]:
         """``(A, G)`` per factored module: the summed factors over the samples' count."""
@@ -346,7 +353,7 @@ class _KFAC(SeededCriterion, AdditiveCriterion):
     def factors(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> dict[str, tuple[Tensor, Tensor]]:
         """This criterion's ``(A, G)`` per factored module (its ``fisher``; sampled labels from the step's seed)."""
         prepared = self.prepare(model, batches, loss_fn)
-        return self.factors_from_sums(model, self.batch_sums(model, prepared, loss_fn))
+        return self.factors_from_sums(model, self._factor_sums(model, prepared, loss_fn))
 
     def scores_from_sums(self, model: nn.Module, sums: BatchSums) -> dict[str, Tensor]:
         named = trainable_parameters(model)
