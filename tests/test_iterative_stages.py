@@ -203,10 +203,10 @@ def test_a_cell_whose_earlier_stage_was_compacted_resumes_after_it(
 
 def test_a_failing_stage_returns_the_cells_error_row_naming_the_stage(cell: Cell, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import oba.suite.cell as cell_module
+    import oba.suite.cell_workers as cell_workers
 
     calls = []
-    real = cell_module.fine_tune
+    real = cell_workers.fine_tune
 
     def fail_second(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
@@ -214,7 +214,7 @@ def test_a_failing_stage_returns_the_cells_error_row_naming_the_stage(cell: Cell
             raise RuntimeError("planted failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cell_module, "fine_tune", fail_second)
+    monkeypatch.setattr(cell_workers, "fine_tune", fail_second)
     rows = _run(cell, tmp_path / "cache")
     assert [r["status"] for r in rows] == ["ok", "error"]
     assert rows[0]["cell_id"] == cell.row_id(1)

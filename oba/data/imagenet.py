@@ -31,13 +31,14 @@ def _check_layout(root: str | None, download: bool) -> str:
     root = require_root("imagenet", root)
     if download:
         raise ValueError("imagenet cannot be downloaded automatically; " + LAYOUT_HELP)
+    counts = []
     for split in ("train", "val"):
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} does not exist. {LAYOUT_HELP}")
-        if not any(entry.is_dir() for entry in os.scandir(folder)):
+        counts.append(sum(entry.is_dir() for entry in os.scandir(folder)))
+        if not counts[-1]:
             raise FileNotFoundError(f"{folder} holds no class folder. {LAYOUT_HELP}")
-    counts = [sum(entry.is_dir() for entry in os.scandir(os.path.join(root, split))) for split in ("train", "val")]
     return f"ImageNet layout: {counts[0]} class folders in {os.path.join(root, 'train')}, {counts[1]} in {os.path.join(root, 'val')}"
 
 

@@ -74,7 +74,7 @@ from ..measure import count_macs, count_params, measure_latency, timed, warm_up
 from ..pruning import PruneRecord, prune
 from ..recalibration import recalibrate_batchnorm
 from ..execution import default_device
-from ..train import Recipe, evaluate, fine_tune
+from ..train import Recipe, evaluate
 from ..versions import package_versions
 from .cell_workers import CellWorkers
 from .context import LOSS, DenseContext, dense_context
@@ -234,8 +234,7 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
         if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
             recalibrated = evaluate(pruned, context.splits.test, **settings)
         latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
-        tuned = (fine_tune(pruned, context.splits, recipe, device=device, num_workers=num_workers) if workers.count == 1
-                 else workers.fine_tune(pruned, context.splits, recipe))
+        tuned = workers.fine_tune(pruned, context.splits, recipe, device, num_workers)
         if stage < len(stages):
             save_stage_model(cache_dir, cell.row_id(stage), pruned)
         yield stage, {

@@ -26,7 +26,7 @@ from ..batches import Batch, LossFn
 from ..criteria.base import AdditiveCriterion, Criterion
 from ..data import Splits
 from ..data_parallel import check_shardable, fine_tune_with_workers, score_with_workers
-from ..train import Recipe, TrainResult
+from ..train import Recipe, TrainResult, fine_tune
 
 
 class ShardedCriterion(Criterion):
@@ -86,7 +86,11 @@ class CellWorkers:
             return criterion, 1
         return ShardedCriterion(additive, self.count, self.use_gpu, self.cpus_per_worker), self.count
 
-    def fine_tune(self, model: nn.Module, splits: Splits, recipe: Recipe) -> TrainResult:
-        """:func:`oba.train.fine_tune` as ``count`` data-parallel replicas; ``model`` ends with the kept state."""
+    def fine_tune(self, model: nn.Module, splits: Splits, recipe: Recipe, device: torch.device,
+                  num_workers: int | None) -> TrainResult:
+        """:func:`oba.train.fine_tune` in this process on ``device`` (its data loaders with ``num_workers``) when
+        ``count`` is 1, else as ``count`` data-parallel replicas; ``model`` ends with the kept state."""
+        if self.count == 1:
+            return fine_tune(model, splits, recipe, device=device, num_workers=num_workers)
         return fine_tune_with_workers(model, splits, recipe, self.count, use_gpu=self.use_gpu,
                                       cpus_per_worker=self.cpus_per_worker)

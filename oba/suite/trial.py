@@ -28,6 +28,20 @@ def trial_device(gpu: float) -> str:
     return "cuda" if gpu > 0 else "cpu"
 
 
+def _set_up_process(device: str, gpu: float, threads: int) -> None:
+    """Before a trial's or dense task's first computation: on CUDA, cuBLAS's deterministic workspace and the
+    process capped at its ``gpu`` share of the GPU's memory; ``threads`` (at least 1) torch threads."""
+    import torch
+
+    from ..device_health import cap_memory_share
+    from ..execution import deterministic_cublas
+
+    if device == "cuda":
+        deterministic_cublas()
+        cap_memory_share(device, gpu)
+    torch.set_num_threads(max(1, threads))
+
+
 def _stored_row(rows: StoredRows, cell: Cell, row_id: str) -> dict[str, Any] | None:
     """The row stored as ``row_id`` (``cell``, or one of its earlier stages), loose or compacted, or None."""
     try:
@@ -63,15 +77,9 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
     device is no longer usable :class:`~oba.device_health.DeviceUnusable` ends
     the trial, so that Ray replaces its process.
     """
-    import torch
+    from ..device_health import DeviceUnusable, device_usable, release_cached_memory
 
-    from ..device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
-    from ..execution import deterministic_cublas
-
-    if config["device"] == "cuda":
-        deterministic_cublas()
-        cap_memory_share(config["device"], config["gpu"])
-    torch.set_num_threads(max(1, int(config["threads"])))
+    _set_up_process(config["device"], config["gpu"], int(config["threads"]))
     pipeline = PIPELINES.get(config["pipeline"])
     store = ResultStore(config["results"])
     rows = StoredRows(store)
@@ -96,16 +104,9 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
 def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
                    threads: int, device: str) -> str:
     """Ray task: train (or find cached) one dense checkpoint on ``device``; return its path."""
-    import torch
-
     from ..checkpoints import dense_checkpoint, dense_source
-    from ..device_health import cap_memory_share
-    from ..execution import deterministic_cublas
 
-    if device == "cuda":
-        deterministic_cublas()
-        cap_memory_share(device, suite.resources["gpu"])
-    torch.set_num_threads(max(1, threads))
+    _set_up_process(device, suite.resources["gpu"], threads)
     ckpt = dense_checkpoint(
         model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
         data_root=data_root, download=suite.data.get("download", False), num_workers=threads, device=device,
