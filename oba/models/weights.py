@@ -348,6 +348,5 @@ def load_weights(model: nn.Module, model_name: str, weights: Weights, describe: 
     return file
 
 
-
 __all__ = ["SETTINGS", "Weights", "WeightsError", "WeightsFile", "check", "load_state", "load_weights",
            "read_state_dict", "resolve", "sha256_of"]

@@ -23,7 +23,7 @@ from typing import Any
 from ..models.weights import SETTINGS as WEIGHTS_SETTINGS
 from ..models.weights import Weights, WeightsError
 from ..train import Recipe
-from .grids import PRUNE_KEYS, Grid, check_type, parse_grids
+from .grids import PRUNE_KEYS, Grid, check_keys, check_type, parse_grids
 from .locator import Locator, SuiteError
 from .tune_storage import location_problem
 
@@ -180,12 +180,8 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
             raise loc.error(section, None, f"unknown section; valid sections: {', '.join(SECTIONS)}")
         if not isinstance(body, dict):
             raise loc.error(section, None, "must be a table")
-        allowed = SECTIONS[section]
-        if allowed:
-            for key, value in body.items():
-                if key not in allowed:
-                    raise loc.error(section, key, f"unknown key; valid keys: {', '.join(allowed)}")
-                check_type(loc, section, key, value, allowed[key])
+        if SECTIONS[section]:
+            check_keys(loc, section, body, SECTIONS[section])
     options = {k: dict(v) for k, v in raw.get("criterion_options", {}).items()}
     grids = parse_grids(loc, raw.get("grid", {}), raw.get("prune", {}), options)
     unknown_options = set(options) - {c for g in grids for c in g.criteria} - set(criteria.names())

@@ -113,7 +113,9 @@ def _prune(loc: Locator, settings: dict[str, Any], table_of: Callable[[str], str
     return settings
 
 
-def _typed(loc: Locator, table: str, body: dict[str, Any], allowed: dict[str, Any], what: str) -> None:
+def check_keys(loc: Locator, table: str, body: dict[str, Any], allowed: dict[str, Any], what: str = "") -> None:
+    """Raise unless every key of ``body`` is ``allowed`` (``what`` added to the list of valid keys) with a value of
+    its type (:func:`check_type`)."""
     for key, value in body.items():
         if key not in allowed:
             raise loc.error(table, key, f"unknown key; valid keys: {', '.join(allowed)}{what}")
@@ -184,7 +186,7 @@ def parse_grids(loc: Locator, grid: dict[str, Any], prune: dict[str, Any],
     for name in subs:
         if name in AXES:
             raise loc.error(f"grid.{name}", None, f"{name} is a grid key (a list), not a sub-grid name")
-    _typed(loc, "grid", main, AXES, "; a table [grid.<name>] is a sub-grid")
+    check_keys(loc, "grid", main, AXES, "; a table [grid.<name>] is a sub-grid")
     main_prune = _prune(loc, {**PRUNE_DEFAULTS, **prune}, lambda key: "prune")
     for key in REQUIRED:
         if key not in main and key != "ratios":  # ratios: checked by _grid, which knows about stages
@@ -193,9 +195,9 @@ def parse_grids(loc: Locator, grid: dict[str, Any], prune: dict[str, Any],
     grids = [_grid(loc, None, main_values, set(main), main_prune, criterion_options)]
     for name, body in subs.items():
         table = f"grid.{name}"
-        _typed(loc, table, body, {**AXES, "prune": dict}, "")
+        check_keys(loc, table, body, {**AXES, "prune": dict})
         own_prune = body.get("prune", {})
-        _typed(loc, f"{table}.prune", own_prune, PRUNE_KEYS, "")
+        check_keys(loc, f"{table}.prune", own_prune, PRUNE_KEYS)
         resolved = _prune(loc, {**main_prune, **own_prune},
                           lambda key: f"{table}.prune" if key in own_prune else "prune")
         axes = {k: v for k, v in body.items() if k != "prune"}
