@@ -230,7 +230,7 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
             runnable.append(cell)
     if not runnable:
         return {}
-    trials, slots = pack_trials(runnable, suite, max_concurrent)
+    trials, running = pack_trials(runnable, suite, max_concurrent)
     rolling = RollingCompaction(plan.results, trials, suite.run["compact_parts"], stream)
 
     def cell_done(cell_id: str, ok: bool) -> None:
@@ -241,7 +241,7 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     watcher = StoreWatcher(store, runnable, progress, cell_done)
     watcher.start()
     try:
-        errors = _fit(trials, slots, suite, plan, sha, cpu, gpu, threads, max_concurrent, pipeline)
+        errors = _fit(trials, running, suite, plan, sha, cpu, gpu, threads, pipeline)
     finally:
         watcher.stop()
         folded = rolling.close()
@@ -286,19 +286,22 @@ def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSumma
                       time.monotonic() - start, failures)
 
 
-def pack_trials(cells: list[Cell], suite: Suite, max_concurrent: int | None) -> tuple[list[list[Cell]], int]:
-    """The trials ``cells`` are packed into (:func:`~oba.suite.packing.pack`) for the running Ray cluster, and how
-    many of them run at once (:func:`trial_slots` of :func:`trial_need`)."""
+def pack_trials(cells: list[Cell], suite: Suite, max_concurrent: int | None
+                ) -> tuple[list[list[Cell]], int | None]:
+    """The trials ``cells`` are packed into (:func:`~oba.suite.packing.pack`, for the :func:`trial_slots` of
+    :func:`trial_need` on the running Ray cluster), and the cap on trials running at once that Tune is given:
+    those slots when cells have workers (so that every running trial's workers fit), else ``max_concurrent``
+    (``[run] max_concurrent`` when None; None when 0: Tune runs what the resources allow)."""
     import ray
 
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
     need = trial_need(float(suite.resources["cpu"]), float(suite.resources["gpu"]), suite.resources["workers"])
     slots = trial_slots(ray.cluster_resources(), need["CPU"], need["GPU"], concurrent)
-    return pack(cells, suite.run["max_trials"], slots), slots
+    return pack(cells, suite.run["max_trials"], slots), slots if suite.resources["workers"] > 1 else concurrent or None
 
 
-def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float,
-         threads: int, max_concurrent: int | None, pipeline: str) -> dict[str, str]:
+def _fit(trials: list[list[Cell]], running: int | None, suite: Suite, plan: Plan, sha: str, cpu: float, gpu: float,
+         threads: int, pipeline: str) -> dict[str, str]:
     """Run the ``trials`` (:func:`pack_trials`); return ``cell_id → reason`` for the cells of trials that failed
     outside the cells' own code.
 
@@ -313,8 +316,6 @@ def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: st
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
-    workers = suite.resources["workers"]
     references = [ray.put(trial) for trial in trials]
     param_space = {
         "trial": tune.grid_search(list(range(len(trials)))),
@@ -327,8 +328,7 @@ def _fit(trials: list[list[Cell]], slots: int, suite: Suite, plan: Plan, sha: st
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=references), {"cpu": cpu, "gpu": gpu}),
             param_space=param_space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=slots if workers > 1 else concurrent or None,
-                                        reuse_actors=True),
+            tune_config=tune.TuneConfig(max_concurrent_trials=running, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=experiment_name(suite.name),
                 storage_path=storage.path,
