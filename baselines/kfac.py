@@ -299,8 +299,10 @@ class _KFAC(SeededCriterion, AdditiveCriterion):
         fisher: str = "true",
         seed: int = 0,
         mode: str | None = None,
+        reduction: str | None = None,
+        normaliser: str | None = None,
     ) -> None:
-        super().__init__(seed, mode)
+        super().__init__(seed, mode, reduction=reduction, normaliser=normaliser)
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         if fisher not in FISHER_TYPES:
@@ -417,8 +419,10 @@ class KFACOBS(_KFAC):
         seed: int = 0,
         obs_update: bool = True,
         mode: str | None = None,
+        reduction: str | None = None,
+        normaliser: str | None = None,
     ) -> None:
-        super().__init__(fallback, chunk_size, fisher, seed, mode)
+        super().__init__(fallback, chunk_size, fisher, seed, mode, reduction, normaliser)
         self.damping = damping
         self.obs_update = obs_update
 

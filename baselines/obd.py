@@ -32,8 +32,9 @@ class OBD(AdditiveCriterion):
     samples, so scoring such a model in train mode raises ``ValueError``.
     """
 
-    def __init__(self, chunk_size: int | None = None, memory_budget: int = 1 << 29, mode: str | None = None) -> None:
-        super().__init__(mode)
+    def __init__(self, chunk_size: int | None = None, memory_budget: int = 1 << 29, mode: str | None = None,
+                 reduction: str | None = None, normaliser: str | None = None) -> None:
+        super().__init__(mode, reduction=reduction, normaliser=normaliser)
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
 
@@ -58,8 +59,9 @@ class OBD(AdditiveCriterion):
 class OBDHutchinson(SeededCriterion):
     """``s_i = ½ D_ii θ_i²``, ``D = mean_b (1/k) Σ_z z ⊙ H_b z`` (z Rademacher from the step's generator)."""
 
-    def __init__(self, k: int = 8, seed: int = 0, mode: str | None = None) -> None:
-        super().__init__(seed, mode)
+    def __init__(self, k: int = 8, seed: int = 0, mode: str | None = None, reduction: str | None = None,
+                 normaliser: str | None = None) -> None:
+        super().__init__(seed, mode, reduction=reduction, normaliser=normaliser)
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         self.k = k

@@ -180,15 +180,26 @@ class OBDBlock(Criterion):
         return {**super().config(), "linear": self.linear, "blocks": self.blocks, "chunk_size": self.chunk_size,
                 "memory_budget": self.memory_budget}
 
+
 VARIANTS: dict[str, Callable[[int], object]] = {
     "obd": lambda seed: registry.get("obd", mode="eval"),
     "taylor": lambda seed: registry.get("taylor", mode="eval"),
     "taylor signed": lambda seed: registry.get("taylor", mode="eval", signed=True),
     "oba": lambda seed: registry.get("oba", mode="eval"),
-    "oba signed": lambda seed: registry.get("oba", mode="eval", signed=True),
-    "oba-group exact": lambda seed: registry.get("oba-group", mode="eval", probes=None),
-    "oba-group p8": lambda seed: registry.get("oba-group", mode="eval", probes=8, seed=seed),
-    "oba-group p8 signed": lambda seed: registry.get("oba-group", mode="eval", probes=8, seed=seed, signed=True),
+    "oba-released": lambda seed: registry.get("oba-released", mode="eval"),
+    "oba abs-sum": lambda seed: registry.get("oba", mode="eval", reduction="abs-sum"),
+    "fastoba": lambda seed: registry.get("fastoba", mode="eval"),
+    "taylor-depth": lambda seed: registry.get("taylor-depth", mode="eval"),
+    "kfac-obd": lambda seed: registry.get("kfac-obd", mode="eval", seed=seed),
+    "kfac-obs": lambda seed: registry.get("kfac-obs", mode="eval", seed=seed),
+    "obd-hutchinson": lambda seed: registry.get("obd-hutchinson", mode="eval", seed=seed),
+    "magnitude-l1": lambda seed: registry.get("magnitude-l1", mode="eval"),
+    "random": lambda seed: registry.get("random", mode="eval", seed=seed),
+    "taylor2": lambda seed: registry.get("taylor2", mode="eval"),
+    "taylor2 signed": lambda seed: registry.get("taylor2", mode="eval", signed=True),
+    "taylor2-group exact": lambda seed: registry.get("taylor2-group", mode="eval", probes=None),
+    "taylor2-group p8": lambda seed: registry.get("taylor2-group", mode="eval", probes=8, seed=seed),
+    "taylor2-group p8 signed": lambda seed: registry.get("taylor2-group", mode="eval", probes=8, seed=seed, signed=True),
     "obd-block quad": lambda seed: OBDBlock(linear=False, mode="eval"),
     "obd-block": lambda seed: OBDBlock(linear=True, mode="eval"),
     "obd-block signed": lambda seed: OBDBlock(linear=True, mode="eval", signed=True),
@@ -242,7 +253,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet8", "vgg-tiny"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--exact-repeats", type=int, default=1, help="repeats of the (slow) exact oba-group")
+    parser.add_argument("--exact-repeats", type=int, default=1, help="repeats of the (slow) exact taylor2-group")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--json", default=None)
     parser.add_argument("--check", action="store_true", help="only check the candidate against autograd, then exit")
@@ -265,14 +276,14 @@ def main() -> None:
             repeats = args.exact_repeats if "exact" in variant else args.repeats
             for _ in range(repeats):
                 criterion = VARIANTS[variant](seed)
-                if variant == "oba-group exact":
+                if variant == "taylor2-group exact":
                     criterion.signed = True
                 start = time.perf_counter()
                 scores = criterion.group_scores(model, context.calibration, LOSS, context.fidelity_groups)
                 times.append(time.perf_counter() - start)
             forms = [(variant, scores)]
-            if variant == "oba-group exact":  # its signed form is the same computation (|ΔL̂| vs ΔL̂): reuse the run
-                forms = [(variant, scores.abs()), ("oba-group exact signed", scores)]
+            if variant == "taylor2-group exact":  # its signed form is the same computation (|ΔL̂| vs ΔL̂): reuse the run
+                forms = [(variant, scores.abs()), ("taylor2-group exact signed", scores)]
             for name, values in forms:
                 sampled = values[context.fidelity_index]
                 f4 = rank_fidelity(sampled, context.fidelity_changes, 4)

@@ -1,9 +1,10 @@
-"""Cost of one OBA scoring pass, side by side with Taylor, a bare HVP and a plain gradient.
+"""Cost of one scoring pass of each OBA variant, side by side with Taylor, taylor2, a bare HVP and a plain gradient.
 
 Model: CIFAR-shaped ResNet-32 (3×32×32, 10 classes), eval mode, float32,
 4 calibration batches of 64. Each round times, in turn: one plain gradient pass
 over the 4 batches, one bare double-backward Hessian-vector product per batch
-(v = θ), one `oba` scoring pass and one `taylor` scoring pass, plus the same HVPs by
+(v = θ), one scoring pass each of `oba`, `oba-released`, `fastoba`, `taylor-depth`, `taylor2` and
+`taylor`, plus the same HVPs by
 forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``). Rounds are
 interleaved so machine noise hits every variant alike; medians are reported,
 with ratios to the gradient pass.
@@ -72,8 +73,8 @@ def main() -> None:
         "gradient pass": lambda: gradient_pass(model, batches),
         "bare HVP (double backward)": lambda: bare_hvp(model, batches),
         "bare HVP (forward-over-reverse, torch.func)": lambda: forward_over_reverse_hvp(model, batches),
-        "oba": lambda: oba.criteria.get("oba").parameter_scores(model, batches, LOSS),
-        "taylor": lambda: oba.criteria.get("taylor").parameter_scores(model, batches, LOSS),
+        **{name: (lambda name=name: oba.criteria.get(name).parameter_scores(model, batches, LOSS))
+           for name in ("oba", "oba-released", "fastoba", "taylor-depth", "taylor2", "taylor")},
     }
     for fn in variants.values():
         fn()

@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("pilot", choices=("finetune", "layer-cap"))
     parser.add_argument("--suite", default="suites/smoke.toml")
     parser.add_argument("--models", nargs="+", default=["resnet8", "vgg-tiny"])
-    parser.add_argument("--criteria", nargs="+", default=["magnitude-l1", "oba", "obd", "random", "taylor"])
+    parser.add_argument("--criteria", nargs="+", default=["magnitude-l1", "taylor2", "obd", "random", "taylor"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--caps", nargs="+", type=float, default=[0.9, 0.5])

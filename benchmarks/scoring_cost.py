@@ -16,7 +16,7 @@ Memory: before each method freed heap is returned to the OS
 method minus the RSS before it (model, data and imports excluded). On a GPU it
 is ``torch.cuda.max_memory_allocated`` growth instead.
 
-Methods besides the criteria (which run with their defaults; ``oba-group`` runs
+Methods besides the criteria (which run with their defaults; ``taylor2-group`` runs
 its probed form, ``probes=8``, on the model's Torch-Pruning units):
   gradient         one plain gradient pass (sanity row, ratio ≈ 1)
   hvp              one bare exact Hessian-vector product H θ per batch (double
@@ -30,7 +30,7 @@ its probed form, ``probes=8``, on the model's Torch-Pruning units):
                    gradient survives), then every group
   per-sample-loop  the obd Fisher diagonal by a plain loop of batch-of-one
                    backward passes (what obd computes with vmap)
-The methods that loop over samples or probes (obd-hutchinson, oba-group,
+The methods that loop over samples or probes (obd-hutchinson, taylor2-group,
 tp-hessian, per-sample-loop, and obd again for comparison) run on the first
 batch only (64 samples) against a one-batch gradient pass; the rest on all
 batches. The vgg19 row checks obd's memory on a 20M-parameter model.
@@ -125,9 +125,9 @@ def prepare(method: str, model: nn.Module, batches: list[Batch], loss_fn: nn.Mod
         units = [u for g in find_groups(model, batches[0][0][:1])[1] for u in g.units]
         scores = {name: torch.rand_like(p) for name, p in trainable_parameters(model).items()}
         return lambda: reduce_groups(scores, units), {"groups": len(units)}
-    if method == "oba-group":
+    if method == "taylor2-group":
         units = [u for g in find_groups(model, batches[0][0][:1])[1] for u in g.units]
-        criterion = criteria.get("oba-group", probes=8)
+        criterion = criteria.get("taylor2-group", probes=8)
         return lambda: criterion.group_scores(model, batches, loss_fn, units), {"groups": len(units), "probes": 8}
     if method in criteria.names():
         criterion = criteria.get(method)
@@ -175,7 +175,7 @@ def prepare(method: str, model: nn.Module, batches: list[Batch], loss_fn: nn.Mod
 
 
 DATA_FREE = {"random", "magnitude-l1", "magnitude-l2"}
-ONE_BATCH = ["obd", "obd-hutchinson", "oba-group", "tp-hessian", "per-sample-loop"]
+ONE_BATCH = ["obd", "obd-hutchinson", "taylor2-group", "tp-hessian", "per-sample-loop"]
 
 
 def plan(model_name: str, device: torch.device) -> list[tuple[str, int]]:

@@ -14,7 +14,7 @@ fine-tunes as data-parallel replicas (``DistributedDataParallel``, see
 :func:`oba.train.train`).
 
 Not shardable (they raise ``ValueError``): criteria that are not additive, and
-criteria with their own group scores (``oba-group``), and ``obd-hutchinson``,
+criteria with their own group scores (``taylor2-group``), and ``obd-hutchinson``,
 whose probes (k per batch, each the size of the model) are drawn as one stream
 over the batches.
 """

@@ -37,7 +37,7 @@ from .store_scan import (
     read_loose_with_manifest,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """2: ``pruned_acc`` is the accuracy after batch-norm recalibration, ``pruned_acc_raw`` before it.
 Version 1 rows (no recalibration) are read with their ``pruned_acc`` as ``pruned_acc_raw``.
 3: adds criterion_config, fidelity_abs, fidelity_precision, fidelity_k.

@@ -170,7 +170,7 @@ def test_dry_run_lists_every_cell_with_its_stages_and_dense_model_and_what_is_mi
     assert "missing" not in done.stderr
 
 
-def test_dry_run_of_the_paper_suite_lists_its_216_cells(tmp_path: Path) -> None:
+def test_dry_run_of_the_paper_suite_lists_its_267_cells(tmp_path: Path) -> None:
     from oba.suite.config import load_suite
     from oba.suite.grid import expand
 
@@ -178,5 +178,5 @@ def test_dry_run_of_the_paper_suite_lists_its_216_cells(tmp_path: Path) -> None:
                    "--dry-run", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [line.split()[0] for line in done.stdout.splitlines()] == [c.cell_id for c in expand(load_suite(REPO / "suites" / "paper.toml"))]
-    assert sum("iterative 0.4/0.5/0.6/0.7/0.8/0.9/0.95" in line for line in done.stdout.splitlines()) == 72
-    assert "216 cells, 0 stored, 216 to run" in done.stderr.splitlines()
+    assert sum("iterative 0.4/0.5/0.6/0.7/0.8/0.9/0.95" in line for line in done.stdout.splitlines()) == 84
+    assert "267 cells, 0 stored, 267 to run" in done.stderr.splitlines()

@@ -1,4 +1,4 @@
-"""Randomised criteria (random, obd-hutchinson, probed oba-group, true-Fisher K-FAC) draw per (base seed, pruning step) and record it."""
+"""Randomised criteria (random, obd-hutchinson, probed taylor2-group, true-Fisher K-FAC) draw per (base seed, pruning step) and record it."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from oba import Group, ParamSlice
 from reference import flat_parameters, gradient_and_hessian
 
 LOSS = nn.CrossEntropyLoss()
-SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("oba-group", {"probes": 2}), ("kfac-obd", {}), ("kfac-obs", {})]
+SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("taylor2-group", {"probes": 2}), ("kfac-obd", {}), ("kfac-obs", {})]
 
 
 def mlp() -> nn.Module:
@@ -122,10 +122,10 @@ def test_hutchinson_seed_reproduces_its_scores() -> None:
                                rtol=1e-10, atol=1e-14)
 
 
-def test_probed_oba_group_seed_reproduces_its_scores() -> None:
+def test_probed_taylor2_group_seed_reproduces_its_scores() -> None:
     """Rebuild the sign-probe estimate of −g_Sᵀθ_S + ½ θ_Sᵀ H_SS θ_S from the recorded seed and the explicit Hessian."""
     model, data = mlp(), batches()
-    criterion = criteria.get("oba-group", probes=3, seed=9)
+    criterion = criteria.get("taylor2-group", probes=3, seed=9)
     criterion.reseed(2)
     scores = criterion.group_scores(model, data, LOSS, hidden_units())
     gen = torch.Generator().manual_seed(criterion.config()["step_seeds"]["2"])
@@ -144,7 +144,7 @@ def test_probed_oba_group_seed_reproduces_its_scores() -> None:
 
 
 def test_a_criterion_without_randomness_records_no_seed() -> None:
-    criterion = criteria.get("oba-group")
+    criterion = criteria.get("taylor2-group")
     criterion.reseed(1)
     criterion.group_scores(mlp(), batches(), LOSS, hidden_units())
     assert criterion.config()["step_seeds"] == {}

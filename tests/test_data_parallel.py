@@ -21,7 +21,7 @@ import oba.models
 from oba.criteria.base import BatchSums, step_seed
 from oba.data_parallel import check_shardable, shard, sharded_parameter_scores
 
-ADDITIVE = ["oba", "oba-hvp", "oba-functional", "taylor", "obd", "kfac-obd"]
+ADDITIVE = ["oba", "oba-released", "fastoba", "taylor2", "taylor", "obd", "kfac-obd"]
 """Additive criteria whose scores from combined shards equal one process's within 1e-6 relative (kfac-obs: below)."""
 LOSS = F.cross_entropy
 
@@ -61,7 +61,7 @@ def test_shards_deal_batches_round_robin() -> None:
     "name, options, message",
     [
         ("obd-hutchinson", {}, "not sums over batches"),
-        ("oba-group", {"probes": 4}, "group scores are not sums"),
+        ("taylor2-group", {"probes": 4}, "group scores are not sums"),
     ],
 )
 def test_criteria_that_cannot_be_sharded_say_why(name: str, options: dict, message: str) -> None:
@@ -71,7 +71,7 @@ def test_criteria_that_cannot_be_sharded_say_why(name: str, options: dict, messa
 
 def test_more_workers_than_batches_is_refused() -> None:
     with pytest.raises(ValueError, match="3 workers need at least 3 calibration batches, got 2"):
-        check_shardable(criteria.get("oba"), batches=2, workers=3)
+        check_shardable(criteria.get("taylor2"), batches=2, workers=3)
 
 
 def _gloo_worker(rank: int, world: int, folder: str) -> None:
@@ -108,7 +108,7 @@ def test_two_ray_train_workers_give_the_one_process_scores() -> None:
     model, batches = model_and_batches()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for name in ("oba", "taylor", "obd", "kfac-obd"):
+        for name in ("taylor2", "oba", "taylor", "obd", "kfac-obd"):
             sharded, alone = criteria.get(name, mode="eval"), criteria.get(name, mode="eval")
             sharded.reseed(1)
             alone.reseed(1)

@@ -182,11 +182,12 @@ def tf32_allowed():
 
 
 @pytest.mark.usefixtures("tf32_allowed")
-def test_scoring_and_fidelity_run_in_true_fp32_and_restore_the_settings() -> None:
+@pytest.mark.parametrize("criterion", ["taylor2", "oba"])
+def test_scoring_and_fidelity_run_in_true_fp32_and_restore_the_settings(criterion: str) -> None:
     model, batches = _SeesPrecision(), _batches()
     groups = oba.pruning.find_groups(model, batches[0][0])[1][0].units[:2]
     model.seen.clear()
-    oba.criteria.get("oba").parameter_scores(model, batches, LOSS)
+    oba.criteria.get(criterion).parameter_scores(model, batches, LOSS)
     loss_changes(model, batches, LOSS, groups)
     with scoring_context(model):
         model(batches[0][0])

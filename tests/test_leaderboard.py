@@ -229,3 +229,19 @@ def test_a_measured_noise_band_ties_what_a_change_of_machine_could_move() -> Non
     markdown = render_markdown(table, _band({"A": 0.8}))
     assert "**Noise band**: measured on 3 machines (native, avx2, sse41)" in markdown
     assert "**Noise band**: none" in render_markdown(table)
+
+
+def test_the_leaderboard_states_each_criterion_s_reduction_and_normaliser() -> None:
+    import json
+
+    import pandas as pd
+
+    from oba.report.leaderboard import reductions
+
+    rows = pd.DataFrame({
+        "criterion": ["oba", "oba", "taylor", "magnitude-l1"],
+        "criterion_config": [json.dumps({"reduction": "released", "normaliser": "mean"}),
+                             json.dumps({"reduction": "released", "normaliser": "max"}),
+                             json.dumps({"reduction": "abs-sum", "normaliser": "mean"}), ""],
+    })
+    assert reductions(rows) == "oba: released, max / released, mean; taylor: abs-sum, mean"

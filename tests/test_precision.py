@@ -14,12 +14,12 @@ from torch.utils.data import Dataset
 from oba import criteria, data, models
 from oba.checkpoints import checkpoint_key
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
+from oba.suite.grid import cell_id, expand
 from oba.train import Recipe, evaluate, fine_tune, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
 
-# Computed on the code before Recipe had precision and channels_last (commit da6824a):
+# Computed on the code before Recipe had precision and channels_last (commit da6824a; ids before schema version 6):
 # defaults must keep every cell id and dense-checkpoint key.
 SMOKE_CELL_IDS = {
     "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "f831c28a22708b7ca1fb",
@@ -47,6 +47,16 @@ def _ids(path: Path) -> dict[str, str]:
     return {cell.label(): cell.cell_id for cell in expand(load_suite(path))}
 
 
+def _ids_without_reduction(path: Path) -> dict[str, str]:
+    """Cell ids as computed before schema version 6 gave every cell's ``prune`` a ``reduction`` (``criterion``, each
+    criterion's own, which for the criteria of ``SMOKE_CELL_IDS`` is the |Σ| they reduced by then)."""
+    ids = {}
+    for cell in expand(load_suite(path)):
+        assert cell.config["prune"]["reduction"] == "criterion"
+        ids[cell.label()] = cell_id({**cell.config, "prune": {k: v for k, v in cell.config["prune"].items() if k != "reduction"}})
+    return ids
+
+
 def test_recipe_validates_precision_and_channels_last_and_omits_their_defaults() -> None:
     with pytest.raises(ValueError, match="unknown precision 'fp8'; valid precisions: fp32, bf16, fp16"):
         Recipe(precision="fp8")
@@ -62,8 +72,9 @@ def test_recipe_validates_precision_and_channels_last_and_omits_their_defaults()
 
 
 def test_defaults_keep_the_smoke_cell_ids_and_dense_keys(tmp_path: Path) -> None:
+    before = _ids_without_reduction(SMOKE)
+    assert {label: before[label] for label in SMOKE_CELL_IDS} == SMOKE_CELL_IDS
     ids = _ids(SMOKE)
-    assert {label: ids[label] for label in SMOKE_CELL_IDS} == SMOKE_CELL_IDS
     suite = load_suite(SMOKE)
     options = suite.data.get("options", {})
     keys = {m: checkpoint_key(m, "mnist5k", Recipe.from_dict(suite.dense[m]), 0, options) for m in suite.models}
@@ -163,10 +174,10 @@ def test_scoring_after_mixed_precision_training_runs_in_fp32() -> None:
     train(model, splits, Recipe(epochs=1, batch_size=32, lr=0.05, precision="bf16"), device="cpu")
     batches = [(splits.train[i : i + 16][0], splits.train[i : i + 16][1]) for i in (0, 16)]
     loss = nn.CrossEntropyLoss()
-    scores = criteria.get("oba-hvp", mode="eval").parameter_scores(model, batches, loss)
+    scores = criteria.get("fastoba", mode="eval").parameter_scores(model, batches, loss)
     copy = _vgg(splits)
     copy.load_state_dict(model.state_dict())
-    again = criteria.get("oba-hvp", mode="eval").parameter_scores(copy, batches, loss)
+    again = criteria.get("fastoba", mode="eval").parameter_scores(copy, batches, loss)
     assert all(s.dtype == torch.float32 for s in scores.values())
     assert all(torch.equal(scores[name], again[name]) for name in scores)
 

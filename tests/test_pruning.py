@@ -41,15 +41,15 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("allocation", ["global", "uniform"])
+@pytest.mark.parametrize("criterion, allocation", [("taylor2", "global"), ("taylor2", "uniform"), ("oba", "global")])
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_structured_pruning_reaches_target_and_runs(kind: str, allocation: str) -> None:
+def test_structured_pruning_reaches_target_and_runs(kind: str, criterion: str, allocation: str) -> None:
     build, shape = MODELS[kind]
     model = build()
     batches = _data(shape)
     example = torch.randn(1, *shape)
     dense_macs = count_macs(model, example)
-    model, record = oba.prune(model, example, batches, LOSS, "oba", ratio=0.5, steps=2, allocation=allocation)
+    model, record = oba.prune(model, example, batches, LOSS, criterion, ratio=0.5, steps=2, allocation=allocation)
     out = model(torch.randn(3, *shape))
     assert out.shape == (3, 10)
     measured = count_macs(model, example)
@@ -82,7 +82,7 @@ def test_resnet_residual_coupling_keeps_shapes_consistent() -> None:
 def test_vit_heads_are_removed_whole() -> None:
     model = tiny_vit(dim=32, depth=2, heads=4, image=16)
     example = torch.randn(1, 3, 16, 16)
-    model, record = oba.prune(model, example, _data((3, 16, 16)), LOSS, "oba", ratio=0.6, steps=2)
+    model, record = oba.prune(model, example, _data((3, 16, 16)), LOSS, "taylor2", ratio=0.6, steps=2)
     heads = {k: v for k, v in record.layer_widths.items() if v["kind"] == "heads"}
     assert len(heads) == 2
     for block in model.blocks:

@@ -9,7 +9,7 @@ import oba
 from nets import ResidualCNN, tiny_vit
 
 LOSS = nn.functional.cross_entropy
-CORE = ["oba", "oba-hvp", "taylor"]
+CORE = ["oba", "oba-released", "fastoba", "taylor2", "taylor"]
 
 
 def test_registry_lists_core_criteria_sorted() -> None:
@@ -23,6 +23,14 @@ def test_unknown_criterion_names_the_valid_ones() -> None:
         oba.criteria.get("obaa")
     for name in CORE:
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize("retired, successor", [("oba-hvp", "fastoba"), ("oba-functional", "oba-released"),
+                                                ("oba-group", "taylor2-group")])
+def test_a_retired_criterion_names_its_successor(retired: str, successor: str) -> None:
+    assert retired not in oba.criteria.names()
+    with pytest.raises(ValueError, match=f"criterion '{retired}' was retired; its successor is .*{successor}"):
+        oba.criteria.get(retired)
 
 
 def test_dotted_criterion_spec_resolves() -> None:
@@ -54,23 +62,26 @@ def test_scoring_leaves_state_and_mode_untouched(name: str, start_training: bool
     assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in scores.values())
 
 
-def test_scoring_mode_changes_the_scores_of_a_batchnorm_net() -> None:
+@pytest.mark.parametrize("name", ["taylor2", "oba", "fastoba"])
+def test_scoring_mode_changes_the_scores_of_a_batchnorm_net(name: str) -> None:
     model = ResidualCNN()
     batches = [(torch.randn(4, 2, 6, 6), torch.randint(0, 3, (4,)))]
-    train = oba.criteria.get("oba", mode="train").parameter_scores(model, batches, LOSS)
-    evaluated = oba.criteria.get("oba", mode="eval").parameter_scores(model, batches, LOSS)
+    train = oba.criteria.get(name, mode="train").parameter_scores(model, batches, LOSS)
+    evaluated = oba.criteria.get(name, mode="eval").parameter_scores(model, batches, LOSS)
     assert not torch.allclose(train["conv1.weight"], evaluated["conv1.weight"])
 
 
-def test_fused_attention_model_scores_through_math_kernel() -> None:
+@pytest.mark.parametrize("name", ["taylor2", "oba"])
+def test_fused_attention_model_scores_through_math_kernel(name: str) -> None:
     model = tiny_vit(classes=3, dim=16, depth=1, heads=2, image=8).eval()
     assert model.blocks[0].attn.fused_attn
     batches = [(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,)))]
-    scores = oba.criteria.get("oba").parameter_scores(model, batches, LOSS)
+    scores = oba.criteria.get(name).parameter_scores(model, batches, LOSS)
     assert torch.isfinite(scores["blocks.0.attn.qkv.weight"]).all()
     assert scores["blocks.0.attn.qkv.weight"].abs().sum() > 0
 
 
-def test_empty_calibration_set_is_rejected() -> None:
+@pytest.mark.parametrize("name", CORE)
+def test_empty_calibration_set_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="calibration batch"):
-        oba.criteria.get("oba").parameter_scores(ResidualCNN(), [], LOSS)
+        oba.criteria.get(name).parameter_scores(ResidualCNN(), [], LOSS)

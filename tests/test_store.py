@@ -150,6 +150,28 @@ def test_version_three_rows_read_with_the_dense_weights_columns_null(tmp_path: P
     assert all(pd.isna(table.loc["old", name]) for name in added)
 
 
+def test_rows_older_than_version_six_name_the_old_oba_taylor2(tmp_path: Path) -> None:
+    """Before schema 6, ``oba`` was today's ``taylor2`` and ``oba-group`` today's ``taylor2-group``: such rows are
+    read under today's names; a version 6 ``oba`` row is the paper's OBA and keeps its name."""
+    store = ResultStore(str(tmp_path))
+    store.write(row(cell_id="new-oba", criterion="oba"))
+    store.write(row(cell_id="new-taylor2", criterion="taylor2"))
+    old = [row(cell_id=f"old-{name}", criterion=name) for name in ("oba", "oba-group", "taylor", "oba-hvp")]
+    for item in old:
+        item.update(schema_version=5, config="{}", package_versions="{}")
+    pq.write_table(pa.Table.from_pylist([{k: item.get(k) for k in SCHEMA.names} for item in old], schema=SCHEMA),
+                   tmp_path / "old.parquet")
+    table = load_results(str(tmp_path)).set_index("cell_id")
+    assert table["criterion"].to_dict() == {"new-oba": "oba", "new-taylor2": "taylor2", "old-oba": "taylor2",
+                                            "old-oba-group": "taylor2-group", "old-taylor": "taylor",
+                                            "old-oba-hvp": "oba-hvp"}
+    assert table.loc["old-oba", "schema_version"] == 5 and table.loc["new-oba", "schema_version"] == SCHEMA_VERSION == 6
+    again = load_results(table.reset_index()).set_index("cell_id")
+    assert again["criterion"].to_dict() == table["criterion"].to_dict(), "renaming twice changes nothing"
+    raw = ResultStore(str(tmp_path)).read().set_index("cell_id")
+    assert raw.loc["old-oba", "criterion"] == "oba", "the stored rows themselves are left as they were"
+
+
 def test_stored_errors_are_plain_text(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path))
     store.write({**_row("bad", status="error"), "error": "\x1b[36mray::_prepare_dense()\x1b[39m (pid=7)\r\n\x1b]0;title\x07boom\x00"})

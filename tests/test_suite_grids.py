@@ -9,8 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import oba.criteria as criteria
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand, expand_grid
+from oba.suite.grid import cell_id, expand, expand_grid
 from oba.suite.plan import grid_sizes
 from suites import tiny_suite
 
@@ -64,8 +65,8 @@ def test_without_stages_the_prune_dict_has_no_stages_key_and_adding_stages_chang
         return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
     plain = expand(load_suite(tiny_suite(tmp_path)))[0]
-    assert plain.config["prune"] == {"steps": 1, "layer_cap": 0.9, "normalisation": "mean", "mode": "eval",
-                                     "recalibration_batches": 16}
+    assert plain.config["prune"] == {"steps": 1, "layer_cap": 0.9, "normalisation": "criterion", "reduction": "criterion",
+                                     "mode": "eval", "recalibration_batches": 16}
     assert plain.cell_id == by_hand(plain.config) and plain.schedule() == "one-shot"
     staged = expand(load_suite(_suite(tmp_path, "", prune="stages = [0.15, 0.3]\n")))[0]
     assert staged.config == {**plain.config, "prune": {**plain.config["prune"], "stages": [0.15, 0.3]}}
@@ -73,22 +74,49 @@ def test_without_stages_the_prune_dict_has_no_stages_key_and_adding_stages_chang
     assert staged.cell_id != plain.cell_id
 
 
+BEFORE_SCHEMA_6 = {"kfac-obd", "kfac-obs", "magnitude-l1", "magnitude-l2", "obd", "obd-hutchinson", "random", "taylor",
+                   "taylor2", "taylor2-group"}
+"""The criteria (by today's names) that rows stored before schema version 6 can hold: ``oba`` then meant today's
+``taylor2``; every other criterion registered now (the OBA variants) came with version 6."""
+
+
 def _reference_ids() -> set[str]:
-    ids: list[str] = []
+    """The committed smoke reference's cell ids. A row stored before schema version 6 is migrated as the loader
+    migrates it (its criterion renamed, ``RENAMED_IN_ROWS``; a retired criterion's row dropped) and given the
+    ``[prune] reduction = "criterion"`` that every cell now records (then every criterion reduced by |Σ|, which is
+    still the reduction of every criterion such a row can name)."""
+    from oba.criteria.registry import RENAMED_IN_ROWS, RETIRED
+
+    ids: set[str] = set()
     for part in sorted((ROOT / "results" / "reference" / "smoke").glob("*.parquet")):
-        ids += pq.read_table(part, columns=["cell_id"]).column("cell_id").to_pylist()
-    return set(ids)
+        for row in pq.read_table(part, columns=["cell_id", "schema_version", "config"]).to_pylist():
+            if row["schema_version"] >= 6:
+                ids.add(row["cell_id"])
+                continue
+            config = json.loads(row["config"])
+            assert cell_id(config) == row["cell_id"]
+            config["criterion"] = RENAMED_IN_ROWS.get(config["criterion"], config["criterion"])
+            if config["criterion"] not in RETIRED:
+                ids.add(cell_id({**config, "prune": {**config["prune"], "reduction": "criterion"}}))
+    return ids
 
 
 def test_existing_suites_keep_the_cell_ids_of_the_committed_reference() -> None:
     reference = _reference_ids()
+    every = criteria.names()
+    assert BEFORE_SCHEMA_6 <= set(every)
     suite = load_suite(ROOT / "suites" / "smoke.toml")
-    main = [c.cell_id for c in expand_grid(suite, suite.grids[0])]
-    ci = [c.cell_id for c in expand(load_suite(ROOT / "suites" / "ci.toml"))]
-    assert len(reference) == len(main) == 144 and set(main) == reference
-    assert len(ci) == 24 and set(ci) <= reference
-    twin = [c for c in expand(suite) if c.cell_id not in reference]  # the iterative twin, added after the reference
-    assert len(twin) == 12 and all(c.config["prune"]["stages"] == [0.2, 0.4, 0.6] for c in twin)
+    main = expand_grid(suite, suite.grids[0])
+    ci = expand(load_suite(ROOT / "suites" / "ci.toml"))
+    # 2 models × 2 ratios × 3 seeds per criterion
+    assert len(main) == 12 * len(every) and len(ci) == 24
+    assert len(reference) >= 12 * len(BEFORE_SCHEMA_6) and reference <= {c.cell_id for c in main}
+    # Every cell the reference lacks is one of a criterion added in schema version 6.
+    assert {c.config["criterion"] for c in main if c.cell_id not in reference} <= set(every) - BEFORE_SCHEMA_6
+    assert {c.cell_id for c in ci} <= {c.cell_id for c in main}
+    assert {c.cell_id for c in ci if c.config["criterion"] in BEFORE_SCHEMA_6} <= reference
+    twin = [c for c in expand(suite) if c.cell_id not in {m.cell_id for m in main}]  # the iterative twin
+    assert len(twin) == len(every) and all(c.config["prune"]["stages"] == [0.2, 0.4, 0.6] for c in twin)
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -185,6 +213,8 @@ def test_a_cell_two_grids_hold_is_kept_once_where_it_first_appears(tmp_path: Pat
     ("[grid.x.prune]\nstages = [0.2, 0.1]\n", "[grid.x.prune]", "stages =", "[grid.x.prune] stages",
      "stages must be strictly increasing"),
     ("[grid.x.prune]\nstpes = 2\n", "[grid.x.prune]", "stpes =", "[grid.x.prune] stpes", "unknown key; valid keys: steps"),
+    ('[grid.x.prune]\nreduction = "sum"\n', "[grid.x.prune]", "reduction =", "[grid.x.prune] reduction",
+     "valid: criterion, abs-sum, released, released-weights"),
     ('[grid.x]\nratios = [0.5]\n\n[grid."x".prune]\nstages = [0.2, 0.4]\n', "[grid.x]", "ratios =", "[grid.x] ratios",
      "the ratio is the last stage: give ratios = [0.4] or leave ratios out, got [0.5]"),
     ('[grid.structures]\nmodels = ["resnet8"]\n', None, "[grid.structures]", "[grid.structures]",
@@ -208,20 +238,30 @@ def test_a_recipe_override_applies_to_a_model_that_only_a_sub_grid_names(tmp_pat
 
 # The paper suite
 
-def test_the_paper_suite_has_its_four_grids_and_resnet32_carries_seven_stages() -> None:
+def test_the_paper_suite_has_its_five_grids_and_resnet32_carries_seven_stages() -> None:
     suite = load_suite(ROOT / "suites" / "paper.toml")
-    every = ["kfac-obd", "kfac-obs", "magnitude-l1", "magnitude-l2", "oba", "oba-functional", "oba-group", "oba-hvp",
-             "obd", "obd-hutchinson", "random", "taylor"]
+    every = criteria.names()  # "all": every registered criterion
+    assert {"oba", "oba-released", "fastoba", "taylor2", "taylor2-group"} <= set(every)
+    assert not {"oba-hvp", "oba-functional", "oba-group"} & set(every)
+    released = ["fastoba", "oba", "oba-released"]
     grids = {g.table: expand_grid(suite, g) for g in suite.grids}
-    # criteria (12) × seeds (3) × models × datasets × ratios
-    assert {k: len(v) for k, v in grids.items()} == {"grid": 12 * 3 * 2, "grid.resnet32-iterative": 12 * 3 * 2,
-                                                      "grid.imagenet-resnet50": 12 * 3, "grid.imagenet-vit": 12 * 3}
-    assert len(expand(suite)) == 216
+    # criteria (every one, or the 3 OBA variants) × seeds (3) × models × datasets × ratios
+    n = len(every)
+    assert {k: len(v) for k, v in grids.items()} == {"grid": n * 3 * 2, "grid.resnet32-iterative": n * 3 * 2,
+                                                      "grid.imagenet-resnet50": n * 3, "grid.imagenet-vit": n * 3,
+                                                      "grid.oba-as-released": 3 * 3 * 2}
+    assert len(expand(suite)) == 18 * n + 18
     for table, cells in grids.items():
-        assert sorted({c.config["criterion"] for c in cells}) == every and {c.config["seed"] for c in cells} == {0, 1, 2}
+        assert sorted({c.config["criterion"] for c in cells}) == (released if table == "grid.oba-as-released" else every)
+        assert {c.config["seed"] for c in cells} == {0, 1, 2}
         assert {c.config["structure"] for c in cells} == {"channels"}
+        assert {(c.config["prune"]["normalisation"], c.config["prune"]["reduction"]) for c in cells} == {
+            ("criterion", "criterion")}
     assert {(c.config["model"], c.config["ratio"], c.schedule()) for c in grids["grid"]} == {("vgg19", 0.86, "one-shot")}
     assert {c.config["dataset"] for c in grids["grid"] + grids["grid.resnet32-iterative"]} == {"cifar10", "cifar100"}
+    assert {(c.config["model"], c.config["dataset"], c.config["ratio"], c.schedule(), c.config["prune"]["mode"],
+             c.config["prune"]["steps"]) for c in grids["grid.oba-as-released"]} == {
+        ("vgg19", "cifar10", 0.86, "one-shot", "train", 50), ("vgg19", "cifar100", 0.86, "one-shot", "train", 50)}
     for cell in grids["grid.resnet32-iterative"]:
         assert cell.config["model"] == "resnet32-wide" and cell.config["ratio"] == 0.95
         assert cell.stage_ratios == (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)

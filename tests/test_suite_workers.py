@@ -24,12 +24,12 @@ from suites import tiny_suite
 
 def workers_suite(folder: Path, workers: int | None, name: str = "workers", criteria=("taylor",),
                   finetune_batch: int = 64) -> Path:
-    """The tiny suite with two calibration batches (one per worker), oba-group probed, and ``[resources] workers``
+    """The tiny suite with two calibration batches (one per worker), taylor2-group probed, and ``[resources] workers``
     (left out when None)."""
     path = tiny_suite(folder, name=name, criteria=criteria)
     text = path.read_text().replace("[calibration]\nbatches = 1", "[calibration]\nbatches = 2")
     text = text.replace("[finetune]\nepochs = 1\nbatch_size = 64", f"[finetune]\nepochs = 1\nbatch_size = {finetune_batch}")
-    text += '\n[criterion_options]\n"oba-group" = { probes = 4 }\n'
+    text += '\n[criterion_options]\n"taylor2-group" = { probes = 4 }\n'
     if workers is not None:
         text = text.replace("[resources]\ncpu = 1", f"[resources]\ncpu = 1\nworkers = {workers}")
     path.write_text(text)
@@ -37,8 +37,8 @@ def workers_suite(folder: Path, workers: int | None, name: str = "workers", crit
 
 
 def test_one_worker_leaves_every_cell_id_as_it_was(tmp_path: Path) -> None:
-    before = expand(load_suite(workers_suite(tmp_path, None, "a", criteria=("taylor", "oba-group"))))
-    one = expand(load_suite(workers_suite(tmp_path, 1, "b", criteria=("taylor", "oba-group"))))
+    before = expand(load_suite(workers_suite(tmp_path, None, "a", criteria=("taylor", "taylor2-group"))))
+    one = expand(load_suite(workers_suite(tmp_path, 1, "b", criteria=("taylor", "taylor2-group"))))
     assert [c.cell_id for c in one] == [c.cell_id for c in before]
     assert all("workers" not in c.config and c.workers == 1 for c in one)
 
@@ -91,9 +91,23 @@ def test_only_shardable_criteria_with_a_batch_per_worker_are_scored_by_workers()
     sharded.reseed(3)
     assert taylor.step == 3
     assert two.scoring(taylor, calibration_batches=1) == (taylor, 1)  # fewer batches than workers
-    group = criteria.get("oba-group", probes=4)
+    group = criteria.get("taylor2-group", probes=4)
     assert two.scoring(group, calibration_batches=2) == (group, 1)
     assert CellWorkers.of(1, torch.device("cpu"), 4).scoring(taylor, 2) == (taylor, 1)
+
+
+@pytest.mark.parametrize("name, options", [("oba", {}), ("fastoba", {}), ("taylor", {"normaliser": "max"})])
+def test_a_sharded_criterion_reduces_and_normalises_as_its_inner_criterion(name: str, options: dict) -> None:
+    import torch
+
+    import oba.criteria as criteria
+    from oba.suite.cell_workers import CellWorkers, ShardedCriterion
+
+    inner = criteria.get(name, mode="eval", **options)
+    sharded, scored_by = CellWorkers.of(2, torch.device("cpu"), None).scoring(inner, calibration_batches=2)
+    assert isinstance(sharded, ShardedCriterion) and scored_by == 2
+    assert (sharded.config()["reduction"], sharded.config()["normaliser"]) == (inner.reduction, inner.normaliser)
+    assert (sharded.reduction, sharded.normaliser) == (inner.reduction, inner.normaliser)
 
 
 def test_a_trial_counts_its_workers_so_that_running_trials_and_their_workers_fit_together() -> None:
@@ -120,7 +134,7 @@ def test_a_cluster_too_small_for_one_trial_and_its_workers_is_refused_before_any
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_two_worker_suite_runs_end_to_end_and_prunes_as_one_process(tmp_path: Path) -> None:
-    suite_path = workers_suite(tmp_path, 2, criteria=("taylor", "oba-group"))
+    suite_path = workers_suite(tmp_path, 2, criteria=("taylor", "taylor2-group"))
     results = tmp_path / "results"
     with pytest.raises(PreflightError, match="need 3 CPUs \\(the cluster has 2\\)"):
         run_suite(load_suite(suite_path), str(results), num_cpus=2, stream=io.StringIO())
@@ -128,9 +142,9 @@ def test_a_two_worker_suite_runs_end_to_end_and_prunes_as_one_process(tmp_path: 
     assert (summary.total, summary.ran, summary.failed) == (2, 2, 0), summary.failures
     frame = ResultStore(str(results)).read()
     rows = {row["criterion"]: row for _, row in frame.iterrows()}
-    assert {name: row["status"] for name, row in rows.items()} == {"taylor": "ok", "oba-group": "ok"}, \
+    assert {name: row["status"] for name, row in rows.items()} == {"taylor": "ok", "taylor2-group": "ok"}, \
         {name: row["error"] for name, row in rows.items()}
-    taylor, group = (json.loads(rows[name]["criterion_config"]) for name in ("taylor", "oba-group"))
+    taylor, group = (json.loads(rows[name]["criterion_config"]) for name in ("taylor", "taylor2-group"))
     assert taylor["scored_by_workers"] == 2 and taylor["name"] == "taylor"
     assert group["scored_by_workers"] == 1 and group["probes"] == 4 and group["step_seeds"]
     assert all(json.loads(row["config"])["workers"] == 2 for row in rows.values())

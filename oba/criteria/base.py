@@ -2,7 +2,10 @@
 
 ``parameter_scores`` returns the *signed* per-parameter quantity of DESIGN.md
 2.1/2.2, averaged over calibration batches; ``group_scores`` reduces it to one
-score per :class:`~oba.groups.Group`, by default ``|Σ_{i∈G} s_i|``. Criteria whose
+score per :class:`~oba.groups.Group` with the criterion's ``reduction``
+(:mod:`oba.criteria.reduction`; ``abs-sum``, ``|Σ_{i∈G} s_i|``, unless its authors
+reduce otherwise). ``normaliser`` is how its authors divide each layer's unit
+scores before ranking them across layers (a suite may impose another). Criteria whose
 ``Σ s`` estimates the signed loss change of removing a group
 (``signed_estimate = True``) may be built with ``signed=True``: their group score
 is then ``Σ_{i∈G} s_i`` itself, so a group whose removal is estimated to lower the
@@ -36,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scoring_context, trainable_parameters
-from ..groups import Group, check_groups, layout_of
+from ..groups import Group, check_groups
+from .reduction import REDUCTIONS, reduce_groups
 
 __all__ = [
     "AdditiveCriterion", "Batch", "BatchSums", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",
@@ -57,15 +61,23 @@ class Criterion(ABC):
     step: int = 0
     signed_estimate: bool = False
     """Whether ``Σ_{i∈G} s_i`` is a signed estimate of the loss change of removing G."""
+    default_reduction: str = "abs-sum"
+    """The group reduction its authors use (:mod:`oba.criteria.reduction`)."""
+    default_normaliser: str = "mean"
+    """How its authors normalise each layer's unit scores (``oba.pruning.allocation.NORMALISERS``)."""
 
-    def __init__(self, mode: str | None = None, signed: bool = False) -> None:
+    def __init__(self, mode: str | None = None, signed: bool = False, reduction: str | None = None,
+                 normaliser: str | None = None) -> None:
         if signed and not self.signed_estimate:
             raise ValueError(
                 f"criterion {self.name or type(self).__name__!r} has no signed loss-change estimate: signed=True "
-                "applies only to criteria whose group sum Σ s estimates ΔL (oba, oba-hvp, oba-group, taylor)"
+                "applies only to criteria whose group sum Σ s estimates ΔL (taylor, taylor2, taylor2-group)"
             )
         self.mode = mode
         self.signed = signed
+        self.reduction = reduction or self.default_reduction
+        REDUCTIONS.get(self.reduction)  # an unknown name raises here, listing the valid ones
+        self.normaliser = normaliser or self.default_normaliser
 
     def reseed(self, step: int) -> None:
         """Score as pruning step ``step`` from now on (a criterion that draws random numbers reseeds from it)."""
@@ -78,10 +90,10 @@ class Criterion(ABC):
     def group_scores(
         self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, groups: Sequence[Group]
     ) -> Tensor:
-        """One score per group: ``|Σ_{i∈G} s_i|`` of the per-parameter scores (``Σ_{i∈G} s_i`` when signed)."""
+        """One score per group: the per-parameter scores reduced by ``self.reduction`` (float64, CPU)."""
         groups = check_groups(groups, trainable_parameters(model))
         scores = self.parameter_scores(model, batches, loss_fn)
-        return reduce_groups(scores, groups, self.signed)
+        return REDUCTIONS.get(self.reduction)(model, scores, groups, self.signed)
 
     def score_from_sums(self, sums: Tensor) -> Tensor:
         """The score of units whose per-parameter scores sum to ``sums``: ``Σ s`` when signed, else ``|Σ s|``."""
@@ -111,7 +123,8 @@ class Criterion(ABC):
 
     def config(self) -> dict[str, Any]:
         """The options that determine this criterion's scores (recorded with results)."""
-        return {"name": self.name, "mode": self.mode, "signed": self.signed}
+        return {"name": self.name, "mode": self.mode, "signed": self.signed, "reduction": self.reduction,
+                "normaliser": self.normaliser}
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -170,8 +183,9 @@ class SeededCriterion(Criterion):
     by :meth:`config`, so the numbers of any step can be drawn again.
     """
 
-    def __init__(self, seed: int = 0, mode: str | None = None, signed: bool = False) -> None:
-        super().__init__(mode, signed)
+    def __init__(self, seed: int = 0, mode: str | None = None, signed: bool = False, reduction: str | None = None,
+                 normaliser: str | None = None) -> None:
+        super().__init__(mode, signed, reduction, normaliser)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = seed
@@ -200,15 +214,3 @@ class SeededCriterion(Criterion):
             "step_seeds": {str(step): seed for step, seed in sorted(self.step_seeds.items())},
         }
 
-
-def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group], signed: bool = False) -> Tensor:
-    """``|Σ_{i∈G} s_i|`` for each group (``Σ_{i∈G} s_i`` when ``signed``), as a float64 CPU tensor.
-
-    Vectorised over groups (:func:`~oba.groups.layout_of`), summed in float64 on
-    the scores' device (all scores on one device), copied to the host once.
-    """
-    if not groups:
-        return torch.zeros(0, dtype=torch.float64)
-    device = next(iter(scores.values())).device
-    sums = layout_of(groups, {name: t.shape for name, t in scores.items()}, device).sums(scores).cpu()
-    return sums if signed else sums.abs()

@@ -1,63 +1,102 @@
-"""Optimal Brain Apoptosis: per-parameter share of the exact second-order expansion.
+"""Optimal Brain Apoptosis (Sun et al., ICLR 2025): each parameter's Hessian-vector product term.
 
-For calibration batches b with gradient g_b and Hessian H_b (every inter-layer
-block included), removing parameter set S changes the loss by
-ΔL ≈ gᵀδ + ½ δᵀHδ with δ = −θ on S. OBA attributes it per parameter:
+OBA scores a parameter-layer (Linear, Conv) weight or bias θ_i by the second-order term of
+removing every such parameter, ``r_i = mean_b θ_i (H_b θ)_i``, with the Hessian H_b that its
+layer-wise decomposition computes (:mod:`oba.connectivity`): the curvature carried by the
+network's bilinear products (series connectivity between a layer and the layers upstream of
+its input, parallel connectivity between the two factors of an attention product), each
+layer's output gradient held fixed. Norm-layer γ/β are neither perturbed nor scored.
 
-    oba:     s_i = mean_b [ −g_{b,i} θ_i + ½ θ_i (H_b θ)_i ]
-    oba-hvp: s_i = mean_b [ ½ θ_i (H_b θ)_i ]
+    oba           the paper's equations: exact tangents, every layer counted once
+    oba-released  the released scorer as its scripts run it, slips included
+                  (``linearisation="tangent"``, ``repeat_after_residual``)
+    fastoba       ``mean_b θ_i (H_b θ)_i`` with the exact Hessian (every parameter), the
+                  released FastOBA
+    taylor-depth  the upward terms alone, ``θ_i Σ_l ∂⟨c_l, y_l⟩/∂θ_i`` over the layers l
+                  downstream of θ_i: what oba-released computes in train mode with batch
+                  norm (its tangents vanish there); on a chain, (layers downstream) × g_i θ_i
 
-One exact Hessian-vector product per batch (double backward), which also
-yields g_b from the same graph. Σ_i s_i is the whole second-order ΔL of
-removing every parameter, so both criteria have a signed group estimate
-(``signed=True`` ranks groups by ``Σ s`` instead of ``|Σ s|``).
+``delta`` adds the released code's first-order term ``δ g_i θ_i`` (0 in its scripts).
+Group scores default to the released reduction and each layer's scores to division by its
+maximum (``normaliser = "max"``; ``"released-max"``, max + 1e-6, for the two released scorers).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..curvature import gradient_and_hvps
+from ..connectivity import connectivity_products
 from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
 from .registry import register
+from .taylor2 import theta_hvp_sums
+
+
+class _Published(AdditiveCriterion):
+    """Shared options of the OBA variants: ``delta``, the released reduction and the max normaliser."""
+
+    default_reduction = "released"
+    default_normaliser = "max"
+
+    def __init__(self, delta: float = 0.0, mode: str | None = None, signed: bool = False, reduction: str | None = None,
+                 normaliser: str | None = None) -> None:
+        super().__init__(mode, signed, reduction, normaliser)
+        self.delta = float(delta)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "delta": self.delta}
 
 
 @register("oba")
-class OBA(AdditiveCriterion):
-    """``s_i = mean_b[−g_{b,i} θ_i + ½ θ_i (H_b θ)_i]`` with the exact Hessian."""
+class OBA(_Published):
+    """``r_i = mean_b [θ_i (H_P θ)_i + δ g_i θ_i]`` on parameter layers, H_P as the paper defines it."""
 
-    first_order = True
-    signed_estimate = True
+    linearisation = "activation"
+    repeat_after_residual = False
+    downward = True
 
     def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
-        """``Σ_b [−g_{b,i} θ_i + ½ θ_i (H_b θ)_i]`` per parameter, counted in batches."""
+        """``Σ_b [θ ⊙ H_P θ + δ g ⊙ θ]`` on parameter layers, zero on every other parameter, counted in batches."""
         require_batches(batches)
         named = trainable_parameters(model)
-        params = list(named.values())
-        totals = [torch.zeros_like(p, requires_grad=False) for p in params]
+        totals = {name: torch.zeros_like(p, requires_grad=False) for name, p in named.items()}
         with scoring_context(model, self.mode):
-            theta = [p.detach().clone() for p in params]
             for batch in batches:
-                grads, h_theta = self.gradient_and_curvature_product(model, batch, loss_fn, params, theta)
-                for total, t, g, ht in zip(totals, theta, grads, h_theta):
-                    term = 0.5 * t * ht
-                    if self.first_order:
-                        term = term - g * t
-                    total.add_(term)
-        return BatchSums(dict(zip(named, totals)), len(batches))
-
-    def gradient_and_curvature_product(
-        self, model: nn.Module, batch: Batch, loss_fn: LossFn, params: list[Tensor], theta: list[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """``(g_b, H_b θ)`` for one batch: the gradient and the exact Hessian-vector product."""
-        _, grads, (h_theta,) = gradient_and_hvps(model, batch, loss_fn, params, [theta])
-        return grads, h_theta
+                grads, products = connectivity_products(model, batch, loss_fn, self.linearisation,
+                                                        self.repeat_after_residual, self.downward)
+                for name, hv in products.items():
+                    theta = named[name].detach()
+                    totals[name].add_(theta * hv + self.delta * grads[name] * theta)
+        return BatchSums(totals, len(batches))
 
 
-@register("oba-hvp")
-class OBAHessianOnly(OBA):
-    """``s_i = mean_b[½ θ_i (H_b θ)_i]``: the second-order term alone."""
+@register("oba-released")
+class OBAReleased(OBA):
+    """The released scorer: tangents linearised at themselves past non-parameter layers, and every layer after
+    the first residual addition counted twice in the downward pass (``docs/criteria.md``); each layer divided by
+    its maximum plus 1e-6, as the released normaliser does."""
 
-    first_order = False
+    default_normaliser = "released-max"
+
+    linearisation = "tangent"
+    repeat_after_residual = True
+
+
+@register("taylor-depth")
+class TaylorDepth(OBA):
+    """``r_i = mean_b θ_i Σ_l ∂⟨c_l, y_l⟩/∂θ_i`` over the parameter layers l downstream of θ_i (module docstring)."""
+
+    downward = False
+
+
+@register("fastoba")
+class FastOBA(_Published):
+    """``r_i = mean_b [θ_i (H_b θ)_i + δ g_i θ_i]`` over every parameter, the exact Hessian (double backward)."""
+
+    default_reduction = "released-weights"
+    default_normaliser = "released-max"
+
+    def batch_sums(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> BatchSums:
+        """``Σ_b [θ ⊙ H_b θ + δ g ⊙ θ]`` per parameter, counted in batches."""
+        return theta_hvp_sums(model, batches, loss_fn, self.mode, lambda t, g, ht: t * ht + self.delta * g * t)

@@ -20,13 +20,24 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound=type)
 
 BUILTINS = {
-    "oba": "oba.criteria.oba", "oba-hvp": "oba.criteria.oba", "oba-group": "oba.criteria.oba_group",
-    "oba-functional": "oba.criteria.oba_functional",
+    "oba": "oba.criteria.oba", "oba-released": "oba.criteria.oba", "fastoba": "oba.criteria.oba",
+    "taylor-depth": "oba.criteria.oba",
+    "taylor2": "oba.criteria.taylor2", "taylor2-group": "oba.criteria.taylor2_group",
     "taylor": "oba.criteria.taylor", "random": "baselines.random",
     "magnitude-l1": "baselines.magnitude", "magnitude-l2": "baselines.magnitude",
     "obd": "baselines.obd", "obd-hutchinson": "baselines.obd", "kfac-obd": "baselines.kfac", "kfac-obs": "baselines.kfac",
 }
 """Every built-in criterion and the module that registers it."""
+
+RETIRED = {
+    "oba-group": "taylor2-group (the same criterion, renamed: it is a second-order Taylor score)",
+    "oba-hvp": "fastoba (θ⊙Hθ, exactly twice oba-hvp's scores, with the released reduction)",
+    "oba-functional": "oba (the paper's OBA) or oba-released (the authors' released scorer)",
+}
+"""Names that no longer resolve, each with its successor: ``get`` answers them in one line."""
+
+RENAMED_IN_ROWS = {"oba": "taylor2", "oba-group": "taylor2-group"}
+"""How rows stored before schema version 6 name today's criteria (``oba`` then meant today's ``taylor2``)."""
 
 _CRITERIA: Registry[Callable[..., Criterion]] = Registry("criterion", "criteria", BUILTINS)
 _ENTRY_POINT_GROUP = "oba.criteria"
@@ -77,6 +88,8 @@ def get(name: str, **options: Any) -> Criterion:
     """
     from .base import Criterion
 
+    if name in RETIRED:
+        raise ValueError(f"criterion {name!r} was retired; its successor is {RETIRED[name]}")
     if name in _CRITERIA:
         factory = _CRITERIA.get(name)
     elif name in (advertised := _entry_points()):

@@ -30,7 +30,9 @@ NORMALISERS: dict[str, Callable[[Tensor], Tensor]] = {
     "max": lambda s: s.max(),
     "sum": lambda s: s.sum(),
     "l2": lambda s: s.norm(),
+    "released-max": lambda s: s.max() + 1e-6,
 }
+"""``released-max`` is the released OBA code's ``max`` normaliser: the maximum plus 1e-6."""
 
 
 @dataclass

@@ -79,7 +79,7 @@ def prune(
     structure: str = "channels",
     steps: int = 5,
     allocation: str = "global",
-    normalisation: str = "mean",
+    normalisation: str = "criterion",
     layer_cap: float = 0.9,
     mode: str = "eval",
     ignored_layers: Sequence[nn.Module] = (),
@@ -94,7 +94,9 @@ def prune(
     ``structure="channels"`` removes channels, MLP neurons and attention heads
     (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the
     dense MACs is gone; ``"unstructured"`` masks ``ratio`` of Conv/Linear
-    weights. Scoring runs in ``mode`` ("eval" or "train") on ``batches``, also
+    weights. ``normalisation="criterion"`` divides each layer's unit scores the way the
+    criterion's authors do (``criterion.normaliser``); another name imposes that normaliser.
+    Scoring runs in ``mode`` ("eval" or "train") on ``batches``, also
     for a criterion passed as an instance (its own mode is restored afterwards).
     ``recalibration`` batches, when given, recompute batch-norm statistics before
     every round after the first (the statistics after the last round are left
@@ -113,6 +115,8 @@ def prune(
         criterion = criteria_registry.get(criterion, mode=mode, **(criterion_options or {}))
     elif criterion_options:
         raise ValueError("criterion_options apply only when the criterion is given by name")
+    if normalisation == "criterion":
+        normalisation = criterion.normaliser
     params_dense = count_params(model)
     with criterion.scoring_in(mode):
         if structure == "channels":

@@ -102,8 +102,10 @@ def prune_structured(
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
+    if normalisation == "criterion":
+        normalisation = criterion.normaliser
     if normalisation not in NORMALISERS:
-        raise ValueError(f"unknown normalisation {normalisation!r}; valid: {', '.join(sorted(NORMALISERS))}")
+        raise ValueError(f"unknown normalisation {normalisation!r}; valid: criterion, {', '.join(sorted(NORMALISERS))}")
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
     if not 0.0 < layer_cap < 1.0:

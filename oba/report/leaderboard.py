@@ -8,6 +8,7 @@ report's path, each board and each of its criteria links to its cells there.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -248,11 +249,22 @@ def sections(results: pd.DataFrame, band: Band | None) -> list[MetricSection]:
     return out
 
 
+def reductions(results: pd.DataFrame) -> str:
+    """Each criterion's group reduction and normaliser as its rows record them, e.g. ``oba: released, mean``."""
+    seen: dict[str, set[str]] = {}
+    for criterion, config in zip(results["criterion"], results["criterion_config"]):
+        options = json.loads(config) if isinstance(config, str) and config else {}
+        if "reduction" in options:
+            seen.setdefault(criterion, set()).add(f"{options['reduction']}, {options.get('normaliser', '?')}")
+    return "; ".join(f"{name}: {' / '.join(sorted(values))}" for name, values in sorted(seen.items()))
+
+
 def facts(results: pd.DataFrame, band: Band | None) -> list[tuple[str, str]]:
-    """Provenance, and the noise band the ties use, as ``(label, value)`` pairs."""
+    """Provenance, each criterion's reduction and normaliser, and the noise band the ties use, as ``(label, value)``."""
     noise = (f"measured on {len(band.machines)} machines ({', '.join(band.machines)}), {band.created}; "
              f"ties within {NOISE_Z:g}·√(σ_A² + σ_B²)") if band is not None else "none (ties from seed noise only)"
-    return [*provenance(results).items(), ("Noise band", noise)]
+    grouping = reductions(results) or "not recorded (rows before schema version 6: |Σ| for every criterion)"
+    return [*provenance(results).items(), ("Group reduction, normaliser", grouping), ("Noise band", noise)]
 
 
 def _markdown_cell(cell: Cell) -> str:

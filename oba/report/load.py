@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..criteria.registry import RENAMED_IN_ROWS
 from ..errors import UserError
 from ..store import COLUMNS, ResultStore, UnreadablePart, filesystem
 from ..store_scan import FOLDING, PARTITION_KEYS
@@ -131,7 +132,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     becomes ``pruned_acc_raw`` and ``pruned_acc`` is left empty (once: a
     normalised table comes back unchanged). Rows older than schema version 5
     (no iterative protocol) are one-shot cells: stage 1 of 1, ``stage_ratio`` their
-    ratio, schedule ``"one-shot"``.
+    ratio, schedule ``"one-shot"``. Rows older than schema version 6 name criteria as before OBA followed its
+    paper (``oba`` then was today's ``taylor2``): their criterion is renamed (:data:`~oba.criteria.registry.RENAMED_IN_ROWS`).
     """
     table = frame.copy()
     for name in COLUMNS:
@@ -146,6 +148,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     version_one = (pd.to_numeric(table["schema_version"], errors="coerce") == 1) & table["pruned_acc_raw"].isna()
     table.loc[version_one, "pruned_acc_raw"] = table.loc[version_one, "pruned_acc"]
     table.loc[version_one, "pruned_acc"] = float("nan")
+    before_six = pd.to_numeric(table["schema_version"], errors="coerce") < 6
+    table.loc[before_six, "criterion"] = table.loc[before_six, "criterion"].replace(RENAMED_IN_ROWS)
     _fill_stages(table)
     return table.reset_index(drop=True)
 

@@ -121,8 +121,12 @@ def _now() -> dt.datetime:
 
 
 def cell_criterion(config: dict[str, Any]) -> Criterion:
-    """The cell's criterion, scoring in the cell's mode; one that draws random numbers gets the cell's seed as base seed."""
-    criterion = criteria_registry.get(config["criterion"], mode=config["prune"]["mode"], **config["criterion_options"])
+    """The cell's criterion, scoring in the cell's mode, with the suite's reduction and normaliser where it imposes
+    them; one that draws random numbers gets the cell's seed as base seed."""
+    prune = config["prune"]
+    imposed = {key: prune[setting] for key, setting in (("reduction", "reduction"), ("normaliser", "normalisation"))
+               if prune.get(setting, "criterion") != "criterion"}
+    criterion = criteria_registry.get(config["criterion"], mode=prune["mode"], **{**config["criterion_options"], **imposed})
     if isinstance(criterion, SeededCriterion):
         criterion.seed = config["seed"]
     return criterion

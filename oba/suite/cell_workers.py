@@ -39,7 +39,7 @@ class ShardedCriterion(Criterion):
 
     def __init__(self, inner: AdditiveCriterion, workers: int, use_gpu: bool, cpus_per_worker: float) -> None:
         self.name, self.signed_estimate = inner.name, inner.signed_estimate
-        super().__init__(inner.mode, inner.signed)
+        super().__init__(inner.mode, inner.signed, inner.reduction, inner.normaliser)
         self.inner, self.workers, self.use_gpu, self.cpus_per_worker = inner, workers, use_gpu, cpus_per_worker
 
     def reseed(self, step: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..criteria.reduction import REDUCTIONS
 from ..pruning import STRUCTURES
 from ..pruning.allocation import NORMALISERS
 from ..pruning.structured import ALLOCATIONS
@@ -30,10 +31,12 @@ AXES: dict[str, type] = {
 REQUIRED = ("models", "datasets", "criteria", "ratios", "seeds")
 AXIS_DEFAULTS = {"structures": ["channels"], "allocations": ["global"]}
 PRUNE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "steps": int, "layer_cap": (int, float), "normalisation": str, "mode": str, "recalibration_batches": int,
+    "steps": int, "layer_cap": (int, float), "normalisation": str, "reduction": str, "mode": str, "recalibration_batches": int,
     "stages": list,
 }
-PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "mean", "mode": "eval", "recalibration_batches": 16}
+PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "criterion", "reduction": "criterion", "mode": "eval",
+                  "recalibration_batches": 16}
+"""``criterion`` (normalisation, reduction): each criterion as its authors run it; a name imposes one on all."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def _stages(loc: Locator, table: str, stages: list[Any]) -> list[float]:
 def _prune(loc: Locator, settings: dict[str, Any], table_of: Callable[[str], str]) -> dict[str, Any]:
     """Validated resolved prune settings; ``table_of(key)`` is the table a key's value was given in."""
     checks: dict[str, tuple[Callable[[Any], bool], str]] = {
-        "normalisation": (lambda v: v in NORMALISERS, f"valid: {', '.join(NORMALISERS)}"),
+        "normalisation": (lambda v: v == "criterion" or v in NORMALISERS, f"valid: criterion, {', '.join(NORMALISERS)}"),
+        "reduction": (lambda v: v == "criterion" or v in REDUCTIONS.names(), f"valid: criterion, {', '.join(REDUCTIONS.names())}"),
         "mode": (lambda v: v in ("eval", "train"), "valid: eval, train"),
         "layer_cap": (lambda v: 0.0 < v < 1.0, f"must be in (0, 1), got {settings['layer_cap']}"),
         "steps": (lambda v: v >= 1, f"must be at least 1, got {settings['steps']}"),
@@ -149,10 +153,12 @@ def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str],
     names = criteria.names()
     listed = names if list(values["criteria"]) == ["all"] else list(values["criteria"])
     grid_criteria = _names(loc, where("criteria"), "criteria", listed, names, allow_dotted=True)
+    imposed = {key: prune[setting] for key, setting in (("reduction", "reduction"), ("normaliser", "normalisation"))
+               if prune.get(setting, "criterion") != "criterion"}
     for criterion in grid_criteria:
         options = criterion_options.get(criterion, {})
         try:
-            built = criteria.get(criterion, **options)
+            built = criteria.get(criterion, **{**options, **imposed})
         except (TypeError, ValueError) as err:
             raise loc.error(where("criteria"), "criteria", f"criterion {criterion!r} cannot be built: {err}") from err
         if isinstance(built, criteria.SeededCriterion) and "seed" in options:

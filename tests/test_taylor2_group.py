@@ -1,4 +1,4 @@
-"""oba-group against the explicitly built Hessian, and its probed estimator's unbiasedness."""
+"""taylor2-group (formerly oba-group) against the explicitly built Hessian, and its probed estimator's unbiasedness."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 
 import oba.criteria as criteria
 from oba import Group, ParamSlice
-from oba.criteria.oba_group import OBAGroup
+from oba.criteria.taylor2_group import Taylor2Group
 from oba.groups import GroupLayout
 from reference import gradient_and_hessian
 
@@ -64,7 +64,7 @@ def explicit_changes(model: nn.Module, batches, groups: list[Group]) -> torch.Te
 
 def test_exact_equals_explicit_hessian_block() -> None:
     model, batches, groups = mlp(), batches_for(), neuron_groups()
-    criterion = criteria.get("oba-group")
+    criterion = criteria.get("taylor2-group")
     expected = explicit_changes(model, batches, groups)
     torch.testing.assert_close(criterion.group_loss_changes(model, batches, LOSS, groups), expected, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(criterion.group_scores(model, batches, LOSS, groups), expected.abs(), rtol=1e-10, atol=1e-14)
@@ -74,7 +74,7 @@ def test_exact_allows_overlapping_groups() -> None:
     model, batches = mlp(), batches_for()
     groups = neuron_groups()[:2] + [Group((ParamSlice("0.weight", None, torch.arange(6)),), "overlap")]
     torch.testing.assert_close(
-        criteria.get("oba-group").group_loss_changes(model, batches, LOSS, groups),
+        criteria.get("taylor2-group").group_loss_changes(model, batches, LOSS, groups),
         explicit_changes(model, batches, groups),
         rtol=1e-10,
         atol=1e-14,
@@ -85,7 +85,7 @@ def test_probed_rejects_a_group_spanning_two_dims_of_one_parameter() -> None:
     model, batches = mlp(), batches_for()
     both = Group((ParamSlice("0.weight", 0, torch.tensor([0])), ParamSlice("0.weight", 1, torch.tensor([0]))), "cross")
     with pytest.raises(ValueError, match="two dims"):
-        criteria.get("oba-group", probes=2).group_scores(model, batches, LOSS, [both])
+        criteria.get("taylor2-group", probes=2).group_scores(model, batches, LOSS, [both])
 
 
 def test_group_membership_lists_each_group_element_once() -> None:
@@ -102,7 +102,7 @@ def test_group_membership_lists_each_group_element_once() -> None:
 def probed_estimates(model: nn.Module, batches, groups: list[Group], probes: int, seeds: int) -> torch.Tensor:
     return torch.stack(
         [
-            OBAGroup(probes=probes, seed=seed).group_loss_changes(model, batches, LOSS, groups)
+            Taylor2Group(probes=probes, seed=seed).group_loss_changes(model, batches, LOSS, groups)
             for seed in range(seeds)
         ]
     )
@@ -137,10 +137,12 @@ def test_probed_estimator_is_unbiased(overlapping: bool) -> None:
 
 
 def test_options_are_recorded() -> None:
-    assert criteria.get("oba-group", probes=3, seed=7).config() == {
-        "name": "oba-group",
+    assert criteria.get("taylor2-group", probes=3, seed=7).config() == {
+        "name": "taylor2-group",
         "mode": None,
         "signed": False,
+        "reduction": "abs-sum",
+        "normaliser": "mean",
         "probes": 3,
         "seed": 7,
         "step_seeds": {},
@@ -165,9 +167,9 @@ def test_quadratic_loss_prediction_is_exact() -> None:
     ]
     columns = [Group((ParamSlice("weight", 1, torch.tensor([i])),), f"in{i}") for i in range(6)]
     for groups in (rows, columns):
-        predicted = criteria.get("oba-group").group_loss_changes(model, batches, loss, groups)
+        predicted = criteria.get("taylor2-group").group_loss_changes(model, batches, loss, groups)
         actual = loss_changes(model, batches, loss, groups)
         torch.testing.assert_close(predicted, actual, rtol=0, atol=1e-10)
         assert bool((actual > 0).all())
-        scores = criteria.get("oba-group").group_scores(model, batches, loss, groups)
+        scores = criteria.get("taylor2-group").group_scores(model, batches, loss, groups)
         assert fidelity(model, batches, loss, groups, scores) == pytest.approx(1.0, abs=1e-12)

@@ -1,4 +1,4 @@
-"""OBA, OBA-HVP and Taylor against an explicitly built Hessian (float64)."""
+"""taylor2 (formerly oba), fastoba (θ⊙Hθ, twice the retired oba-hvp) and Taylor against an explicitly built Hessian (float64)."""
 from __future__ import annotations
 
 import functools
@@ -52,12 +52,12 @@ def _expected(kind: str, criterion: str) -> dict[str, torch.Tensor]:
     for g, h in _terms(kind):
         first = -g * theta
         second = 0.5 * theta * (h @ theta)
-        total += {"oba": first + second, "oba-hvp": second, "taylor": first}[criterion]
+        total += {"taylor2": first + second, "fastoba": 2 * second, "taylor": first}[criterion]
     return as_dict(model, total / len(_terms(kind)))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "mha", "timm-vit"])
-@pytest.mark.parametrize("name", ["oba", "oba-hvp", "taylor"])
+@pytest.mark.parametrize("name", ["taylor2", "fastoba", "taylor"])
 def test_scores_equal_explicit_hessian_reference(kind: str, name: str) -> None:
     model, batches = _model_and_batches(kind)
     expected = _expected(kind, name)
@@ -70,30 +70,46 @@ def test_scores_equal_explicit_hessian_reference(kind: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "timm-vit"])
-def test_oba_hvp_sums_to_whole_quadratic_term(kind: str) -> None:
+def test_fastoba_sums_to_twice_the_whole_quadratic_term(kind: str) -> None:
     model, batches = _model_and_batches(kind)
     _, _, theta = flat_parameters(model)
-    quadratic = sum(0.5 * theta @ h @ theta for _, h in _terms(kind)) / len(batches)
-    scores = oba.criteria.get("oba-hvp").parameter_scores(model, batches, LOSS)
+    quadratic = sum(theta @ h @ theta for _, h in _terms(kind)) / len(batches)
+    scores = oba.criteria.get("fastoba").parameter_scores(model, batches, LOSS)
     total = sum(v.sum() for v in scores.values())
     assert abs(float(total - quadratic)) <= 1e-9 * abs(float(quadratic))
 
 
-def test_oba_is_taylor_plus_hessian_term() -> None:
+def test_taylor2_is_taylor_plus_half_fastoba() -> None:
     model, batches = _model_and_batches("cnn")
-    parts = {n: oba.criteria.get(n).parameter_scores(model, batches, LOSS) for n in ("oba", "oba-hvp", "taylor")}
-    for key in parts["oba"]:
-        torch.testing.assert_close(parts["oba"][key], parts["oba-hvp"][key] + parts["taylor"][key], rtol=1e-12, atol=1e-14)
+    parts = {n: oba.criteria.get(n).parameter_scores(model, batches, LOSS) for n in ("taylor2", "fastoba", "taylor")}
+    for key in parts["taylor2"]:
+        torch.testing.assert_close(parts["taylor2"][key], 0.5 * parts["fastoba"][key] + parts["taylor"][key], rtol=1e-12, atol=1e-14)
 
 
 def test_default_group_score_is_absolute_sum_of_members() -> None:
     model, batches = _model_and_batches("mlp")
-    scores = oba.criteria.get("oba").parameter_scores(model, batches, LOSS)
+    scores = oba.criteria.get("taylor2").parameter_scores(model, batches, LOSS)
     groups = [
         oba.Group((oba.ParamSlice("fc1.weight", 0, torch.tensor([j])), oba.ParamSlice("fc1.bias", 0, torch.tensor([j])),
                    oba.ParamSlice("fc2.weight", 1, torch.tensor([j]))), label=f"n{j}")
         for j in range(7)
     ]
-    got = oba.criteria.get("oba").group_scores(model, batches, LOSS, groups)
+    got = oba.criteria.get("taylor2").group_scores(model, batches, LOSS, groups)
     want = torch.stack([abs(scores["fc1.weight"][j].sum() + scores["fc1.bias"][j] + scores["fc2.weight"][:, j].sum()) for j in range(7)])
+    torch.testing.assert_close(got, want.double(), rtol=1e-12, atol=0)
+
+
+def test_fastoba_default_group_score_is_mean_of_weight_members() -> None:
+    """fastoba reduces with ``released-weights``: the mean over the unit's layer members of |Σ member|, biases left out."""
+    model, batches = _model_and_batches("mlp")
+    criterion = oba.criteria.get("fastoba")
+    assert criterion.config()["reduction"] == "released-weights"
+    scores = criterion.parameter_scores(model, batches, LOSS)
+    groups = [
+        oba.Group((oba.ParamSlice("fc1.weight", 0, torch.tensor([j])), oba.ParamSlice("fc1.bias", 0, torch.tensor([j])),
+                   oba.ParamSlice("fc2.weight", 1, torch.tensor([j]))), label=f"n{j}")
+        for j in range(7)
+    ]
+    got = criterion.group_scores(model, batches, LOSS, groups)
+    want = torch.stack([(scores["fc1.weight"][j].sum().abs() + scores["fc2.weight"][:, j].sum().abs()) / 2 for j in range(7)])
     torch.testing.assert_close(got, want.double(), rtol=1e-12, atol=0)

@@ -1,11 +1,11 @@
-"""oba-group: the exact second-order loss change of removing each group alone.
+"""taylor2-group: the exact second-order loss change of removing each group alone.
 
 For a group G with parameter elements S and calibration batches b,
 
     ΔL̂(G) = mean_b [ −g_{b,S}ᵀ θ_S + ½ θ_Sᵀ H_{b,SS} θ_S ],   score(G) = |ΔL̂(G)|  (ΔL̂(G) when signed)
 
 — the block quadratic form with the whole within-group Hessian block, where
-``oba`` keeps only each element's share ``θ_i (Hθ)_i`` of the full product.
+``taylor2`` keeps only each element's share ``θ_i (Hθ)_i`` of the full product.
 
 ``probes=None`` (exact): one HVP per group per batch with ``v = θ ⊙ 1_S``, all
 through one gradient graph per batch; groups may overlap.
@@ -18,8 +18,8 @@ output channel o and input channel i), so disjointness is not required; a group
 must select each parameter along a single dim. The variance per probe is
 ``Σ_{G'≠G} (θ_Gᵀ H θ_{G'})²``, shrinking as 1/k.
 
-``parameter_scores`` returns the per-parameter ``oba`` quantity; the group form
-(:meth:`OBAGroup.group_scores`) is where this criterion differs from ``oba``.
+``parameter_scores`` returns the per-parameter ``taylor2`` quantity; the group form
+(:meth:`Taylor2Group.group_scores`) is where this criterion differs from ``taylor2``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..curvature import gradient_and_hvp_map
 from ..groups import Group, GroupLayout, along, check_groups, layout_of
 from .base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
-from .oba import OBA
+from .taylor2 import Taylor2
 from .registry import register
 
 
@@ -42,7 +42,7 @@ def check_one_dim_per_parameter(groups: Sequence[Group]) -> None:
         for s in group.slices:
             if dims.setdefault(s.name, s.dim) != s.dim:
                 raise ValueError(
-                    f"group {group.label!r} selects {s.name!r} along two dims; the probed oba-group "
+                    f"group {group.label!r} selects {s.name!r} along two dims; the probed taylor2-group "
                     "estimator needs one dim per parameter and group (use probes=None)"
                 )
 
@@ -59,15 +59,19 @@ def sign_probe(layout: GroupLayout, signs: Tensor, theta: dict[str, Tensor]) -> 
     return {name: theta[name] * c for name, c in coefficients.items()}
 
 
-@register("oba-group")
-class OBAGroup(SeededCriterion, OBA):
+@register("taylor2-group")
+class Taylor2Group(SeededCriterion, Taylor2):
     """Group score ``|ΔL̂(G)|`` (``ΔL̂(G)`` when ``signed``); exact, or estimated with ``probes`` sign probes.
 
     ``seed`` is the probes' base seed (each pruning step draws from its own seed, see ``SeededCriterion``).
     """
 
-    def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None, signed: bool = False) -> None:
-        super().__init__(seed, mode, signed)
+    def __init__(self, probes: int | None = None, seed: int = 0, mode: str | None = None, signed: bool = False,
+                 reduction: str | None = None, normaliser: str | None = None) -> None:
+        super().__init__(seed, mode, signed, reduction, normaliser)
+        if self.reduction != "abs-sum":
+            raise ValueError(f"taylor2-group scores each group's loss change whole: its reduction is 'abs-sum', "
+                             f"not {self.reduction!r}")
         if probes is not None and probes < 1:
             raise ValueError(f"probes must be None (exact) or positive, got {probes}")
         self.probes = probes
