@@ -1,12 +1,13 @@
-"""oba-released against the authors' released OBA scorer, on the same float64 models and batches.
+"""oba-released and fastoba against the authors' released OBA and FastOBA scorers, on the same float64 models and batches.
 
 The released scorer is NOT part of this repository: point ``--released`` at a checkout of the
 authors' public code (NEU-REAL/OBA, whose folder holds ``torch_pruning/`` and ``modules/``; its
 imports also need ``easydict``, ``thop`` and ``wandb`` importable, e.g. via ``--extra PATH``).
 For each model and mode this script runs the authors' ``OBAPruner.obtain_importance`` on every
-batch (their hooks, their passes, their delta 0), reads their per-parameter accumulators
-(``group_importances[module]['weight'|'bias'] / count``) and their channel scores
-(``estimate_importance``, normaliser ``max``), and compares them with ``oba-released``:
+batch (their hooks, their passes, their delta 0) and their ``FastOBAPruner.obtain_importance``
+(order 2, delta 1), reads their per-parameter accumulators (``group_importances[module]``)
+and their channel scores (``estimate_importance``, normaliser ``max``), and compares them with
+``oba-released`` and ``fastoba``:
 the largest relative L2 difference per parameter tensor, and the Spearman correlation of
 each coupled group's channel scores with ours (the ``released`` reduction), and the largest
 difference of the channel scores once ours are divided as theirs are, by (max + 1e-6).
@@ -82,6 +83,32 @@ def setting(name: str, mode: str, batches: int, batch_size: int) -> tuple[torch.
     return model, data, {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def released_fastoba_scores(tp, model, batches, mode):
+    """The authors' FastOBA per-parameter scores (order 2, delta 1) and channel scores (keyed by root module name)."""
+    model.train(mode == "train")
+    importance = tp.fastoba_importance.FastOBAImportance(normalizer="max", multivariable=True)
+    pruner = tp.pruner.FastOBAPruner(model, batches[0][0], global_pruning=True, importance=importance, iterative_steps=1,
+                                     pruning_ratio=0.5, delta=1.0)
+    pruner.init_target_parameters()
+    model.train(mode == "train")
+    for x, y in batches:
+        model.zero_grad()
+        pruner.obtain_importance(F.cross_entropy(model(x), y), 2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    module_names = {m: n for n, m in model.named_modules()}
+    per_parameter = {}
+    for module, record in pruner.group_importances.items():
+        per_parameter[names[id(module.weight)]] = record["weight"] / record["count"]
+        if module.bias is not None:
+            per_parameter[names[id(module.bias)]] = record["bias"].mean(0)
+    channels = {}
+    for group in pruner.DG.get_all_groups(root_module_types=pruner.root_module_types, ignored_layers=pruner.ignored_layers):
+        value = pruner.estimate_importance(group)
+        if value is not None:
+            channels[module_names[group[0].dep.target.module]] = value.double()
+    return per_parameter, channels
+
+
 def worker(args: argparse.Namespace) -> int:
     """Child process: the authors' scores of one setting, saved to ``args.out``."""
     sys.path.insert(0, args.released)
@@ -89,9 +116,11 @@ def worker(args: argparse.Namespace) -> int:
         sys.path.append(args.extra)
     import torch_pruning as tp
 
-    model, data, _ = setting(args.models[0], args.mode, args.batches, args.batch_size)
+    model, data, state = setting(args.models[0], args.mode, args.batches, args.batch_size)
     per_parameter, channels = released_scores(tp, model, data, args.mode)
-    torch.save({"parameters": per_parameter, "channels": channels}, args.out)
+    model.load_state_dict(state)
+    fast_parameters, fast_channels = released_fastoba_scores(tp, model, data, args.mode)
+    torch.save({"oba-released": (per_parameter, channels), "fastoba": (fast_parameters, fast_channels)}, args.out)
     return 0
 
 
@@ -122,39 +151,39 @@ def main() -> int:
     import oba.criteria as criteria
     from oba.pruning.groups import find_groups
     from scipy.stats import spearmanr
-    print("| model | mode | parameter tensors | worst relative L2 | worst absolute (tensors whose released norm < 1e-12) "
-          "| groups | lowest channel Spearman | worst channel score difference (both / (max + 1e-6)) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| criterion | model | mode | parameter tensors | worst relative L2 | worst absolute (tensors whose released "
+          "norm < 1e-12) | groups | lowest channel Spearman | worst channel score difference (both / (max + 1e-6)) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for mode in ("eval", "train"):
             released = theirs_of(args, name, mode)
-            theirs, their_channels = released["parameters"], released["channels"]
-            model, batches, _ = setting(name, mode, args.batches, args.batch_size)
-            criterion = criteria.get("oba-released", mode=mode)
-            ours = criterion.parameter_scores(model, batches, F.cross_entropy)
-            relative, absolute = 0.0, 0.0
-            for pname, tensor in theirs.items():
-                norm = float(tensor.norm())
-                difference = float((tensor - ours[pname]).norm())
-                if norm < 1e-12:
-                    absolute = max(absolute, difference)
-                else:
-                    relative = max(relative, difference / norm)
-            _, groups = find_groups(model, batches[0][0][:1])
-            units = [u for g in groups for u in g.units]
-            unit_scores = criterion.group_scores(model, batches, F.cross_entropy, units)
-            lowest, compared, start, channel_error = 1.0, 0, 0, 0.0
-            for group in groups:
-                mine = unit_scores[start:start + len(group)]
-                start += len(group)
-                if group.name in their_channels and len(group) > 2:
-                    released_channels = their_channels[group.name]
-                    rho = spearmanr(mine.numpy(), released_channels.numpy()).statistic
-                    lowest, compared = min(lowest, float(rho)), compared + 1
-                    normalised = mine / (mine.max() + 1e-6)
-                    channel_error = max(channel_error, float((normalised - released_channels).abs().max()))
-            print(f"| {name} | {mode} | {len(theirs)} | {relative:.1e} | {absolute:.1e} | {compared} | {lowest:.6f} "
-                  f"| {channel_error:.1e} |")
+            for criterion_name, (theirs, their_channels) in released.items():
+                model, batches, _ = setting(name, mode, args.batches, args.batch_size)
+                criterion = criteria.get(criterion_name, mode=mode)
+                ours = criterion.parameter_scores(model, batches, F.cross_entropy)
+                relative, absolute = 0.0, 0.0
+                for pname, tensor in theirs.items():
+                    norm = float(tensor.norm())
+                    difference = float((tensor - ours[pname]).norm())
+                    if norm < 1e-12:
+                        absolute = max(absolute, difference)
+                    else:
+                        relative = max(relative, difference / norm)
+                _, groups = find_groups(model, batches[0][0][:1])
+                units = [u for g in groups for u in g.units]
+                unit_scores = criterion.group_scores(model, batches, F.cross_entropy, units)
+                lowest, compared, start, channel_error = 1.0, 0, 0, 0.0
+                for group in groups:
+                    mine = unit_scores[start:start + len(group)]
+                    start += len(group)
+                    if group.name in their_channels and len(group) > 2:
+                        released_channels = their_channels[group.name]
+                        rho = spearmanr(mine.numpy(), released_channels.numpy()).statistic
+                        lowest, compared = min(lowest, float(rho)), compared + 1
+                        normalised = mine / (mine.max() + 1e-6)
+                        channel_error = max(channel_error, float((normalised - released_channels).abs().max()))
+                print(f"| {criterion_name} | {name} | {mode} | {len(theirs)} | {relative:.1e} | {absolute:.1e} | {compared} "
+                      f"| {lowest:.6f} | {channel_error:.1e} |")
     return 0
 
 

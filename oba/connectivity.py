@@ -211,13 +211,12 @@ def connectivity_products(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """``(g, H_P θ)`` on the parameter-layer parameters for one batch (module docstring).
 
-    ``downward=False`` keeps the upward terms alone, ``∇_θ Σ_l ⟨c_l, B_l(x_l(θ), W_l)⟩`` over parameter
-    layers l: what the released scorer is left with once its tangents vanish (train-mode batch norm).
-
     ``linearisation="activation"`` propagates exact tangents (the paper); ``"tangent"``
     and ``repeat_after_residual=True`` reproduce the released code (parameter layers only:
     a product of two activations is refused there, as the released code handles attention
-    through module types of its own).
+    through module types of its own). ``downward=False`` keeps the upward terms alone,
+    ``∇_θ Σ_l ⟨c_l, B_l(x_l(θ), W_l)⟩`` over parameter layers l: what the released scorer
+    is left with once its tangents vanish (train-mode batch norm).
     """
     if linearisation not in ("activation", "tangent"):
         raise ValueError(f"linearisation must be 'activation' or 'tangent', got {linearisation!r}")

@@ -14,18 +14,18 @@ from torch.utils.data import Dataset
 from oba import criteria, data, models
 from oba.checkpoints import checkpoint_key
 from oba.suite.config import load_suite
-from oba.suite.grid import cell_id, expand
+from oba.suite.grid import expand
 from oba.train import Recipe, evaluate, fine_tune, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
 
-# Computed on the code before Recipe had precision and channels_last (commit da6824a; ids before schema version 6):
-# defaults must keep every cell id and dense-checkpoint key.
+# Cell ids as of schema version 6 (every cell's prune settings record its reduction; the dense keys date from
+# before Recipe had precision and channels_last, commit da6824a): defaults must keep every cell id and dense key.
 SMOKE_CELL_IDS = {
-    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "f831c28a22708b7ca1fb",
-    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=1": "72a2c191833d5c85a736",
-    "vgg-tiny/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "0c148af95b6b8f9a1029",
-    "vgg-tiny/mnist5k/taylor/channels/global/r=0.2/s=2": "e6af50d822c6023a84bc",
+    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "8d1a90195588ced8ad3d",
+    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=1": "512238518e5f277553e7",
+    "vgg-tiny/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "5ba1070810f487f88870",
+    "vgg-tiny/mnist5k/taylor/channels/global/r=0.2/s=2": "a2ce30e6233282ef7681",
 }
 SMOKE_DENSE_KEYS = {"resnet8": "06fe31df1664c912d4df", "vgg-tiny": "a4c15bd1472d0879a273"}
 
@@ -47,16 +47,6 @@ def _ids(path: Path) -> dict[str, str]:
     return {cell.label(): cell.cell_id for cell in expand(load_suite(path))}
 
 
-def _ids_without_reduction(path: Path) -> dict[str, str]:
-    """Cell ids as computed before schema version 6 gave every cell's ``prune`` a ``reduction`` (``criterion``, each
-    criterion's own, which for the criteria of ``SMOKE_CELL_IDS`` is the |Σ| they reduced by then)."""
-    ids = {}
-    for cell in expand(load_suite(path)):
-        assert cell.config["prune"]["reduction"] == "criterion"
-        ids[cell.label()] = cell_id({**cell.config, "prune": {k: v for k, v in cell.config["prune"].items() if k != "reduction"}})
-    return ids
-
-
 def test_recipe_validates_precision_and_channels_last_and_omits_their_defaults() -> None:
     with pytest.raises(ValueError, match="unknown precision 'fp8'; valid precisions: fp32, bf16, fp16"):
         Recipe(precision="fp8")
@@ -72,9 +62,8 @@ def test_recipe_validates_precision_and_channels_last_and_omits_their_defaults()
 
 
 def test_defaults_keep_the_smoke_cell_ids_and_dense_keys(tmp_path: Path) -> None:
-    before = _ids_without_reduction(SMOKE)
-    assert {label: before[label] for label in SMOKE_CELL_IDS} == SMOKE_CELL_IDS
     ids = _ids(SMOKE)
+    assert {label: ids[label] for label in SMOKE_CELL_IDS} == SMOKE_CELL_IDS
     suite = load_suite(SMOKE)
     options = suite.data.get("options", {})
     keys = {m: checkpoint_key(m, "mnist5k", Recipe.from_dict(suite.dense[m]), 0, options) for m in suite.models}

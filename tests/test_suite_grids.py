@@ -11,7 +11,7 @@ import pytest
 
 import oba.criteria as criteria
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import cell_id, expand, expand_grid
+from oba.suite.grid import expand, expand_grid
 from oba.suite.plan import grid_sizes
 from suites import tiny_suite
 
@@ -74,49 +74,24 @@ def test_without_stages_the_prune_dict_has_no_stages_key_and_adding_stages_chang
     assert staged.cell_id != plain.cell_id
 
 
-BEFORE_SCHEMA_6 = {"kfac-obd", "kfac-obs", "magnitude-l1", "magnitude-l2", "obd", "obd-hutchinson", "random", "taylor",
-                   "taylor2", "taylor2-group"}
-"""The criteria (by today's names) that rows stored before schema version 6 can hold: ``oba`` then meant today's
-``taylor2``; every other criterion registered now (the OBA variants) came with version 6."""
-
-
 def _reference_ids() -> set[str]:
-    """The committed smoke reference's cell ids. A row stored before schema version 6 is migrated as the loader
-    migrates it (its criterion renamed, ``RENAMED_IN_ROWS``; a retired criterion's row dropped) and given the
-    ``[prune] reduction = "criterion"`` that every cell now records (then every criterion reduced by |Σ|, which is
-    still the reduction of every criterion such a row can name)."""
-    from oba.criteria.registry import RENAMED_IN_ROWS, RETIRED
-
-    ids: set[str] = set()
+    ids: list[str] = []
     for part in sorted((ROOT / "results" / "reference" / "smoke").glob("*.parquet")):
-        for row in pq.read_table(part, columns=["cell_id", "schema_version", "config"]).to_pylist():
-            if row["schema_version"] >= 6:
-                ids.add(row["cell_id"])
-                continue
-            config = json.loads(row["config"])
-            assert cell_id(config) == row["cell_id"]
-            config["criterion"] = RENAMED_IN_ROWS.get(config["criterion"], config["criterion"])
-            if config["criterion"] not in RETIRED:
-                ids.add(cell_id({**config, "prune": {**config["prune"], "reduction": "criterion"}}))
-    return ids
+        ids += pq.read_table(part, columns=["cell_id"]).column("cell_id").to_pylist()
+    return set(ids)
 
 
 def test_existing_suites_keep_the_cell_ids_of_the_committed_reference() -> None:
     reference = _reference_ids()
-    every = criteria.names()
-    assert BEFORE_SCHEMA_6 <= set(every)
     suite = load_suite(ROOT / "suites" / "smoke.toml")
-    main = expand_grid(suite, suite.grids[0])
-    ci = expand(load_suite(ROOT / "suites" / "ci.toml"))
-    # 2 models × 2 ratios × 3 seeds per criterion
-    assert len(main) == 12 * len(every) and len(ci) == 24
-    assert len(reference) >= 12 * len(BEFORE_SCHEMA_6) and reference <= {c.cell_id for c in main}
-    # Every cell the reference lacks is one of a criterion added in schema version 6.
-    assert {c.config["criterion"] for c in main if c.cell_id not in reference} <= set(every) - BEFORE_SCHEMA_6
-    assert {c.cell_id for c in ci} <= {c.cell_id for c in main}
-    assert {c.cell_id for c in ci if c.config["criterion"] in BEFORE_SCHEMA_6} <= reference
-    twin = [c for c in expand(suite) if c.cell_id not in {m.cell_id for m in main}]  # the iterative twin
-    assert len(twin) == len(every) and all(c.config["prune"]["stages"] == [0.2, 0.4, 0.6] for c in twin)
+    every = [c.cell_id for c in expand(suite)]
+    main = [c.cell_id for c in expand_grid(suite, suite.grids[0])]
+    ci = [c.cell_id for c in expand(load_suite(ROOT / "suites" / "ci.toml"))]
+    assert len(main) == 12 * len(criteria.names()) and set(every) <= reference
+    assert len(ci) == 24 and set(ci) <= set(main)
+    twin = [c for c in expand(suite) if c.cell_id not in set(main)]  # the iterative twin: one trajectory per criterion
+    assert len(twin) == len(criteria.names()) and all(c.config["prune"]["stages"] == [0.2, 0.4, 0.6] for c in twin)
+    assert all(f"{c.cell_id}-stage{k}" in reference for c in twin for k in (1, 2))
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -248,11 +223,12 @@ def test_the_paper_suite_has_its_five_grids_and_resnet32_carries_seven_stages() 
     # criteria (every one, or the 3 OBA variants) × seeds (3) × models × datasets × ratios
     n = len(every)
     assert {k: len(v) for k, v in grids.items()} == {"grid": n * 3 * 2, "grid.resnet32-iterative": n * 3 * 2,
-                                                      "grid.imagenet-resnet50": n * 3, "grid.imagenet-vit": n * 3,
+                                                      "grid.imagenet-resnet50": n * 3, "grid.imagenet-vit": (n - 1) * 3,
                                                       "grid.oba-as-released": 3 * 3 * 2}
-    assert len(expand(suite)) == 18 * n + 18
+    assert len(expand(suite)) == 18 * n - 3 + 18
     for table, cells in grids.items():
-        assert sorted({c.config["criterion"] for c in cells}) == (released if table == "grid.oba-as-released" else every)
+        expected = {"grid.oba-as-released": released, "grid.imagenet-vit": [c for c in every if c != "oba-released"]}
+        assert sorted({c.config["criterion"] for c in cells}) == expected.get(table, every)
         assert {c.config["seed"] for c in cells} == {0, 1, 2}
         assert {c.config["structure"] for c in cells} == {"channels"}
         assert {(c.config["prune"]["normalisation"], c.config["prune"]["reduction"]) for c in cells} == {
