@@ -45,8 +45,25 @@ def models() -> dict[str, tuple]:
     }
 
 
+def read_pruner(pruner, model, bias_of) -> tuple[dict, dict]:
+    """A released pruner's per-parameter scores (``bias_of(record)`` for a bias) and channel scores by root module."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    module_names = {m: n for n, m in model.named_modules()}
+    per_parameter = {}
+    for module, record in pruner.group_importances.items():
+        per_parameter[names[id(module.weight)]] = record["weight"] / record["count"]
+        if module.bias is not None:
+            per_parameter[names[id(module.bias)]] = bias_of(record)
+    channels = {}
+    for group in pruner.DG.get_all_groups(root_module_types=pruner.root_module_types, ignored_layers=pruner.ignored_layers):
+        value = pruner.estimate_importance(group)
+        if value is not None:
+            channels[module_names[group[0].dep.target.module]] = value.double()
+    return per_parameter, channels
+
+
 def released_scores(tp, model, batches, mode):
-    """The authors' per-parameter accumulators and channel scores (keyed by root module name)."""
+    """The authors' OBA (delta 0): per-parameter accumulators and channel scores."""
     model.train(mode == "train")
     importance = tp.oba_importance.HessianImportance(normalizer="max", multivariable=True)
     pruner = tp.pruner.OBAPruner(model, batches[0][0], global_pruning=True, importance=importance, iterative_steps=1,
@@ -56,20 +73,9 @@ def released_scores(tp, model, batches, mode):
     for x, y in batches:
         model.zero_grad()
         pruner.obtain_importance(F.cross_entropy(model(x), y))
-    names = {id(p): n for n, p in model.named_parameters()}
-    module_names = {m: n for n, m in model.named_modules()}
-    per_parameter = {}
-    for module, record in pruner.group_importances.items():
-        per_parameter[names[id(module.weight)]] = record["weight"] / record["count"]
-        if module.bias is not None:
-            per_parameter[names[id(module.bias)]] = record["bias"] / record["count"]
-    channels = {}
-    for group in pruner.DG.get_all_groups(root_module_types=pruner.root_module_types, ignored_layers=pruner.ignored_layers):
-        value = pruner.estimate_importance(group)
-        if value is not None:
-            channels[module_names[group[0].dep.target.module]] = value.double()
+    scores = read_pruner(pruner, model, lambda record: record["bias"] / record["count"])
     pruner.remove_hooks()
-    return per_parameter, channels
+    return scores
 
 
 def setting(name: str, mode: str, batches: int, batch_size: int) -> tuple[torch.nn.Module, list, dict]:
@@ -84,7 +90,7 @@ def setting(name: str, mode: str, batches: int, batch_size: int) -> tuple[torch.
 
 
 def released_fastoba_scores(tp, model, batches, mode):
-    """The authors' FastOBA per-parameter scores (order 2, delta 1) and channel scores (keyed by root module name)."""
+    """The authors' FastOBA (order 2, delta 1): per-parameter scores and channel scores (biases kept per batch)."""
     model.train(mode == "train")
     importance = tp.fastoba_importance.FastOBAImportance(normalizer="max", multivariable=True)
     pruner = tp.pruner.FastOBAPruner(model, batches[0][0], global_pruning=True, importance=importance, iterative_steps=1,
@@ -94,19 +100,7 @@ def released_fastoba_scores(tp, model, batches, mode):
     for x, y in batches:
         model.zero_grad()
         pruner.obtain_importance(F.cross_entropy(model(x), y), 2)
-    names = {id(p): n for n, p in model.named_parameters()}
-    module_names = {m: n for n, m in model.named_modules()}
-    per_parameter = {}
-    for module, record in pruner.group_importances.items():
-        per_parameter[names[id(module.weight)]] = record["weight"] / record["count"]
-        if module.bias is not None:
-            per_parameter[names[id(module.bias)]] = record["bias"].mean(0)
-    channels = {}
-    for group in pruner.DG.get_all_groups(root_module_types=pruner.root_module_types, ignored_layers=pruner.ignored_layers):
-        value = pruner.estimate_importance(group)
-        if value is not None:
-            channels[module_names[group[0].dep.target.module]] = value.double()
-    return per_parameter, channels
+    return read_pruner(pruner, model, lambda record: record["bias"].mean(0))
 
 
 def worker(args: argparse.Namespace) -> int:
