@@ -115,3 +115,17 @@ def test_shipped_suites_load_and_ci_is_a_subset_of_smoke() -> None:
     assert {c.config["criterion"] for c in expand(suites["smoke"])} == set(__import__("oba").criteria.names())
     for name in ("cifar10", "cifar100", "imagenet", "paper"):
         assert suites[name].resources["gpu"] == 1
+
+
+def test_a_suite_imposes_its_reduction_and_normaliser_on_every_criterion_or_leaves_each_its_own() -> None:
+    from oba.suite.cell import cell_criterion
+
+    def built(criterion: str, **prune: str) -> tuple[str, str]:
+        config = {"criterion": criterion, "criterion_options": {}, "seed": 0,
+                  "prune": {"mode": "eval", "reduction": "criterion", "normalisation": "criterion", **prune}}
+        made = cell_criterion(config).config()
+        return made["reduction"], made["normaliser"]
+
+    assert built("oba") == ("released", "max") and built("taylor") == ("abs-sum", "mean")
+    assert built("oba", reduction="abs-sum", normalisation="mean") == ("abs-sum", "mean")
+    assert built("taylor", reduction="released") == ("released", "mean")

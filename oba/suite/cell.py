@@ -76,6 +76,7 @@ from ..recalibration import recalibrate_batchnorm
 from ..execution import default_device
 from ..train import Recipe, evaluate
 from ..versions import package_versions
+from .grids import imposed_options
 from .cell_workers import CellWorkers
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
@@ -124,9 +125,8 @@ def cell_criterion(config: dict[str, Any]) -> Criterion:
     """The cell's criterion, scoring in the cell's mode, with the suite's reduction and normaliser where it imposes
     them; one that draws random numbers gets the cell's seed as base seed."""
     prune = config["prune"]
-    imposed = {key: prune[setting] for key, setting in (("reduction", "reduction"), ("normaliser", "normalisation"))
-               if prune.get(setting, "criterion") != "criterion"}
-    criterion = criteria_registry.get(config["criterion"], mode=prune["mode"], **{**config["criterion_options"], **imposed})
+    options = {**config["criterion_options"], **imposed_options(prune)}
+    criterion = criteria_registry.get(config["criterion"], mode=prune["mode"], **options)
     if isinstance(criterion, SeededCriterion):
         criterion.seed = config["seed"]
     return criterion

@@ -39,6 +39,13 @@ PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "criterion", "r
 """``criterion`` (normalisation, reduction): each criterion as its authors run it; a name imposes one on all."""
 
 
+def imposed_options(prune: dict[str, Any]) -> dict[str, str]:
+    """The criterion options that resolved prune settings impose on every criterion: ``reduction`` and
+    ``normaliser`` where the suite names one instead of ``criterion``."""
+    return {option: prune[key] for option, key in (("reduction", "reduction"), ("normaliser", "normalisation"))
+            if prune.get(key, "criterion") != "criterion"}
+
+
 @dataclass(frozen=True)
 class Grid:
     """One grid of a suite: its axes and its resolved pruning settings (``name`` None for the main ``[grid]``)."""
@@ -153,8 +160,7 @@ def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str],
     names = criteria.names()
     listed = names if list(values["criteria"]) == ["all"] else list(values["criteria"])
     grid_criteria = _names(loc, where("criteria"), "criteria", listed, names, allow_dotted=True)
-    imposed = {key: prune[setting] for key, setting in (("reduction", "reduction"), ("normaliser", "normalisation"))
-               if prune.get(setting, "criterion") != "criterion"}
+    imposed = imposed_options(prune)
     for criterion in grid_criteria:
         options = criterion_options.get(criterion, {})
         try:
