@@ -9,6 +9,9 @@
     oba band REFERENCE [--machine NAME=RESULTS ...] [--z Z] [--floor POINTS] [-o FILE]
     oba status RESULTS [--suite SUITE]
     oba store compact RESULTS
+    oba fixtures write SUITE -o FOLDER [--dataset NAME ...]
+    oba snapshot write [--suite SUITE] [-o DIR] [--criterion NAME ... | --all]
+    oba snapshot check [--baseline DIR] [--criterion NAME ... | --all]
 """
 from __future__ import annotations
 
@@ -207,7 +210,7 @@ def _band(args: argparse.Namespace) -> int:
     target = args.output or os.path.join(args.reference, BAND_FILE)
     band.write(target)
     widest = max((b.band for s in band.settings.values() for b in s.metrics.values()), default=float("nan"))
-    print(f"band: {target} ({len(band.settings)} settings, machines {', '.join(names)}, widest band {widest:.2f} pp)")
+    print(f"band: {target} ({len(band.settings)} settings, machines {', '.join(names)}, widest band {widest:.2f})")
     return 0
 
 
@@ -237,6 +240,48 @@ def _store(args: argparse.Namespace) -> int:
     print(f"compacted {args.results}: {summary.folded} part(s) folded into {len(summary.written)} file(s), "
           f"{summary.removed} older compacted file(s) replaced; {summary.cells} cells stored")
     return 2 if summary.unreadable else 0
+
+
+@command("fixtures")
+def _fixtures(args: argparse.Namespace) -> int:
+    from .dense_fixtures import write_fixtures
+    from .suite.config import load_suite
+    from .suite.grid import dense_keys, expand
+
+    suite = load_suite(args.suite)
+    keys = [k for k in dense_keys(expand(suite)) if not args.dataset or k[1] in args.dataset]
+    trained = [(m, d, s, suite.dense[m]) for m, d, s in keys if "weights" not in suite.dense[m]]
+    if not trained:
+        raise UserError(f"{args.suite}: no dense model trained by a recipe"
+                        + (f" on {', '.join(args.dataset)}" if args.dataset else ""))
+    for fixture in write_fixtures(trained, args.output, suite.data.get("options", {}), args.cache):
+        print(f"{args.output.rstrip('/')}/{fixture.file}  sha256 {fixture.sha256}  key {fixture.key}")
+    return 0
+
+
+def _snapshot_criteria(args: argparse.Namespace) -> list[str] | None:
+    """The criteria named on the command line; with --all, every registered one (plugins included)."""
+    if args.all:
+        from . import criteria
+
+        return criteria.names()
+    return args.criterion or None
+
+
+@command("snapshot")
+def _snapshot(args: argparse.Namespace) -> int:
+    from .report.snapshot import write_snapshot
+    from .report.snapshot_check import check_snapshot
+
+    if args.action == "write":
+        from .suite.config import load_suite
+
+        folder = write_snapshot(load_suite(args.suite), args.output, _snapshot_criteria(args))
+        print(f"snapshot: {folder}")
+        return 0
+    outcome = check_snapshot(args.baseline, _snapshot_criteria(args))
+    print(outcome.render())
+    return outcome.exit_code
 
 
 def parser() -> argparse.ArgumentParser:
@@ -288,7 +333,8 @@ def parser() -> argparse.ArgumentParser:
     chk.add_argument("--baseline", required=True, help="reference results (folder of parts or a Parquet file)")
     chk.add_argument("--band", help="band file (default: band.json inside the baseline folder, when present)")
     chk.add_argument("--tolerance", type=float, default=0.5,
-                     help="smallest allowed drop of a seed mean, percentage points (a floor under the measured band)")
+                     help="smallest allowed drop of a seed mean (accuracy: percentage points; fidelity: 100·ρ), a "
+                          "floor under the measured band")
     chk.add_argument("--suite", help="compare only the baseline cells of this suite (a subset of the baseline's grid)")
     bnd = sub.add_parser("band", help="write a reference's noise band (seed spread and machine spread) for check")
     bnd.add_argument("reference", help="reference results folder (the band is written inside it by default)")
@@ -296,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
     bnd.add_argument("--machine", action="append", default=[], metavar="NAME=RESULTS",
                      help="the same suite run under another (emulated) CPU; repeat for each machine")
     bnd.add_argument("--z", type=float, default=3.0, help="band width in standard deviations (default 3)")
-    bnd.add_argument("--floor", type=float, default=0.5, help="smallest band, percentage points (default 0.5)")
+    bnd.add_argument("--floor", type=float, default=0.5, help="smallest band (accuracy: percentage points; fidelity: 100·ρ; default 0.5)")
     bnd.add_argument("-o", "--output", help="band file to write (default REFERENCE/band.json)")
     stat = sub.add_parser("status", help="done / failed / running / pending cells per model and criterion, and the "
                                          "run holding the results' lease")
@@ -307,6 +353,33 @@ def parser() -> argparse.ArgumentParser:
     compact = store_sub.add_parser("compact", help="fold the loose parts into one Parquet file per suite/model/dataset "
                                                    "(hive-partitioned); safe while a run writes to a local folder")
     compact.add_argument("results", help="results folder or URI")
+    fix = sub.add_parser("fixtures", help="golden dense fixtures: pinned dense weights a suite loads instead of training")
+    fix_sub = fix.add_subparsers(dest="action", required=True)
+    fix_write = fix_sub.add_parser("write", help="train (or take from the checkpoint cache) the suite's dense models on "
+                                                 "the CPU and write them with manifest.json into FOLDER")
+    fix_write.add_argument("suite", help="suite TOML file")
+    fix_write.add_argument("-o", "--output", required=True, help="fixtures folder, e.g. fixtures/dense")
+    fix_write.add_argument("--dataset", action="append", default=[], help="only this dataset's models (repeatable)")
+    fix_write.add_argument("--cache", help="dense-checkpoint cache to train into or read from (default .cache/checkpoints)")
+    snap = sub.add_parser("snapshot", help="score snapshots: every criterion's scores on the pinned fixtures, written "
+                                           "or compared with a committed snapshot")
+    snap_sub = snap.add_subparsers(dest="action", required=True)
+    snap_write = snap_sub.add_parser("write", help="score the criteria on the suite's pinned dense fixtures and write the "
+                                                   "snapshot")
+    snap_write.add_argument("--suite", default="suites/smoke.toml", help="suite whose fixtures, calibration and "
+                                                                         "criterion options to use (default suites/smoke.toml)")
+    snap_write.add_argument("-o", "--output", default="results/reference/snapshot",
+                            help="snapshot folder (default results/reference/snapshot)")
+    snap_check = snap_sub.add_parser("check", help="recompute and compare with a snapshot: exit 0 when every criterion "
+                                                   "matches, 1 when some moved, 2 when the snapshot is missing or corrupt")
+    snap_check.add_argument("--baseline", default="results/reference/snapshot",
+                            help="snapshot folder (default results/reference/snapshot)")
+    for sp in (snap_write, snap_check):
+        which = sp.add_mutually_exclusive_group()
+        which.add_argument("--criterion", action="append", default=[],
+                           help="only this criterion (repeatable; a plugin's name or module:object); default: every "
+                                "built-in (check: and every criterion in the snapshot)")
+        which.add_argument("--all", action="store_true", help="every registered criterion, plugins included")
     return p
 
 

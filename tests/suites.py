@@ -56,3 +56,31 @@ def tiny_suite(folder: Path, name: str = "tiny", models=("resnet8",), criteria=(
                        seeds=toml_list(seeds), datasets=toml_list(datasets), cache=folder / "cache")
     path.write_text(text + (f'\n[data]\nroot = "{data_root}"\n' if data_root is not None else ""))
     return path
+
+
+FIXTURED = """\
+[grid]
+models = ["resnet8"]
+datasets = ["digits"]
+criteria = ["taylor"]
+ratios = [0.1]
+seeds = {seeds}
+
+[calibration]
+batches = 2
+
+[dense]
+{fixtures}
+epochs = {epochs}
+batch_size = 64
+
+[finetune]
+epochs = 1
+"""
+
+
+def fixtured_suite(path: Path, fixtures: str | Path = "", epochs: int = 1, seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """Write a one-model suite (resnet8 on digits) whose ``[dense]`` names ``fixtures`` when given; return its path."""
+    line = f'fixtures = "{fixtures}"' if fixtures else ""
+    path.write_text(FIXTURED.format(fixtures=line, epochs=epochs, seeds=list(seeds)))
+    return path

@@ -43,8 +43,11 @@ def test_fallback_band_from_the_baseline_seed_spread(tmp_path: Path) -> None:
     # No band file: allowed drop = max(floor, 3·√2·s_seed/√n) = 3·√2·0.5/√3 = 1.2247 points.
     outcome = check(_store(tmp_path, "r", _grid()), _store(tmp_path, "b", _grid()), tolerance=0.5)
     assert outcome.exit_code == 0
-    assert len(outcome.comparisons) == 2 * 2 * 2
-    assert {round(c.allowed, 4) for c in outcome.comparisons} == {round(3 * math.sqrt(2) * 0.5 / math.sqrt(3), 4)}
+    assert len(outcome.comparisons) == 2 * 2 * 3
+    accuracies = {round(c.allowed, 4) for c in outcome.comparisons if c.metric != "fidelity"}
+    assert accuracies == {round(3 * math.sqrt(2) * 0.5 / math.sqrt(3), 4)}
+    # Fidelity is the same 0.7 for every seed: no seed spread, so the floor.
+    assert {c.allowed for c in outcome.comparisons if c.metric == "fidelity"} == {0.5}
     assert outcome.render().startswith("PASS")
 
 
@@ -89,7 +92,18 @@ def test_planted_three_point_drop_of_every_seed_fails(tmp_path: Path, gate: tupl
     assert {(c.key[2], c.key[5], c.metric) for c in outcome.regressions} == {("oba", 0.3, "pruned_acc"), ("oba", 0.3, "final_acc")}
     assert all(c.drop == pytest.approx(3.0) for c in outcome.regressions)
     text = outcome.render()
-    assert "REGRESSION" in text and "allowed drop (pp)" in text and "-3.00" in text
+    assert "REGRESSION" in text and "allowed drop" in text and "-3.00" in text
+
+
+def test_a_fidelity_drop_fails_on_its_own(tmp_path: Path, gate: tuple[str, Band]) -> None:
+    # Every seed of one setting ranks units worse: ρ 0.70 → 0.68, a drop of 2 in 100·ρ against the floor 0.5;
+    # the accuracies are untouched, so fidelity alone fails.
+    baseline, band = gate
+    rows = [{**r, "fidelity": 0.68} if (r["criterion"], r["ratio"]) == ("oba", 0.6) else r for r in _grid()]
+    outcome = check(_store(tmp_path, "r", rows), baseline, band=band)
+    assert outcome.exit_code == 1
+    assert [(c.key[2], c.key[5], c.metric) for c in outcome.regressions] == [("oba", 0.6, "fidelity")]
+    assert outcome.regressions[0].drop == pytest.approx(2.0)
 
 
 def test_one_cell_moving_inside_a_stable_seed_mean_passes(tmp_path: Path, gate: tuple[str, Band]) -> None:

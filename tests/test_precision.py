@@ -19,13 +19,14 @@ from oba.train import Recipe, evaluate, fine_tune, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
 
-# Cell ids as of schema version 6 (every cell's prune settings record its reduction; the dense keys date from
-# before Recipe had precision and channels_last, commit da6824a): defaults must keep every cell id and dense key.
+# Cell ids as of the golden dense fixtures (each mnist5k cell's dense settings are its pinned weights file; one
+# fine-tuning epoch; the dense keys, which find the fixtures, date from before Recipe had precision and
+# channels_last, commit da6824a): defaults must keep every cell id and dense key.
 SMOKE_CELL_IDS = {
-    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "8d1a90195588ced8ad3d",
-    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=1": "512238518e5f277553e7",
-    "vgg-tiny/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "5ba1070810f487f88870",
-    "vgg-tiny/mnist5k/taylor/channels/global/r=0.2/s=2": "a2ce30e6233282ef7681",
+    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "303b49ca779b6361c43b",
+    "resnet8/mnist5k/kfac-obd/channels/global/r=0.1/s=1": "72d0f39fd37f0889e3ce",
+    "vgg-tiny/mnist5k/kfac-obd/channels/global/r=0.1/s=0": "78f4eb787e2d14f2b0ee",
+    "vgg-tiny/mnist5k/taylor/channels/global/r=0.2/s=2": "234c8f0be5c91b918e65",
 }
 SMOKE_DENSE_KEYS = {"resnet8": "06fe31df1664c912d4df", "vgg-tiny": "a4c15bd1472d0879a273"}
 

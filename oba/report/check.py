@@ -7,7 +7,8 @@ stages is compared on its own (a regression can show at any stage: the rows
 right after a stage's pruning and after its fine-tuning carry both gated
 metrics; a one-shot setting is its single stage). For every
 setting of the baseline and every gated metric (:data:`~oba.report.band.GATED_METRICS`:
-the BN-recalibrated accuracy after pruning and the accuracy after fine-tuning),
+the BN-recalibrated accuracy after pruning, the accuracy after fine-tuning, and
+fidelity, the rank agreement of the dense model's unit scores with the loss change of removing each unit, as 100·ρ),
 the mean over the baseline's seeds is compared with the mean over the same seeds
 in the results. The allowed drop is the setting's band from the reference's band
 file (:mod:`oba.report.band`: measured seed and machine spread), never less than
@@ -105,7 +106,7 @@ class CheckResult:
         stages = f" (and {earlier} earlier stage(s) of iterative settings)" if earlier else ""
         lines = [
             f"{verdict} — {settings} setting(s){stages} compared by seed mean, {len(self.regressions)} regression(s); "
-            f"bands: {self.band_source}; floor {self.tolerance:g} percentage points",
+            f"bands: {self.band_source}; floor {self.tolerance:g} (accuracies in %, fidelity as 100·ρ)",
         ]
         keys = [c.key for c in self.comparisons] + [k[:-1] for k in self.missing + self.ambiguous + self.baseline_failed]
         keys += [k[:-1] for k, _ in self.errored] + self.extra
@@ -118,8 +119,7 @@ class CheckResult:
                  f"{-c.drop:+.2f}", f"{c.allowed:.2f}", "REGRESSION" if c.regressed else "ok"]
                 for c in self.comparisons
             ]
-            headers = [*names, "metric", "seeds", "baseline %", "current %", "change (pp)", "allowed drop (pp)",
-                       "verdict"]
+            headers = [*names, "metric", "seeds", "baseline", "current", "change", "allowed drop", "verdict"]
             lines += ["", _table(headers, rows)]
         seeded = (*names, "seed")
         if self.missing:

@@ -10,7 +10,9 @@ fine-tuning recipes (``[dense]`` keys for every model of every grid, a
 recipe, ``[dense]``/``[dense.<model>]`` may give pretrained ``weights`` (with
 ``weights_sha256`` and ``weights_download``; see :mod:`oba.models.weights`):
 that model is then loaded and evaluated, never trained, and recipe keys in the
-same table are an error. Every error names the file, the line, the key and
+same table are an error. ``[dense] fixtures = "<folder>"`` names golden dense fixtures
+(:mod:`oba.dense_fixtures`): a (model, dataset, seed) whose recipe a fixture was trained
+with loads that pinned file instead of training (:meth:`Suite.dense_for`). Every error names the file, the line, the key and
 what is allowed, and is raised before anything runs.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..dense_fixtures import Fixture, FixturesError, pinned_weights, read_manifest
 from ..models.weights import SETTINGS as WEIGHTS_SETTINGS
 from ..models.weights import Weights, WeightsError
 from ..train import Recipe
@@ -67,6 +70,19 @@ class Suite:
     data: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
+    fixtures_folder: str = ""
+    fixtures: dict[str, Fixture] = field(default_factory=dict)
+
+    def dense_for(self, model: str, dataset: str, seed: int) -> dict[str, Any]:
+        """The resolved ``[dense]`` settings of (model, dataset, seed): the pinned fixture's weights settings where
+        the suite's fixtures hold one for the model's recipe, else the model's recipe or weights settings."""
+        settings = self.dense[model]
+        if self.fixtures and "weights" not in settings:
+            pinned = pinned_weights(self.fixtures_folder, self.fixtures, model, dataset, settings, seed,
+                                    self.data.get("options", {}))
+            if pinned is not None:
+                return pinned
+        return settings
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -203,6 +219,13 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
     if problem:
         raise loc.error("run", "tune_storage", problem)
     model_names = _first_seen([g.models for g in grids])
+    dense = dict(raw.get("dense", {}))
+    fixtures_folder = dense.pop("fixtures", "")
+    check_type(loc, "dense", "fixtures", fixtures_folder, str)
+    try:
+        fixtures = read_manifest(fixtures_folder) if fixtures_folder else {}
+    except FixturesError as err:
+        raise loc.error("dense", "fixtures", str(err)) from err
     finetune = _recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names())
     _check_split_batches(loc, finetune, resources["workers"])
     return Suite(
@@ -212,10 +235,12 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         grids=grids,
         calibration={**CALIBRATION_DEFAULTS, **raw.get("calibration", {})},
         criterion_options=options,
-        dense=_recipes(loc, "dense", raw.get("dense", {}), model_names, models.names()),
+        dense=_recipes(loc, "dense", dense, model_names, models.names()),
         finetune=finetune,
         measure={**MEASURE_DEFAULTS, **raw.get("measure", {})},
         data={"root": None, "download": False, "options": {}, **raw.get("data", {})},
         resources=resources,
         run=run,
+        fixtures_folder=fixtures_folder,
+        fixtures=fixtures,
     )

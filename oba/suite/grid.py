@@ -115,7 +115,7 @@ def expand_grid(suite: Suite, grid: Grid) -> list[Cell]:
             "seed": seed,
             "prune": grid.prune,
             "calibration": suite.calibration,
-            "dense": dense_config(suite.dense[model]),
+            "dense": dense_config(suite.dense_for(model, dataset, seed)),
             "finetune": suite.finetune[model],
             "measure": suite.measure,
         }

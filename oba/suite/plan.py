@@ -25,6 +25,7 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -134,12 +135,15 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                 datasets.append(f"{name}: {data.check_files(name, root, download=suite.data.get('download', False))}")
             except (FileNotFoundError, ValueError) as err:
                 missing.append(f"dataset {name}: {one_line(str(err))}")
-        for model, dataset in dict.fromkeys((c.config["model"], c.config["dataset"]) for c in todo):
-            if "weights" in suite.dense[model]:
+        for model, dataset, seed in dict.fromkeys((c.config["model"], c.config["dataset"], c.config["seed"]) for c in todo):
+            settings = suite.dense_for(model, dataset, seed)
+            if "weights" in settings:
                 try:
-                    weights.append(_weights_line(suite, model, dataset, cache))
+                    line = _weights_line(suite, model, dataset, settings, cache)
+                    weights += [line] if line not in weights else []  # pretrained weights serve every seed
                 except WeightsError as err:
-                    missing.append(f"dense model {model}: {one_line(str(err))}")
+                    reason = f"dense model {model}: {one_line(str(err))}"
+                    missing += [reason] if reason not in missing else []
         problem = writable_folder_problem(*filesystem(cache), "checkpoint cache")
         if problem:
             problems.append(problem)
@@ -184,9 +188,10 @@ def grid_sizes(suite: Suite) -> list[str]:
     return lines
 
 
-def _weights_line(suite: Suite, model: str, dataset: str, cache: str) -> str:
-    """Where dense ``model``'s weights for ``dataset`` come from; raises :class:`WeightsError` when they cannot."""
-    spec = Weights.from_settings(suite.dense[model])
+def _weights_line(suite: Suite, model: str, dataset: str, settings: dict[str, Any], cache: str) -> str:
+    """Where dense ``model``'s weights (its resolved ``[dense]`` ``settings``) for ``dataset`` come from; raises
+    :class:`WeightsError` when they cannot."""
+    spec = Weights.from_settings(settings)
     key = weights_key(model, dataset, spec, suite.data.get("options", {}))
     fs, root = filesystem(cache)
     cached = f"{root}/{key}.pt"

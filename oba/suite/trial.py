@@ -108,7 +108,7 @@ def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir:
 
     _set_up_process(device, suite.resources["gpu"], threads)
     ckpt = dense_checkpoint(
-        model, dataset, dense_source(suite.dense[model]), seed, cache_dir, dataset_options=suite.data.get("options", {}),
+        model, dataset, dense_source(suite.dense_for(model, dataset, seed)), seed, cache_dir, dataset_options=suite.data.get("options", {}),
         data_root=data_root, download=suite.data.get("download", False), num_workers=threads, device=device,
     )
     return str(ckpt.path)
