@@ -53,7 +53,8 @@ MACHINES: dict[str, dict[str, str]] = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "sse41": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
-METRICS = ("pruned_acc_raw", "pruned_acc", "final_acc")
+METRICS = ("pruned_acc_raw", "pruned_acc", "final_acc", "fidelity")
+"""Accuracies in percent; fidelity as 100·ρ (as the gate reads it)."""
 
 
 def run_machine(suite: str, out: Path, machine: str) -> float:

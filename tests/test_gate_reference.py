@@ -14,7 +14,7 @@ import pytest
 from oba.criteria.base import Criterion
 from oba.criteria.taylor import Taylor
 from oba.report import check, load_results
-from oba.report.band import BAND_FILE, GATED_METRICS, Band, setting_key
+from oba.report.band import BAND_FILE, GATED_METRICS, SETTING_KEYS, Band, setting_key
 from oba.suite.cell import run_cell
 from oba.suite.config import load_suite
 from oba.suite.grid import expand
@@ -55,17 +55,31 @@ def test_reference_holds_every_ci_cell_with_a_measured_band(ci_cells: list, refe
             assert measured.machines == 3 and measured.band >= band.floor, (key, metric)
 
 
-def test_reference_passes_itself_and_every_setting_three_points_lower_fails(reference: pd.DataFrame, band: Band) -> None:
-    """A band wide enough to swallow 3 points is not a gate: lower each CI setting alone, every seed, both metrics."""
+def test_settings_pruning_the_fixtures_have_tight_bands(band: Band) -> None:
+    """From identical dense weights, a change of CPU moves only float noise: pruned accuracy within 1.5 points,
+    fine-tuned within 1.0 (issue 23's goal). The iterative twin trains its dense model on each machine: not held."""
+    pinned = [s for s in band.settings.values() if dict(zip(SETTING_KEYS, s.key))["dataset"] == "mnist5k"]
+    assert len(pinned) == 56
+    for setting in pinned:
+        assert setting.metrics["pruned_acc"].band <= 1.5, setting
+        assert setting.metrics["final_acc"].band <= 1.0, setting
+        assert setting.metrics["fidelity"].machines == 3, setting
+
+
+@pytest.mark.parametrize("points", [1, 3])
+def test_reference_passes_itself_and_every_setting_lowered_alone_fails(reference: pd.DataFrame, band: Band,
+                                                                       points: int) -> None:
+    """A band wide enough to swallow a point is not a gate: lower each CI setting alone, every seed, one gated metric
+    at a time, by 1 and by 3 points (fidelity: 0.01 and 0.03 of ρ)."""
     assert check(reference, reference, band=band).exit_code == 0
     for key in _settings(reference):
-        lowered = reference.copy()
-        target = lowered.apply(lambda row: setting_key(row) == key, axis=1)
+        target = reference.apply(lambda row: setting_key(row) == key, axis=1)
         for metric in GATED_METRICS:
-            lowered.loc[target, metric] -= 0.03
-        outcome = check(lowered, reference, band=band)
-        assert outcome.exit_code == 1, f"a 3-point drop of {key} passed:\n{outcome.render()}"
-        assert {c.key for c in outcome.regressions} == {key}
+            lowered = reference.copy()
+            lowered.loc[target, metric] -= points / 100
+            outcome = check(lowered, reference, band=band)
+            assert outcome.exit_code == 1, f"a {points}-point drop of {key} {metric} passed:\n{outcome.render()}"
+            assert {(c.key, c.metric) for c in outcome.regressions} == {(key, metric)}
 
 
 @pytest.mark.slow
