@@ -10,9 +10,9 @@ and its fixed calibration batches: the suite's number of batches, of
   :data:`PER_TENSOR` evenly spaced elements of every parameter tensor;
 * ``units``: the per-unit group scores, with the criterion's own reduction
   (:meth:`Criterion.group_scores`), over every prunable unit of the dense model;
-* ``lowest``: the k = ⌈10 %⌉ units the first pruning step would rank lowest
-  (each layer's scores divided by the criterion's own normaliser, then ranked
-  together: the ``global`` allocation's order);
+* ``normalised``: each layer's unit scores divided by the criterion's own
+  normaliser, the values the ``global`` allocation ranks together;
+* ``lowest``: the k = ⌈10 %⌉ units those values rank lowest;
 * ``compensation``: the update the criterion makes to the surviving weights
   when those k units go (K-FAC OBS; absent for criteria without one), sampled
   as ``param``.
@@ -69,7 +69,7 @@ DEFAULT_FOLDER = "results/reference/snapshot"
 FORMAT = 1
 LOWEST_FRACTION = 0.1
 PRUNE_LAYER_CAP = 0.5
-REQUIRED = ("units", "lowest", "pruned/widths", "pruned/loss")
+REQUIRED = ("units", "normalised", "lowest", "pruned/widths", "pruned/loss")
 """The quantities every criterion has in a snapshot (``param`` and ``compensation`` are per parameter)."""
 BATCH_SIZE = 16
 PER_TENSOR = 128
@@ -166,10 +166,15 @@ def build_criterion(name: str, options: dict[str, Any], fixture: SnapshotFixture
     return criterion
 
 
-def _lowest(criterion: Criterion, unit_scores: Tensor, groups: Sequence[PrunableGroup]) -> tuple[Tensor, dict[str, list[int]]]:
-    """The indices (into all units) of the k lowest normalised unit scores, and the same per group."""
+def _normalised(criterion: Criterion, unit_scores: Tensor, groups: Sequence[PrunableGroup]) -> Tensor:
+    """Each layer's unit scores divided by the criterion's own normaliser: what the global allocation ranks."""
     sizes = [len(g) for g in groups]
-    flat = torch.cat([normalise(chunk.double(), criterion.normaliser) for chunk in torch.split(unit_scores, sizes)])
+    return torch.cat([normalise(chunk.double(), criterion.normaliser) for chunk in torch.split(unit_scores, sizes)])
+
+
+def _lowest(flat: Tensor, groups: Sequence[PrunableGroup]) -> tuple[Tensor, dict[str, list[int]]]:
+    """The indices (into all units) of the k lowest normalised unit scores ``flat``, and the same per group."""
+    sizes = [len(g) for g in groups]
     k = max(1, math.ceil(LOWEST_FRACTION * len(flat)))
     lowest = torch.sort(torch.sort(flat, stable=True).indices[:k]).values
     ends = torch.tensor(sizes).cumsum(0)
@@ -193,12 +198,14 @@ def score_fixture(criterion: Criterion, prepared: Prepared) -> dict[str, Tensor]
             unit_scores = criterion.group_scores(model, batches, LOSS, units).double().cpu()
     finally:
         del criterion.parameter_scores
-    lowest, chosen = _lowest(criterion, unit_scores, prepared.groups)
+    normalised = _normalised(criterion, unit_scores, prepared.groups)
+    lowest, chosen = _lowest(normalised, prepared.groups)
     criterion.reseed(1)
     with scoring_context(model, criterion.mode):
         update = criterion.compensation(model, batches, LOSS, removed_masks(model, prepared.groups, chosen))
     out = {f"param/{name}": _sampled(s) for name, s in params.items()}
     out["units"] = unit_scores.contiguous()
+    out["normalised"] = normalised.contiguous()
     out["lowest"] = lowest.to(torch.int64)
     out.update({f"compensation/{name}": _sampled(u) for name, u in update.items()})
     out.update(_pruned(criterion, prepared, unit_scores))

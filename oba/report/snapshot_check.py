@@ -215,6 +215,8 @@ def _check_one(fixture: SnapshotFixture, prepared: Prepared, name: str, payload:
         return finding
     _compare(finding, "unit scores", now["units"], then["units"], tolerances,
              labels if len(labels) == now["units"].numel() else None)
+    _compare(finding, "normalised unit scores", now["normalised"], then["normalised"], tolerances,
+             labels if len(labels) == now["normalised"].numel() else None)
     if not torch.equal(now["pruned/widths"], then["pruned/widths"]):
         changed = (now["pruned/widths"] != then["pruned/widths"]).sum() if now["pruned/widths"].shape == \
             then["pruned/widths"].shape else "all"
