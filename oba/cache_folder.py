@@ -15,13 +15,13 @@ import io
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
+from .atomic_write import disk_full, is_disk_full, write_atomic
 from .lease import Lease, LeaseHeld
 
 
@@ -54,10 +54,13 @@ class LocalFolder:
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            except BaseException:
-                os.unlink(handle.name)
+                handle.close()
+                os.replace(handle.name, path)
+            except BaseException as err:
+                Path(handle.name).unlink(missing_ok=True)
+                if is_disk_full(err):
+                    raise disk_full(str(path), err) from None
                 raise
-        os.replace(handle.name, path)
 
     @contextlib.contextmanager
     def exclusive(self, key: str) -> Iterator[None]:
@@ -94,10 +97,7 @@ class ObjectFolder:
         """Write entry ``name`` with ``write`` under a temporary name, then move it into place."""
         buffer = io.BytesIO()
         write(buffer)
-        temporary = self.where(f".{name}.{uuid.uuid4().hex}.tmp")
-        with self.fs.open_output_stream(temporary) as sink:
-            sink.write(buffer.getvalue())
-        self.fs.move(temporary, self.where(name))
+        write_atomic(self.fs, self.where(name), lambda sink: sink.write(buffer.getvalue()))
 
     @contextlib.contextmanager
     def exclusive(self, key: str) -> Iterator[None]:

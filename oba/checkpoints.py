@@ -30,7 +30,13 @@ their canonical source and the SHA-256 of their file; a trained model gives
 ``"trained"`` and the SHA-256 of its cached ``<key>.pt``; a user checkpoint
 file gives its path and SHA-256.
 
-Concurrency: a request that finds no ``<key>.pt`` takes the folder's
+Every file is read with ``weights_only=True`` (tensors and plain values, never
+code). A cached entry that cannot be read or does not fit its model (a corrupt
+or planted file) is made again in its place, with a warning naming it; a user's
+checkpoint file that cannot is an error naming it (:class:`CheckpointUnreadable`,
+one line), and is left alone.
+
+Concurrency: a request that finds no usable ``<key>.pt`` takes the folder's
 exclusive lock for it (``fcntl.flock`` on a local folder, a lease on object
 storage), checks again, and only then trains; the others wait and load what the
 winner wrote. Both files are written to a temporary name and moved into place,
@@ -40,11 +46,13 @@ never half-written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import pickle
 import socket
 import time
 from collections.abc import Callable
@@ -59,6 +67,7 @@ from . import data as datasets
 from . import models
 from .cache_folder import LocalFolder, ObjectFolder, cache_folder
 from .data import DatasetInfo, Splits
+from .errors import UserError
 from .models.weights import Weights, load_weights, sha256_of
 from .execution import default_device
 from .train import Recipe, evaluate, train
@@ -67,6 +76,11 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "OBA_CACHE"
 FORMAT_VERSION = 1
+PAYLOAD_KEYS = frozenset({"format", "key", "model", "info", "state_dict"})
+
+
+class CheckpointUnreadable(UserError, ValueError):
+    """A checkpoint file that cannot be read, or does not fit its model; the message names it, on one line."""
 
 
 @dataclass
@@ -183,8 +197,11 @@ def dense_checkpoint(
     if training or evaluation is needed. ``checkpoint`` bypasses the cache: a user file,
     either written by this module or a bare state dict for
     ``models.create(model_name, ...)``; its metadata is the JSON beside it when
-    there is one, else its validation and test metrics are measured. The model
-    is returned on ``device`` (default: CUDA when available) in eval mode.
+    there is one, else its validation and test metrics are measured; one that
+    cannot be read or does not fit raises :class:`CheckpointUnreadable`. A cached
+    entry that cannot be read or does not fit is made again in its place, with a
+    warning naming it. The model is returned on ``device`` (default: CUDA when
+    available) in eval mode.
     """
     device = torch.device(device) if device is not None else default_device()
     options = datasets.resolve_options(dataset_name, dataset_options)
@@ -207,11 +224,13 @@ def dense_checkpoint(
         key = checkpoint_key(model_name, dataset_name, recipe, seed, options, device)
     name = f"{key}.pt"
     if folder.exists(name):
-        return _load_cached(folder, key, device)
+        with contextlib.suppress(CheckpointUnreadable):  # made again below, under the maker's lock
+            return _load_cached(folder, key, device)
     with folder.exclusive(key):
         log.info("holding the maker's lock on dense checkpoint %s", key)
-        if folder.exists(name):
-            return _load_cached(folder, key, device)
+        cached = _usable_cached(folder, key, device)
+        if cached is not None:
+            return cached
         split_data = splits()
         if isinstance(recipe, Weights):
             model, metadata = _evaluate_weights(model_name, recipe, split_data, device)
@@ -283,19 +302,98 @@ def _provenance(payload: bytes, metadata: dict[str, Any]) -> tuple[str, str]:
     return "trained", hashlib.sha256(payload).hexdigest()
 
 
+def read_tensors(source: bytes | Path, where: Path | str) -> Any:
+    """What ``torch.load`` reads from ``source`` (bytes, or a file) with ``weights_only=True``: tensors and plain
+    values, never code. :class:`CheckpointUnreadable` naming ``where`` when it cannot be read so."""
+    try:
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                          weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointUnreadable(f"{where}: not a readable file of tensors and plain values (corrupt, or holding "
+                                   f"objects whose loading could run code, which weights_only=True refuses)") from None
+    except Exception as err:  # a corrupt file fails in many ways; each is this file's fault
+        raise CheckpointUnreadable(f"{where}: cannot be read ({first_line(err)})") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The error's type and the first line of its message, for a one-line report."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def load_exactly(model: nn.Module, state: Any, where: Path | str) -> None:
+    """Load ``state`` into ``model`` (strictly): :class:`CheckpointUnreadable` naming ``where`` unless it is a
+    dict of tensors with exactly the model's names and shapes."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointUnreadable(f"{where}: its state dict is not a dict of named tensors")
+    expected = model.state_dict()
+    missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    misshapen = sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
+    problems = [f"{len(keys)} {what} (first {keys[0]!r})" for what, keys in
+                (("missing tensors", missing), ("unexpected tensors", extra), ("tensors of another shape", misshapen))
+                if keys]
+    if problems:
+        raise CheckpointUnreadable(f"{where}: its state dict does not fit {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state)
+
+
+def _cached_model(payload: Any, where: Path | str) -> tuple[DatasetInfo, nn.Module]:
+    """The dataset info and the model with its weights loaded, of a payload this module wrote."""
+    if not isinstance(payload, dict) or not PAYLOAD_KEYS <= payload.keys():
+        raise CheckpointUnreadable(f"{where}: not a dense checkpoint (it needs {', '.join(sorted(PAYLOAD_KEYS))})")
+    if payload["format"] != FORMAT_VERSION:
+        raise CheckpointUnreadable(
+            f"{where} has checkpoint format {str(payload['format'])[:40]!r}; this version reads {FORMAT_VERSION}")
+    if not isinstance(payload["model"], str) or not isinstance(payload["info"], dict):
+        raise CheckpointUnreadable(f"{where}: its 'model' is not a name or its 'info' not a dict")
+    try:
+        info = DatasetInfo(**payload["info"])
+        model = models.create(payload["model"], info.num_classes, info.in_chans, info.image_size)
+    except (TypeError, ValueError) as err:
+        raise CheckpointUnreadable(f"{where}: {first_line(err)}") from None
+    load_exactly(model, payload["state_dict"], where)
+    return info, model
+
+
+def _cached_metadata(folder: LocalFolder | ObjectFolder, key: str) -> dict[str, Any]:
+    """The metadata ``<key>.json`` beside a cached checkpoint: a JSON object whose ``weights``, if any, name their
+    source and SHA-256."""
+    where = folder.where(f"{key}.json")
+    try:
+        metadata = json.loads(folder.read_bytes(f"{key}.json"))
+    except (FileNotFoundError, ValueError) as err:
+        raise CheckpointUnreadable(f"{where}: cannot be read ({first_line(err)})") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointUnreadable(f"{where}: not a JSON object")
+    weights = metadata.get("weights")
+    if weights is not None and not (isinstance(weights, dict) and {"source", "sha256"} <= weights.keys()):
+        raise CheckpointUnreadable(f"{where}: its 'weights' do not name their source and SHA-256")
+    return metadata
+
+
 def _load_cached(folder: LocalFolder | ObjectFolder, key: str, device: torch.device) -> DenseCheckpoint:
-    raw = folder.read_bytes(f"{key}.pt")
-    payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    """Checkpoint ``key`` of ``folder`` on ``device``: :class:`CheckpointUnreadable` naming the file when its
+    contents cannot be read or do not fit (an ``OSError`` reading it propagates)."""
     where = folder.where(f"{key}.pt")
-    if payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{where} has checkpoint format {payload.get('format')!r}; this version reads {FORMAT_VERSION}")
-    info = DatasetInfo(**payload["info"])
-    model = models.create(payload["model"], info.num_classes, info.in_chans, info.image_size)
-    model.load_state_dict(payload["state_dict"])
-    metadata = json.loads(folder.read_bytes(f"{key}.json"))
+    raw = folder.read_bytes(f"{key}.pt")
+    info, model = _cached_model(read_tensors(raw, where), where)
+    metadata = _cached_metadata(folder, key)
     source, digest = _provenance(raw, metadata)
     return DenseCheckpoint(model=model.to(device).eval(), info=info, metadata=metadata, path=where, trained=False,
                            weights=source, weights_sha256=digest)
+
+
+def _usable_cached(folder: LocalFolder | ObjectFolder, key: str, device: torch.device) -> DenseCheckpoint | None:
+    """Cached checkpoint ``key``, or None when there is none or it is unusable: then a warning names the file,
+    which the caller makes again in its place."""
+    if not folder.exists(f"{key}.pt"):
+        return None
+    try:
+        return _load_cached(folder, key, device)
+    except CheckpointUnreadable as err:
+        log.warning("ignoring a cached dense checkpoint: %s; making it again in its place", err)
+        return None
 
 
 def _load_user_checkpoint(
@@ -303,11 +401,11 @@ def _load_user_checkpoint(
 ) -> DenseCheckpoint:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_tensors(path, path)
     written_here = isinstance(payload, dict) and {"format", "model", "info", "state_dict"} <= payload.keys()
     if written_here:
         if payload["model"] != model_name:
-            raise ValueError(f"{path} holds a {payload['model']!r} model, not {model_name!r}")
+            raise CheckpointUnreadable(f"{path} holds a {str(payload['model'])[:60]!r} model, not {model_name!r}")
         if path.with_suffix(".json").is_file():
             cached = _load_cached(LocalFolder(path.parent), path.stem, device)
             return replace(cached, path=path, weights=str(path), weights_sha256=sha256_of(path))
@@ -315,7 +413,7 @@ def _load_user_checkpoint(
     split_data = splits()
     info = split_data.info
     model = models.create(model_name, info.num_classes, info.in_chans, info.image_size)
-    model.load_state_dict(state)
+    load_exactly(model, state, path)
     model.to(device).eval()
     metadata = {
         "model": model_name,

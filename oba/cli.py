@@ -42,6 +42,29 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return decorate
 
 
+def _trials(text: str) -> int:
+    """``--max-concurrent``: a whole number ≥ 0 (0: as many trials as the cluster holds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0 (0: as many trials as the cluster "
+                                         f"holds), got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """A number ≥ 0 (tolerances and band widths)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
 @command("list")
 def _list(args: argparse.Namespace) -> int:
     from . import criteria, data, models
@@ -226,8 +249,11 @@ def _status(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite)
         name = suite.name
         expected = {c.cell_id: (c.config["model"], c.config["criterion"]) for c in expand(suite)}
-    print(store_status(args.results, expected, name).render())
-    return 0
+    status = store_status(args.results, expected, name)
+    print(status.render())
+    for part in status.unreadable:
+        print(f"oba status: warning: skipped {part}", file=sys.stderr)
+    return 1 if status.unreadable else 0
 
 
 @command("store")
@@ -297,7 +323,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results", help="results folder or pyarrow filesystem URI (default results/<suite name>)")
     run.add_argument("--address", help="HOST:PORT (or ray://HOST:PORT) of a running Ray cluster to join; without it "
                                        "the run starts its own local Ray")
-    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--max-concurrent", type=_trials, help="at most this many trials at once (0: as many as the "
+                                                            "cluster holds)")
     run.add_argument("--cache", help="dense-checkpoint cache folder (default: the suite's [run] cache_dir, "
                                      "else .cache/checkpoints)")
     run.add_argument("--shared-mount", action="store_true",
@@ -332,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
     chk.add_argument("results", help="results folder, Parquet file or URI")
     chk.add_argument("--baseline", required=True, help="reference results (folder of parts or a Parquet file)")
     chk.add_argument("--band", help="band file (default: band.json inside the baseline folder, when present)")
-    chk.add_argument("--tolerance", type=float, default=0.5,
+    chk.add_argument("--tolerance", type=_non_negative, default=0.5,
                      help="smallest allowed drop of a seed mean (accuracy: percentage points; fidelity: 100·ρ), a "
                           "floor under the measured band")
     chk.add_argument("--suite", help="compare only the baseline cells of this suite (a subset of the baseline's grid)")
@@ -341,11 +368,13 @@ def parser() -> argparse.ArgumentParser:
     bnd.add_argument("--name", default="reference", help="name of the reference's machine (default: reference)")
     bnd.add_argument("--machine", action="append", default=[], metavar="NAME=RESULTS",
                      help="the same suite run under another (emulated) CPU; repeat for each machine")
-    bnd.add_argument("--z", type=float, default=3.0, help="band width in standard deviations (default 3)")
-    bnd.add_argument("--floor", type=float, default=0.5, help="smallest band (accuracy: percentage points; fidelity: 100·ρ; default 0.5)")
+    bnd.add_argument("--z", type=_non_negative, default=3.0, help="band width in standard deviations (default 3)")
+    bnd.add_argument("--floor", type=_non_negative, default=0.5, help="smallest band (accuracy: percentage points; fidelity: 100·ρ; default 0.5)")
     bnd.add_argument("-o", "--output", help="band file to write (default REFERENCE/band.json)")
-    stat = sub.add_parser("status", help="done / failed / running / pending cells per model and criterion, and the "
-                                         "run holding the results' lease")
+    status_help = ("done / failed / running / pending cells per model and criterion, and the run holding the results' "
+                   "lease; exit 1 when some result part cannot be read (each named on stderr, its cell left out of the "
+                   "counts), 2 when the results folder is missing")
+    stat = sub.add_parser("status", help=status_help, description=status_help)
     stat.add_argument("results", help="results folder or URI")
     stat.add_argument("--suite", help="suite TOML file: count its grid's cells (running and pending included)")
     store = sub.add_parser("store", help="maintain a results location")

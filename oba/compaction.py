@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .atomic_write import write_atomic
 from .errors import UserError
 from .lease import COMPACTION_LEASE, Lease
 from .store import SCHEMA, ResultStore
@@ -119,11 +120,8 @@ def _write(store: ResultStore, values: tuple, rows: pa.Table) -> str:
     folder = partition_folder(store.root, values)
     store.fs.create_dir(folder, recursive=True)
     name = f"part-{stamp()}"
-    temporary, final = f"{folder}/.{name}.tmp", f"{folder}/{name}.parquet"
-    with store.fs.open_output_stream(temporary) as sink:
-        pq.write_table(rows.drop_columns(list(PARTITION_KEYS)), sink)
-    store.fs.move(temporary, final)
-    return final
+    return write_atomic(store.fs, f"{folder}/{name}.parquet",
+                        lambda sink: pq.write_table(rows.drop_columns(list(PARTITION_KEYS)), sink))
 
 
 def _compact(store: ResultStore, rows: Collection[str] | None, merge: bool) -> CompactionSummary:

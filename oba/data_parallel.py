@@ -147,7 +147,7 @@ def _run_workers(loop: Any, config: dict[str, Any], workers: int, use_gpu: bool,
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
-            return {name: torch.load(Path(folder) / name) for name in files}
+            return {name: torch.load(Path(folder) / name, weights_only=True) for name in files}
 
 
 def score_with_workers(

@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 from typing_extensions import Self
 
+from .atomic_write import write_atomic
 from .errors import UserError
 from .store import filesystem
 
@@ -157,10 +158,7 @@ class Lease:
         self._renewer: threading.Thread | None = None
 
     def _write(self, record: LeaseRecord) -> None:
-        temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(temporary) as sink:
-            sink.write(record.to_json().encode())
-        self.fs.move(temporary, self.path)
+        write_atomic(self.fs, self.path, lambda sink: sink.write(record.to_json().encode()))
 
     def acquire(self) -> None:
         """Take the lease or raise :class:`LeaseHeld` naming its live owner."""

@@ -1,7 +1,10 @@
 """Plain text for terminals and stored rows: no terminal control codes, one-line reasons."""
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -26,3 +29,18 @@ def reason(error: str) -> str:
         if line.strip():
             return one_line(line)
     return "no message"
+
+
+@contextmanager
+def silenced(*names: str) -> Iterator[None]:
+    """Within the block, the loggers ``names`` report nothing below CRITICAL (a caller that reports the same
+    failures itself, in one line each, keeps their tracebacks off the terminal)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels):
+            each.setLevel(level)

@@ -9,7 +9,8 @@ From the store's key columns and the run lease (:mod:`oba.lease`):
 * pending — expected, not stored, and no live run of that suite.
 
 Expected cells come from a suite's grid (the CLI's ``--suite``); without them only
-stored cells are counted and running/pending are unknown.
+stored cells are counted and running/pending are unknown. Files of the store that
+cannot be read are left out of the counts and listed (:attr:`StoreStatus.unreadable`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from .errors import UserError
 from .lease import LeaseRecord, read_lease
 from .store import ResultStore, is_earlier_stage
+from .store_scan import UnreadablePart
 
 STATES = ("done", "failed", "running", "pending")
 
@@ -34,12 +36,14 @@ class StatusRow:
 
 @dataclass
 class StoreStatus:
-    """Counts per (model, criterion), the lease, and whether expected cells were known."""
+    """Counts per (model, criterion), the lease, whether expected cells were known, and the files that cannot be read
+    (their cells are not counted)."""
 
     location: str
     lease: LeaseRecord | None
     rows: list[StatusRow]
     expected_known: bool
+    unreadable: list[UnreadablePart] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
         """Counts summed over every row."""
@@ -63,7 +67,8 @@ class StoreStatus:
 
 def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None = None,
                  suite: str | None = None) -> StoreStatus:
-    """Counts of ``location``'s cells per (model, criterion) (an iterative cell counts once, by its last stage).
+    """Counts of ``location``'s cells per (model, criterion) (an iterative cell counts once, by its last stage), and
+    the store's unreadable files.
 
     ``expected`` maps the cell ids of ``suite``'s grid to (model, criterion); when
     given, only those cells count. Without it, stored cells of ``suite`` (or of
@@ -72,7 +77,7 @@ def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None =
     store = ResultStore(location)
     if not store.exists():
         raise UserError(f"results {location}: no such folder")
-    stored, _ = store.read_readable(["cell_id", "status", "suite", "model", "criterion"])
+    stored, unreadable = store.read_readable(["cell_id", "status", "suite", "model", "criterion"])
     lease = read_lease(location)
     live_run = lease is not None and not lease.expired() and suite is not None and lease.suite == suite
     rows: dict[tuple[str, str], StatusRow] = {}
@@ -92,4 +97,4 @@ def store_status(location: str, expected: Mapping[str, tuple[str, str]] | None =
         for record in stored.itertuples(index=False):
             if (suite is None or record.suite == suite) and not is_earlier_stage(record.cell_id):
                 count(str(record.model), str(record.criterion), "done" if record.status == "ok" else "failed")
-    return StoreStatus(location, lease, [rows[k] for k in sorted(rows)], expected is not None)
+    return StoreStatus(location, lease, [rows[k] for k in sorted(rows)], expected is not None, unreadable)

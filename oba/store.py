@@ -15,7 +15,6 @@ of each cell winning (:mod:`oba.store_scan`).
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .atomic_write import write_atomic
 from .messages import plain
 from .store_scan import (
     LOOSE,
@@ -164,12 +164,7 @@ class ResultStore:
                 record[name] = json.dumps(record[name], sort_keys=name != "layer_widths")
         table = pa.Table.from_pylist([record], schema=SCHEMA)
         self._ensure_root()
-        final = self._part(row["cell_id"])
-        temporary = f"{self.root}/.{row['cell_id']}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(temporary) as sink:
-            pq.write_table(table, sink)
-        self.fs.move(temporary, final)
-        return final
+        return write_atomic(self.fs, self._part(row["cell_id"]), lambda sink: pq.write_table(table, sink))
 
     def exists(self) -> bool:
         """Whether the location is there (a folder, or a prefix holding objects)."""

@@ -176,3 +176,109 @@ def test_band_and_check_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "REGRESSION" in capsys.readouterr().out
     assert main(["band", baseline, "--machine", "no-equals-sign"]) == 2
     assert "NAME=RESULTS" in capsys.readouterr().err
+
+
+def _band_payload(tmp_path: Path) -> dict:
+    """A real band file's contents (one setting, three metrics), to break one field at a time."""
+    reference = load_results(pd.DataFrame(_grid()))
+    return json.loads(measure_band(reference).write(tmp_path / "good.json").read_text())
+
+
+def _broken(payload: dict, path: tuple, value: object) -> dict:
+    """``payload`` with the field at ``path`` (keys and list indices) set to ``value`` (deleted when it is ...)."""
+    copy = json.loads(json.dumps(payload))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    if value is ...:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return copy
+
+
+BROKEN_FIELDS = [
+    (("z",), "x", "z: expected a number, got a text"),
+    (("floor",), None, "floor: expected a number, got null"),
+    (("machines",), "ab", "machines: expected a list of names, got a text"),
+    (("machines",), [1], "machines: expected a list of names, got a list"),
+    (("created",), 5, "created: expected a text, got a number"),
+    (("settings",), {}, "settings: expected a list of settings, got an object"),
+    (("settings", 0), [], "settings[0]: expected an object with model, dataset, criterion"),
+    (("settings", 0), None, "settings[0]: expected an object with model"),
+    (("settings", 0, "model"), ..., "settings[0]: expected an object with model, dataset, criterion, structure, "
+                                     "allocation, ratio; model missing"),
+    (("settings", 0, "criterion"), 3, "settings[0].criterion: expected a text, got a number"),
+    (("settings", 0, "ratio"), "0.3", "settings[0].ratio: expected a number, got a text"),
+    (("settings", 0, "schedule"), [], "settings[0].schedule: expected a text or null, got a list"),
+    (("settings", 0, "stage_ratio"), True, "settings[0].stage_ratio: expected a number or null, got a boolean"),
+    (("settings", 0, "final_acc"), [], "settings[0].final_acc: expected an object with mean, seeds"),
+    (("settings", 0, "final_acc", "band"), ..., "settings[0].final_acc: expected an object with mean, seeds, "
+                                                "seed_std, machine_std, machines, sigma, band; band missing"),
+    (("settings", 0, "final_acc", "seeds"), 2.5, "settings[0].final_acc.seeds: expected a whole number, got a number"),
+    (("settings", 0, "final_acc", "mean"), "high", "settings[0].final_acc.mean: expected a number, got a text"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BROKEN_FIELDS)
+def test_a_band_file_with_a_wrong_field_is_refused_naming_the_file_and_the_field(
+        tmp_path: Path, path: tuple, value: object, message: str) -> None:
+    from oba.errors import UserError
+
+    bad = tmp_path / "band.json"
+    bad.write_text(json.dumps(_broken(_band_payload(tmp_path), path, value)))
+    with pytest.raises(UserError) as refused:
+        Band.read(bad)
+    text = str(refused.value)
+    assert text.startswith(f"{bad}: not a readable band file (") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[]", "expected a JSON object with format, z, floor, machines, settings, got a list"),
+    ("null", "expected a JSON object with format, z, floor, machines, settings, got null"),
+    ("3", "got a number"),
+    ('"band"', "got a text"),
+    ('{"format": 1}', "expected a JSON object with format, z, floor, machines, settings; z, floor, machines, "
+                      "settings missing"),
+    ('{"format": 2}', "format 2, this version reads 1"),
+    ("{", "Expecting property name"),
+    ("[" * 100_000, "recursion"),
+])
+def test_a_band_file_of_the_wrong_type_is_refused_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
+    from oba.errors import UserError
+
+    bad = tmp_path / "band.json"
+    bad.write_text(content)
+    with pytest.raises(UserError) as refused:
+        Band.read(bad)
+    text = str(refused.value)
+    assert text.startswith(f"{bad}: not a readable band file (") and message in text and "\n" not in text
+
+
+def test_band_files_written_before_the_iterative_protocol_still_read(tmp_path: Path) -> None:
+    older = _band_payload(tmp_path)
+    for entry in older["settings"]:
+        del entry["schedule"], entry["stage_ratio"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert all(key[6] == "one-shot" for key in Band.read(tmp_path / "older.json").settings)
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "7", '{"format": 1, "z": 3}', '{"format": 1, "z": 3, "floor": 0.5, '
+                                     '"machines": "native", "settings": []}'])
+@pytest.mark.parametrize("command", ["check", "leaderboard", "check-beside"])
+def test_check_and_leaderboard_refuse_a_malformed_band_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, command: str) -> None:
+    from oba.cli import main
+
+    results = _store(tmp_path, "results", _grid())
+    baseline = _store(tmp_path, "baseline", _grid())
+    bad = Path(baseline) / "band.json" if command == "check-beside" else tmp_path / "bad.json"
+    bad.write_text(content)
+    args = {"check": ["check", results, "--baseline", baseline, "--band", str(bad)],
+            "leaderboard": ["leaderboard", results, "-o", str(tmp_path / "board"), "--band", str(bad)],
+            "check-beside": ["check", results, "--baseline", baseline]}[command]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    prefix = f"oba {args[0]}: error: {bad}: not a readable band file ("
+    assert code == 2 and len(err) == 1 and err[0].startswith(prefix) and "expected " in err[0], err
+    assert "Traceback" not in err[0] and not (tmp_path / "board").exists()

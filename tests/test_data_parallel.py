@@ -95,7 +95,7 @@ def test_a_two_process_gloo_group_gives_every_rank_the_one_process_scores(tmp_pa
     for name in ADDITIVE:
         alone = criteria.get(name, mode="eval").parameter_scores(model, batches, LOSS)
         for rank in range(2):
-            assert relative_error(torch.load(tmp_path / f"{name}-{rank}.pt"), alone) < 1e-6, (name, rank)
+            assert relative_error(torch.load(tmp_path / f"{name}-{rank}.pt", weights_only=True), alone) < 1e-6, (name, rank)
 
 
 @pytest.mark.ray

@@ -19,6 +19,7 @@ import torch
 from nets import ResidualCNN
 from s3_server import objects
 
+from oba import models
 from oba.compaction import compact
 from oba.store import ResultStore, filesystem
 from oba.suite.cell import run_cell, stage_ratio_of_current
@@ -112,11 +113,11 @@ def test_fidelity_is_the_dense_models_repeated_on_every_stage(
 def test_each_earlier_stage_keeps_its_fine_tuned_model(cell: Cell, uninterrupted: tuple[list[dict], Path]) -> None:
     rows, cache = uninterrupted
     for stage, row in enumerate(rows[:-1], start=1):
-        model = load_stage_model(str(cache), cell.row_id(stage), "cpu")
+        model = load_stage_model(str(cache), cell.row_id(stage), models.create("resnet8", 10, 1, 8), "cpu")
         assert model is not None
         channels = sum(w["remaining"] for w in row["layer_widths"].values())
         assert channels < sum(w["dense"] for w in row["layer_widths"].values())
-    assert load_stage_model(str(cache), cell.row_id(3), "cpu") is None
+    assert load_stage_model(str(cache), cell.row_id(3), models.create("resnet8", 10, 1, 8), "cpu") is None
 
 
 def test_a_cell_stopped_after_stage_two_resumes_with_stage_three_alone_and_equal_rows(
@@ -145,12 +146,12 @@ def test_a_stage_model_kept_on_s3_loads_as_the_same_module_bit_for_bit(s3_locati
     model.eval()
     save_stage_model(cache, "cell-stage1", model)
     assert objects(cache) == ["stages/cell-stage1.pt"], "one entry, no temporary left behind"
-    loaded = load_stage_model(cache, "cell-stage1", "cpu")
+    loaded = load_stage_model(cache, "cell-stage1", ResidualCNN(), "cpu")
     assert isinstance(loaded, ResidualCNN) and loaded.conv0.out_channels == 5
     x = torch.randn(4, 2, 6, 6)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert load_stage_model(cache, "cell-stage2", "cpu") is None
+    assert load_stage_model(cache, "cell-stage2", ResidualCNN(), "cpu") is None
 
 
 def test_an_iterative_cell_with_results_and_cache_on_s3_resumes_from_the_model_kept_there(

@@ -7,6 +7,7 @@ With fewer than 2 shared seeds they tie when they differ by < 0.5 points.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -245,3 +246,34 @@ def test_the_leaderboard_states_each_criterion_s_reduction_and_normaliser() -> N
                              json.dumps({"reduction": "abs-sum", "normaliser": "mean"}), ""],
     })
     assert reductions(rows) == "oba: released, max / released, mean; taylor: abs-sum, mean"
+
+
+HOSTILE = {
+    "<script>alert(1)</script>": [90.0, 91.0, 92.0],
+    "<img src=x onerror=alert(1)>": [88.0, 89.0, 90.0],
+    "a|b & c\nd": [85.0, 86.0, 87.0],
+    "[x](javascript:alert(1))": [80.0, 81.0, 82.0],
+}
+
+
+def test_markdown_shows_text_from_the_data_as_written_never_as_html_or_markup(tmp_path: Path) -> None:
+    suite = "<b>suite</b> & co"
+    rows = [row(suite=suite, model="<i>cnn</i>", criterion=name, seed=seed, final_acc=value / 100)
+            for name, values in HOSTILE.items() for seed, value in enumerate(values)]
+    rows.append(error_row(suite=suite, criterion="<script>bad()</script>", seed=0, error="<script>steal()</script>"))
+    written = write_leaderboard(write_store(tmp_path / "results", rows), tmp_path / "board",
+                                report=tmp_path / "my report (1).html")
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    assert "<script" not in markdown and "<img" not in markdown and "<b>" not in markdown and "<i>" not in markdown
+    assert "](javascript" not in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown and "&lt;img src=x onerror=alert(1)&gt;" in markdown
+    assert "- **Suite**: &lt;b&gt;suite&lt;/b&gt; &amp; co" in markdown
+    assert "### &lt;i&gt;cnn&lt;/i&gt; · digits · structured · global allocation · ratio 50%" in markdown
+    assert "| a\\|b &amp; c d |" in markdown, "a pipe is escaped and a newline joins the cell's text"
+    assert "- **Report**: [../my report (1).html](../my%20report%20%281%29.html)" in markdown
+    tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
+    assert len(tables) > 3
+    for table in tables:
+        assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, "every row keeps the header's cells"
+    page = written["html"].read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page

@@ -39,12 +39,16 @@ import datetime as dt
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import pandas as pd
 
+from ..errors import UserError
+from ..messages import one_line
 from .stages import ONE_SHOT
 
 STAGE_KEYS = ("schedule", "stage_ratio")
@@ -58,6 +62,7 @@ METRIC_LABELS = {"pruned_acc": "accuracy after pruning (BN-recalibrated)", "fina
                  "fidelity": "fidelity, 100 × Spearman ρ(unit score, loss change)"}
 BAND_FILE = "band.json"
 FORMAT = 1
+TOP_KEYS = ("format", "z", "floor", "machines", "settings")
 DEFAULT_Z = 3.0
 
 
@@ -156,21 +161,92 @@ class Band:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Band:
-        """Read a band file; ``ValueError`` naming the file when it is not one."""
+        """Read a band file; :class:`BandFileError` naming the file (and what it expected) when it is not one."""
         try:
             payload = json.loads(Path(path).read_text(encoding="utf-8"))
-            if payload.get("format") != FORMAT:
-                raise ValueError(f"format {payload.get('format')!r}, this version reads {FORMAT}")
-            band = cls(z=float(payload["z"]), floor=float(payload["floor"]), machines=list(payload["machines"]),
-                       created=str(payload.get("created", "")))
-            for entry in payload["settings"]:
-                key = setting_key(entry)
-                band.settings[key] = SettingBand(
-                    key, {m: MetricBand(**entry[m]) for m in GATED_METRICS if m in entry}
-                )
-            return band
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a readable band file ({err})") from err
+            return cls._parse(payload)
+        except (OSError, ValueError, RecursionError) as err:
+            raise BandFileError(f"{os.fspath(path)}: not a readable band file ({one_line(str(err))})") from err
+
+    @classmethod
+    def _parse(cls, payload: object) -> Band:
+        """The band a parsed band file describes; ``ValueError`` saying what was expected where."""
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object with {', '.join(TOP_KEYS)}, got {_kind(payload)}")
+        if isinstance(payload.get("format"), bool) or payload.get("format") != FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, this version reads {FORMAT}")
+        missing = [k for k in TOP_KEYS if k not in payload]
+        if missing:
+            raise ValueError(f"expected a JSON object with {', '.join(TOP_KEYS)}; {', '.join(missing)} missing")
+        machines = _expect(payload["machines"], isinstance(payload["machines"], list)
+                           and all(isinstance(m, str) for m in payload["machines"]), "machines", "a list of names")
+        created = payload.get("created", "")
+        band = cls(z=_number(payload["z"], "z"), floor=_number(payload["floor"], "floor"), machines=list(machines),
+                   created=_expect(created, isinstance(created, str), "created", "a text"))
+        entries = _expect(payload["settings"], isinstance(payload["settings"], list), "settings", "a list of settings")
+        for index, entry in enumerate(entries):
+            setting = _setting(entry, f"settings[{index}]")
+            band.settings[setting.key] = setting
+        return band
+
+
+class BandFileError(UserError, ValueError):
+    """A band file that cannot be read or does not hold a band: the message names the file and what was expected."""
+
+
+def _kind(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a text", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _expect(value: object, ok: bool, where: str, wanted: str) -> Any:
+    """``value`` when ``ok``; else ``ValueError`` naming ``where`` it is, what was wanted and what it holds."""
+    if not ok:
+        raise ValueError(f"{where}: expected {wanted}, got {_kind(value)}")
+    return value
+
+
+def _object(value: object, where: str, keys: Sequence[str]) -> dict:
+    """``value`` as a JSON object holding every one of ``keys``."""
+    _expect(value, isinstance(value, dict), where, f"an object with {', '.join(keys)}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{where}: expected an object with {', '.join(keys)}; {', '.join(missing)} missing")
+    return value
+
+
+def _number(value: object, where: str, optional: bool = False) -> Any:
+    """``value`` when it is a number (NaN included), or null when ``optional``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _expect(value, number or (optional and value is None), where, "a number or null" if optional else "a number")
+
+
+def _setting(entry: object, where: str) -> SettingBand:
+    """One ``settings`` entry: the setting's keys (``schedule`` and ``stage_ratio`` may be absent or null, as in
+    files written before the iterative protocol) and its metrics' bands."""
+    named = _object(entry, where, [k for k in SETTING_KEYS if k not in STAGE_KEYS])
+    for key in (k for k in SETTING_KEYS if k not in RATIO_KEYS and k not in STAGE_KEYS):
+        _expect(named[key], isinstance(named[key], str), f"{where}.{key}", "a text")
+    _number(named["ratio"], f"{where}.ratio")
+    schedule = named.get("schedule")
+    _expect(schedule, schedule is None or isinstance(schedule, str), f"{where}.schedule", "a text or null")
+    _number(named.get("stage_ratio"), f"{where}.stage_ratio", optional=True)
+    metrics = {m: _metric_band(named[m], f"{where}.{m}") for m in GATED_METRICS if m in named}
+    return SettingBand(setting_key(named), metrics)
+
+
+def _metric_band(value: object, where: str) -> MetricBand:
+    """One metric's band: every field of :class:`MetricBand`, numbers (``machine_std`` may be null)."""
+    fields = [f.name for f in dataclass_fields(MetricBand)]
+    record = _object(value, where, fields)
+    for name in fields:
+        if name in ("seeds", "machines"):
+            _expect(record[name], isinstance(record[name], int) and not isinstance(record[name], bool),
+                    f"{where}.{name}", "a whole number")
+        else:
+            _number(record[name], f"{where}.{name}", optional=name == "machine_std")
+    return MetricBand(**{name: record[name] for name in fields})
 
 
 def sample_std(values: Iterable[float]) -> float:

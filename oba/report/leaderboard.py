@@ -8,9 +8,11 @@ report's path, each board and each of its criteria links to its cells there.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -267,9 +269,22 @@ def facts(results: pd.DataFrame, band: Band | None) -> list[tuple[str, str]]:
     return [*provenance(results).items(), ("Group reduction, normaliser", grouping), ("Noise band", noise)]
 
 
+def markdown_text(text: str) -> str:
+    """``text`` (from the data) as inert inline Markdown: on one line, HTML's ``& < >`` as entities, backslashes
+    and table-cell pipes escaped, and no link syntax (``](``) left, so that a renderer shows it as written."""
+    flat = " ".join(text.splitlines()).replace("\\", "\\\\")
+    return html.escape(flat, quote=False).replace("|", "\\|").replace("](", "]\\(")
+
+
+def _markdown_link(text: str, href: str) -> str:
+    """A Markdown link showing ``text`` as written (brackets escaped too), its target percent-encoded so that it stays
+    one relative path (no spaces, parentheses or scheme colon left)."""
+    label = markdown_text(text).replace("[", "\\[").replace("]", "\\]")
+    return f"[{label}]({urllib.parse.quote(href, safe='/#')})"
+
+
 def _markdown_cell(cell: Cell) -> str:
-    text = cell if isinstance(cell, str) else f"[{cell[0]}]({cell[1]})"
-    return text.replace("|", "\\|")
+    return markdown_text(cell) if isinstance(cell, str) else _markdown_link(*cell)
 
 
 def _markdown_table(headers: list[str], rows: list[list[Cell]]) -> str:
@@ -288,21 +303,21 @@ def render_markdown(results: pd.DataFrame | Contents, band: Band | None = None, 
     """The leaderboard as Markdown (ties absorb ``band``'s machine noise; criteria link into ``report`` when given)."""
     shown = results if isinstance(results, Contents) else contents(results, band)
     lines = ["# Pruning criteria leaderboard", ""]
-    lines += [f"- **{label}**: {value}" for label, value in shown.facts]
+    lines += [f"- **{label}**: {markdown_text(value)}" for label, value in shown.facts]
     lines += [f"- **Raw rows**: [{CSV_FILE}]({CSV_FILE}), [{PARQUET_FILE}]({PARQUET_FILE}), boards: [{JSON_FILE}]({JSON_FILE})"]
-    lines += [f"- **Report**: [{report}]({report})"] if report else []
+    lines += [f"- **Report**: {_markdown_link(report, report)}"] if report else []
     lines += ["", "## Method", "", METHOD, "", ACROSS_METHOD, "", TRADEOFF_METHOD, ""]
     for section in shown.sections:
-        lines += [f"## {section.heading}", "", "### Across boards", "", across_summary(section), ""]
+        lines += [f"## {section.heading}", "", "### Across boards", "", markdown_text(across_summary(section)), ""]
         lines += [_markdown_table(ACROSS_HEADERS, across_rows(section)), ""]
         for board in section.boards:
-            lines += [f"### {board.title}", "", f"{board.dense_label}.", ""]
+            lines += [f"### {markdown_text(board.title)}", "", f"{board.dense_label}.", ""]
             lines += [f"> {note}" for note in board.notes] + ([""] if board.notes else [])
             lines += [_markdown_table(BOARD_HEADERS, board_rows(board, report)), ""]
     if shown.tradeoff:
         lines += ["## Trade-off: accuracy after fine-tuning against speedup, across ratios", ""]
         for title, headers, rows in shown.tradeoff:
-            lines += [f"### {title}", "", _markdown_table(headers, rows), ""]
+            lines += [f"### {markdown_text(title)}", "", _markdown_table(headers, rows), ""]
     return "\n".join(lines)
 
 

@@ -1,8 +1,11 @@
 """Read a results table from wherever it lives, in the store's column schema.
 
 A source is a pandas DataFrame, a results folder (what
-:class:`oba.store.ResultStore` writes: loose parts and compacted files), a single
-Parquet file, or a Parquet dataset folder, given as a local path or a pyarrow
+:class:`oba.store.ResultStore` writes: loose parts and compacted files), a folder
+whose sub-folders are results folders (e.g. one per suite, as ``results/reference``;
+their rows are combined, side files such as ``band.json`` and sub-folders without
+parts ignored), a single Parquet file, or a hive-partitioned Parquet dataset
+folder (its ``.parquet`` files only), given as a local path or a pyarrow
 filesystem URI. Whatever the source, the table returned has every column of
 :data:`oba.store.SCHEMA` (missing ones filled with nulls), numeric metric columns
 as floats and the identity columns as strings ("" where null). ``columns``
@@ -16,6 +19,7 @@ leaderboard) that can show the rest.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..criteria.registry import RENAMED_IN_ROWS
 from ..errors import UserError
+from ..messages import one_line
 from ..store import COLUMNS, ResultStore, UnreadablePart, filesystem
 from ..store_scan import FOLDING, PARTITION_KEYS
 from .stages import ONE_SHOT, STAGE_COLUMNS
@@ -84,29 +89,81 @@ def _is_results_folder(entries: list[pafs.FileInfo]) -> bool:
                for e in entries)
 
 
+def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    """The entries of folder ``path`` (not recursive)."""
+    return fs.get_file_info(pafs.FileSelector(path, recursive=False))
+
+
+def _child(location: str, name: str) -> str:
+    """The location of ``location``'s sub-folder ``name`` (a URI keeps its scheme and query)."""
+    if "://" not in location:
+        return os.path.join(location, name)
+    parts = urllib.parse.urlsplit(location)
+    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{urllib.parse.quote(name)}"))
+
+
+def _read_stores(location: str, stores: dict[str, str], columns: list[str] | None
+                 ) -> tuple[pd.DataFrame, list[UnreadablePart]]:
+    """The rows of ``stores`` (label → results store location) as one table (each row names its suite), and their
+    unreadable parts; :class:`ResultsUnreadable` when they have parts and none reads.
+
+    Only result parts and compacted files are opened, never side files. Two
+    stores holding the same cells (e.g. two runs of one suite) are refused:
+    their rows would count twice.
+    """
+    frames: dict[str, pd.DataFrame] = {}
+    skipped: list[UnreadablePart] = []
+    for label, store in stores.items():
+        frames[label], unreadable = ResultStore(store).read_readable(columns)
+        skipped += unreadable
+    _refuse_shared_cells(location, frames)
+    filled = [frame for frame in frames.values() if not frame.empty]
+    if not filled and skipped:
+        raise ResultsUnreadable(f"{location}: none of its {len(skipped)} result part(s) can be read; first: {skipped[0]}")
+    return (pd.concat(filled, ignore_index=True) if filled else next(iter(frames.values()))), skipped
+
+
+def _refuse_shared_cells(location: str, frames: dict[str, pd.DataFrame]) -> None:
+    """:class:`ResultsUnreadable` naming two sub-folders of ``location`` that hold rows of the same cell."""
+    owner: dict[str, str] = {}
+    for name, frame in frames.items():
+        for cell in frame["cell_id"]:
+            if owner.setdefault(cell, name) != name:
+                raise ResultsUnreadable(f"{location}: sub-folders {owner[cell]} and {name} both hold cell {cell} "
+                                        "(two runs of one suite?); give one of them")
+
+
+def _read_folder(location: str, fs: pafs.FileSystem, path: str, columns: list[str] | None
+                 ) -> tuple[pd.DataFrame, list[UnreadablePart]]:
+    """A folder: a results store, a folder of stores (one per sub-folder), or a hive-partitioned Parquet dataset."""
+    entries = _listing(fs, path)
+    if _is_results_folder(entries):
+        return _read_stores(location, {location: location}, columns)
+    folders = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory and not e.base_name.startswith("."))
+    if any("=" in name for name in folders):
+        return _read_dataset(location, fs, path, columns), []
+    stores = [name for name in folders if _is_results_folder(_listing(fs, f"{path}/{name}"))]
+    if not stores:
+        raise ResultsUnreadable(f"{location}: no results here (a results folder holds one .parquet part per cell, "
+                                "or sub-folders that do)")
+    return _read_stores(location, {name: _child(location, name) for name in stores}, columns)
+
+
 def _read_location(location: str, columns: list[str] | None) -> tuple[pd.DataFrame, list[UnreadablePart]]:
     try:
         fs, path = filesystem(location)
         info = fs.get_file_info(path)
     except (OSError, ValueError) as exc:
-        raise ResultsUnreadable(f"{location}: {exc}") from exc
+        raise ResultsUnreadable(f"{location}: {one_line(str(exc))}") from exc
     if info.type == pafs.FileType.NotFound:
         raise ResultsUnreadable(f"{location}: no such file or folder")
     try:
         if info.type == pafs.FileType.File:
             with fs.open_input_file(path) as source:
                 return _read_file(source, columns), []
-        entries = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-        if _is_results_folder(entries):
-            frame, skipped = ResultStore(location).read_readable(columns)
-            if frame.empty and skipped:
-                raise ResultsUnreadable(f"{location}: none of its {len(skipped)} result part(s) can be read; first: {skipped[0]}")
-            return frame, skipped
-        if not any(e.type == pafs.FileType.Directory for e in entries):
-            raise ResultsUnreadable(f"{location}: no results here (a results folder holds one .parquet part per cell)")
-        return _read_dataset(path, fs, columns), []
+        return _read_folder(location, fs, path, columns)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ResultsUnreadable(f"{location}: not readable as Parquet results ({exc})") from exc
+        raise ResultsUnreadable(f"{location}: not readable as Parquet results ({one_line(str(exc))})") from exc
 
 
 def _present(columns: list[str] | None, names: list[str]) -> list[str] | None:
@@ -119,9 +176,15 @@ def _read_file(source: pa.NativeFile, columns: list[str] | None) -> pd.DataFrame
     return parquet.read(columns=_present(columns, parquet.schema_arrow.names)).to_pandas()
 
 
-def _read_dataset(path: str, fs: pafs.FileSystem, columns: list[str] | None) -> pd.DataFrame:
-    """A Parquet dataset folder (hive partitions understood), only the ``columns`` it has (all when None)."""
-    dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+def _read_dataset(location: str, fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pd.DataFrame:
+    """The ``.parquet`` files of a dataset folder (hive partitions understood; side files and hidden or ``_`` names
+    left out), only the ``columns`` they have (all when None)."""
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(f.path for f in found if f.type == pafs.FileType.File and f.base_name.endswith(".parquet")
+                   and not any(part.startswith((".", "_")) for part in f.path[len(path):].split("/")))
+    if not files:
+        raise ResultsUnreadable(f"{location}: no results here (no .parquet file in this dataset folder)")
+    dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=path)
     return dataset.to_table(columns=_present(columns, dataset.schema.names)).to_pandas()
 
 
@@ -172,12 +235,13 @@ def read_results(source: str | os.PathLike[str] | pd.DataFrame, columns: Sequenc
     location, not Parquet, no results in it, or no identity columns.
     """
     if isinstance(source, pd.DataFrame):
-        frame, skipped = source, []
+        where, frame, skipped = "the results table", source, []
     else:
-        frame, skipped = _read_location(os.fspath(source), _projection(columns))
+        where = os.fspath(source)
+        frame, skipped = _read_location(where, _projection(columns))
     missing = [c for c in ("model", "dataset", "criterion", "ratio", "seed", "status") if c not in frame.columns]
     if missing:
-        raise ResultsUnreadable(f"results lack the columns {missing}")
+        raise ResultsUnreadable(f"{where}: results lack the columns {missing}")
     return LoadedResults(normalise(frame), skipped)
 
 

@@ -55,6 +55,7 @@ and retried on the next run.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 import socket
 import time
@@ -81,7 +82,7 @@ from .cell_workers import CellWorkers
 from .context import LOSS, DenseContext, dense_context
 from .grid import Cell
 from .pipelines import PIPELINES
-from .stage_models import load_stage_model, save_stage_model
+from .stage_models import StageModelUnusable, load_stage_model, save_stage_model
 
 
 def device_name(device: torch.device) -> str:
@@ -171,12 +172,20 @@ FIDELITY_COLUMNS = ("fidelity", "fidelity_abs", "fidelity_precision", "fidelity_
 
 def resume_point(cell: Cell, context: DenseContext, cache_dir: str | None, device: torch.device,
                  stored: Callable[[str], dict[str, Any] | None] | None) -> StageStart:
-    """After the last earlier stage stored "ok" whose model is kept (:mod:`oba.suite.stage_models`), else stage 1."""
+    """After the last earlier stage stored "ok" whose model is kept (:mod:`oba.suite.stage_models`), else stage 1.
+
+    A kept model that cannot be read or does not fit the dense model counts as not kept, with a warning naming it.
+    """
     for stage in range(len(cell.stage_ratios) - 1, 0, -1):
         row = stored(cell.row_id(stage)) if stored is not None else None
         if row is None or row.get("status") != "ok":
             continue
-        model = load_stage_model(cache_dir, cell.row_id(stage), device)
+        try:
+            model = load_stage_model(cache_dir, cell.row_id(stage), context.fresh_model(), device)
+        except StageModelUnusable as err:
+            logging.getLogger(__name__).warning("stage %d's kept model is not used, the stage runs again: %s",
+                                                stage, err)
+            continue
         if model is not None:
             return StageStart(stage + 1, model, {k: row[k] for k in FIDELITY_COLUMNS})
     return StageStart(1, context.fresh_model())

@@ -112,6 +112,24 @@ def storage_problems(locations: dict[str, str], nodes: int, shared_mount: bool) 
     ]
 
 
+def node_resources() -> list[dict[str, float]]:
+    """The total resources of each live node of the Ray cluster this process is connected to."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+
+
+def resource_problems(path: str, cpu: float, gpu: float, nodes: list[dict[str, float]]) -> list[str]:
+    """Why no node of a cluster whose nodes have ``nodes`` resources can run one trial asking for ``cpu`` CPUs and
+    ``gpu`` GPUs (empty when one can): Ray would otherwise wait for that node for ever."""
+    if any(node.get("CPU", 0) >= cpu and node.get("GPU", 0) >= gpu for node in nodes):
+        return []
+    sizes = sorted({(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes}, reverse=True)
+    have = "; ".join(f"{c:g} CPUs and {g:g} GPUs" for c, g in sizes[:3]) or "no live node"
+    return [f"{path}: [resources] cpu = {cpu:g}, gpu = {gpu:g}: no node of the Ray cluster has that much for one "
+            f"trial (its nodes have {have}); lower [resources] or add a node that has it"]
+
+
 def alive_nodes() -> int:
     """Number of live nodes of the Ray cluster this process is connected to."""
     import ray

@@ -17,6 +17,7 @@ what is allowed, and is raised before anything runs.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,6 +48,18 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
             "tune_storage": str},
 }
 """Each section's keys and their types (``{}``: checked by the section's own parser)."""
+
+MINIMUM: dict[tuple[str, str], int] = {
+    ("calibration", "batches"): 1, ("calibration", "batch_size"): 1,
+    ("measure", "latency_batch_size"): 1, ("measure", "latency_repeats"): 1, ("measure", "fidelity_sample"): 2,
+    ("resources", "workers"): 1,
+    ("run", "max_concurrent"): 0, ("run", "max_failures"): 0, ("run", "max_trials"): 1, ("run", "compact_parts"): 0,
+}
+"""The smallest value of each integer setting (``max_concurrent`` 0: as many trials as the cluster holds;
+``compact_parts`` 0: never compact; ``fidelity_sample``: a rank correlation needs two units)."""
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A name that becomes a file or folder name: no separator, no leading dot, at most 100 characters."""
 
 
 def _first_seen(values: list[tuple[str, ...]]) -> tuple[str, ...]:
@@ -178,7 +191,12 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {err.start}); a suite file is TOML, which is UTF-8") from None
+    except OSError as err:
+        raise SuiteError(f"{path}: cannot be read: {err.strerror or err}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -204,17 +222,15 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
     if unknown_options:
         raise loc.error("criterion_options", None, f"options for unknown criteria {sorted(unknown_options)}; "
                                                    f"valid: {', '.join(criteria.names())}")
+    for (section, key), least in MINIMUM.items():
+        value = raw.get(section, {}).get(key)
+        if value is not None and value < least:
+            raise loc.error(section, key, f"must be an integer of at least {least}, got {value}")
     resources = {**RESOURCE_DEFAULTS, **raw.get("resources", {})}
-    if resources["cpu"] < 0 or resources["gpu"] < 0:
-        raise loc.error("resources", None, f"resources must be non-negative, got {resources}")
-    if resources["workers"] < 1:
-        raise loc.error("resources", "workers", f"must be an integer of at least 1 (1: one process per cell), "
-                                                f"got {resources['workers']}")
+    for key in ("cpu", "gpu"):
+        if resources[key] < 0:
+            raise loc.error("resources", key, f"must be non-negative, got {resources[key]}")
     run = {**RUN_DEFAULTS, **raw.get("run", {})}
-    if run["compact_parts"] < 0:
-        raise loc.error("run", "compact_parts", f"must be 0 (never compact) or a number of parts, got {run['compact_parts']}")
-    if run["max_trials"] < 1:
-        raise loc.error("run", "max_trials", f"must be at least 1, got {run['max_trials']}")
     problem = location_problem(run["tune_storage"])
     if problem:
         raise loc.error("run", "tune_storage", problem)
@@ -228,8 +244,15 @@ def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> S
         raise loc.error("dense", "fixtures", str(err)) from err
     finetune = _recipes(loc, "finetune", raw.get("finetune", {"epochs": 1}), model_names, models.names())
     _check_split_batches(loc, finetune, resources["workers"])
+    name = raw.get("suite", {}).get("name", Path(path).stem)
+    if not SAFE_NAME.fullmatch(name):
+        given = "name" in raw.get("suite", {})
+        raise loc.error("suite", "name" if given else None,
+                        f"{'' if given else 'the file name gives the suite its name, and '}{name!r} cannot name a "
+                        "results folder: use letters, digits, '.', '_' and '-', starting with a letter or digit, at "
+                        "most 100 characters")
     return Suite(
-        name=raw.get("suite", {}).get("name", Path(path).stem),
+        name=name,
         path=path,
         description=raw.get("suite", {}).get("description", ""),
         grids=grids,

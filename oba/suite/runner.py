@@ -56,14 +56,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ..errors import UserError
 from ..lease import Lease
-from ..messages import one_line, reason
+from ..messages import one_line, reason, silenced
 from ..store import ResultStore
 from ..versions import package_versions
-from .cluster import alive_nodes, start_ray, storage_problems
+from .cluster import alive_nodes, node_resources, resource_problems, start_ray, storage_problems
 from .config import Suite
 from .grid import Cell, dense_keys
-from .interrupt import stop_on_signals
+from .interrupt import SignalWatch, stop_on_signals
 from .packing import pack
 from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
@@ -157,6 +158,9 @@ def run_suite(
     """
     import ray
 
+    if max_concurrent is not None and max_concurrent < 0:
+        raise UserError(f"max_concurrent must be a whole number of at least 0 (0: as many trials as the cluster "
+                        f"holds), got {max_concurrent}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     start = time.monotonic()
     cell_pipeline = PIPELINES.get(pipeline)
@@ -175,13 +179,14 @@ def run_suite(
         try:
             started_ray = not ray.is_initialized()
             if started_ray:
-                start_ray(address, num_cpus)
-                watch.install()
+                _start_ray_or_stop(address, num_cpus, watch)
             try:
                 locations = {"results location": plan.results}
                 if cell_pipeline.needs_dense:
                     locations["checkpoint cache"] = plan.cache_dir
                 problems = storage_problems(locations, alive_nodes(), shared_mount)
+                problems += resource_problems(suite.path, float(suite.resources["cpu"]),
+                                              float(suite.resources["gpu"]), node_resources())
                 problems += worker_problems(suite, ray.cluster_resources())
                 if problems:
                     raise PreflightError(problems)
@@ -195,6 +200,22 @@ def run_suite(
                 raise
             raise RunInterrupted(watch.received, _summary(plan, trial_errors, start)) from None
     return _summary(plan, trial_errors, start)
+
+
+def _start_ray_or_stop(address: str | None, num_cpus: int | None, watch: SignalWatch) -> None:
+    """Start Ray, then watch for signals again; a SIGTERM while ``ray.init`` runs (whose own handler turns it into
+    ``SystemExit(15)``) stops the run like one after it: Ray is shut down and ``watch`` records the signal."""
+    import ray
+
+    try:
+        start_ray(address, num_cpus)
+    except SystemExit as stop:
+        if stop.code != signal.SIGTERM:
+            raise
+        watch.received = signal.SIGTERM
+        ray.shutdown()
+        raise KeyboardInterrupt(signal.SIGTERM.name) from None
+    watch.install()
 
 
 def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextIO,
@@ -337,7 +358,8 @@ def _fit(trials: list[list[Cell]], running: int | None, suite: Suite, plan: Plan
                 failure_config=tune.FailureConfig(max_failures=suite.run["max_failures"]),
             ),
         )
-        outcome = tuner.fit()
+        with silenced("ray.tune.execution.tune_controller"):  # each failed trial's cells report its cause
+            outcome = tuner.fit()
         errors: dict[str, str] = {}
         unattributed = []
         for result in outcome:
