@@ -3,8 +3,8 @@
 ``loss_changes`` measures the actual ``ΔL(G) = L(θ with G zeroed) − L(θ)`` (L = mean
 of the batch losses) one group at a time; ``fidelity`` is the Spearman rank
 correlation between given group scores and those signed loss changes on a seeded
-sample of groups. :func:`rank_fidelity` reports all three views of DESIGN.md 2.2
-on such a sample (a :class:`FidelityResult`):
+sample of groups. :func:`rank_fidelity` reports all three views of
+docs/criteria.md ("Fidelity") on such a sample (a :class:`FidelityResult`):
 
 - ``signed``: Spearman ρ(score, ΔL) — what pruning should follow (lowest first,
   so a unit whose removal lowers the loss goes first);

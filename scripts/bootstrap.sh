@@ -17,6 +17,11 @@ if [ -n "$EXTRAS" ]; then
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
+    # The project reads suites with tomllib (Python 3.11+), as pyproject.toml's requires-python says.
+    if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "[setup] error: Python 3.11 or newer is needed; $PY is $("$PY" -V 2>&1 || echo missing). Set PYTHON to a newer interpreter." >&2
+        exit 1
+    fi
     echo "[setup] creating $VENV"
     "$PY" -m venv "$VENV"
 fi

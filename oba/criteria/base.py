@@ -1,7 +1,7 @@
 """The criterion interface every importance score implements.
 
-``parameter_scores`` returns the *signed* per-parameter quantity of DESIGN.md
-2.1/2.2, averaged over calibration batches; ``group_scores`` reduces it to one
+``parameter_scores`` returns the *signed* per-parameter quantity of
+docs/criteria.md (each criterion's section), averaged over calibration batches; ``group_scores`` reduces it to one
 score per :class:`~oba.groups.Group` with the criterion's ``reduction``
 (:mod:`oba.criteria.reduction`; ``abs-sum``, ``|Σ_{i∈G} s_i|``, unless its authors
 reduce otherwise). ``normaliser`` is how its authors divide each layer's unit
