@@ -214,10 +214,20 @@ def damping_value(a: Tensor, g: Tensor, damping: float) -> Tensor:
     return damping * a.diagonal().mean() * g.diagonal().mean()
 
 
+def _eigh(m: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh(m)``, redone in float64 where the solver fails to converge (e.g. on a factor of
+    subnormal entries beside a bias entry of 1: dead channels of MobileNetV3 at small inputs)."""
+    try:
+        return torch.linalg.eigh(m)
+    except torch.linalg.LinAlgError:
+        values, vectors = torch.linalg.eigh(m.double())
+        return values.to(m.dtype), vectors.to(m.dtype)
+
+
 def _eigen(a: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(Q_G, Q_A, D)`` with ``D[g, a] = λ_g λ_a + λ`` (eigenvalues clamped at 0)."""
-    eval_a, evec_a = torch.linalg.eigh(a)
-    eval_g, evec_g = torch.linalg.eigh(g)
+    eval_a, evec_a = _eigh(a)
+    eval_g, evec_g = _eigh(g)
     return evec_g, evec_a, torch.outer(eval_g.clamp(min=0), eval_a.clamp(min=0)) + lam
 
 

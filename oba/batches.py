@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from .activations import DoubleBackwardActivations
+
 Batch = tuple[Any, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -67,7 +69,9 @@ def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]
 
     Inside: the model is in ``mode`` ("eval", "train", or None for its current
     mode), attention runs through the math SDPA kernel (the only one with a
-    double backward) and float32 runs in true fp32 (:func:`full_fp32`). On exit
+    double backward), hard sigmoids through a bit-identical composition that has
+    one (:class:`~oba.activations.DoubleBackwardActivations`) and float32 runs
+    in true fp32 (:func:`full_fp32`). On exit
     every parameter, buffer and module's train flag is restored exactly.
     """
     if mode not in (None, "eval", "train"):
@@ -79,7 +83,7 @@ def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     try:
-        with sdpa_kernel([SDPBackend.MATH]), full_fp32():
+        with sdpa_kernel([SDPBackend.MATH]), DoubleBackwardActivations(), full_fp32():
             yield
     finally:
         with torch.no_grad():

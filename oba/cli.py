@@ -72,6 +72,8 @@ def _list(args: argparse.Namespace) -> int:
     registries = {"models": models.names, "datasets": data.names, "criteria": criteria.names}
     for name in registries[args.what]():
         print(name)
+    if args.what == "models":
+        print("torchvision:NAME or timm:NAME: any torchvision or timm classifier (docs/models.md)", file=sys.stderr)
     return 0
 
 

@@ -6,13 +6,15 @@ A weights ``source`` is one of
     A torchvision weights enum, e.g. ``torchvision:IMAGENET1K_V2`` for
     ``resnet50`` (``ResNet50_Weights.IMAGENET1K_V2``) or
     ``torchvision:IMAGENET1K_V1`` for ``vit_b_16`` (``ViT_B_16_Weights``, its
-    entries renamed to the model's timm layout on loading). The file is where
+    entries renamed to the model's timm layout on loading), or a weight of
+    ``<name>`` for model ``torchvision:<name>``. The file is where
     ``torch.hub`` caches it: ``$TORCH_HOME/hub/checkpoints/<file name of the
     enum's URL>`` (:func:`torch.hub.get_dir`).
 ``timm:<tag>`` or ``timm:<architecture>.<tag>``
     A timm pretrained tag, e.g. ``timm:deit_base_patch16_224.fb_in1k`` (or
     ``timm:augreg2_in21k_ft_in1k`` for ``vit_b_16``, whose timm architecture is
-    ``vit_base_patch16_224``). The file is where timm would load it from: the
+    ``vit_base_patch16_224``, and ``timm:fb_in1k`` for model
+    ``timm:convnext_tiny``). The file is where timm would load it from: the
     Hugging Face cache (``model.safetensors``, else ``pytorch_model.bin``, of
     the tag's hub repository; ``HF_HUB_CACHE``/``HF_HOME``, read offline), else
     the torch hub cache for a tag that has only a URL.
@@ -30,6 +32,8 @@ file's SHA-256 is computed here on every load, recorded, and compared with the
 ``sha256`` pin when one is given. Weights must fit the model exactly — the
 same classes, channels and input size; a classifier head is never
 re-initialised, because a model given weights is evaluated, not trained.
+:func:`published_input` tells the input a ``torchvision:``/``timm:`` source was
+made for, which :func:`oba.models.create` builds by default.
 """
 from __future__ import annotations
 
@@ -72,6 +76,10 @@ _CHUNK = 1 << 20
 
 class WeightsError(UserError, ValueError):
     """Weights that cannot be used: missing, a wrong SHA-256, an unknown source, or a model they do not fit."""
+
+
+class WeightsMisfit(WeightsError):
+    """Weights whose tensors do not fit the model's (names or shapes)."""
 
 
 @dataclass(frozen=True)
@@ -129,41 +137,66 @@ def _hub_file(url: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
-def _torchvision(spec: str, model_name: str) -> _Located:
+def _torchvision_architecture(model_name: str) -> str | None:
+    """The torchvision builder whose weights fit ``model_name``: its counterpart, or ``<name>`` of
+    ``torchvision:<name>``."""
+    renamed = TORCHVISION_RENAMED.get(model_name)
+    by_name = model_name.removeprefix("torchvision:") if model_name.startswith("torchvision:") else None
+    return TORCHVISION_ARCHITECTURES.get(model_name) or (renamed[0] if renamed else by_name)
+
+
+def _torchvision_weight(spec: str, model_name: str) -> Any:
+    """The torchvision weights enum member ``spec`` names for ``model_name``."""
     from torchvision.models import get_model_weights
 
-    renamed = TORCHVISION_RENAMED.get(model_name)
-    architecture = TORCHVISION_ARCHITECTURES.get(model_name) or (renamed[0] if renamed else None)
+    architecture = _torchvision_architecture(model_name)
     if architecture is None:
         raise WeightsError(f"model {model_name!r} has no torchvision counterpart (models with one: "
-                           f"{', '.join([*TORCHVISION_ARCHITECTURES, *TORCHVISION_RENAMED])}); give a file path or "
-                           "URI as weights")
+                           f"{', '.join([*TORCHVISION_ARCHITECTURES, *TORCHVISION_RENAMED])}, torchvision:<name>); "
+                           "give a file path or URI as weights")
     enum = get_model_weights(architecture)
     enum_name, _, member = spec.rpartition(".")
     if enum_name and enum_name != enum.__name__ or member not in enum.__members__:
         raise WeightsError(f"torchvision:{spec} is not a weight of {model_name} ({enum.__name__}); valid: "
                            f"{', '.join(f'torchvision:{m}' for m in enum.__members__)}")
-    weight = enum[member]
+    return enum[member]
+
+
+def _torchvision(spec: str, model_name: str) -> _Located:
+    weight = _torchvision_weight(spec, model_name)
     path = _hub_file(weight.url)
-    return _Located(f"torchvision:{enum.__name__}.{weight.name}", path if os.path.isfile(path) else None, path,
-                    url=weight.url)
+    return _Located(f"torchvision:{type(weight).__name__}.{weight.name}", path if os.path.isfile(path) else None,
+                    path, url=weight.url)
 
 
-def _timm(spec: str, model_name: str) -> _Located:
+def _torchvision_input(spec: str, model_name: str) -> tuple[int, int]:
+    """(3, the crop size of the weights' preprocessing): the inputs torchvision's weights were made for."""
+    return 3, int(_torchvision_weight(spec, model_name).transforms.keywords["crop_size"])
+
+
+def _timm_cfg(spec: str, model_name: str) -> tuple[str, Any]:
+    """The full ``<architecture>.<tag>`` name of ``spec`` for ``model_name`` and timm's pretrained configuration."""
     import timm
 
+    by_name = model_name.removeprefix("timm:") if model_name.startswith("timm:") else None
+    architecture = TIMM_ARCHITECTURES.get(model_name) or by_name
     if "." in spec:
         name = spec
-    elif model_name in TIMM_ARCHITECTURES:
-        name = f"{TIMM_ARCHITECTURES[model_name]}.{spec}"
+    elif architecture is not None:
+        name = f"{architecture}.{spec}"
     else:
         raise WeightsError(f"timm:{spec}: model {model_name!r} has no default timm architecture (models with one: "
-                           f"{', '.join(TIMM_ARCHITECTURES)}); name it, as timm:<architecture>.{spec}")
+                           f"{', '.join(TIMM_ARCHITECTURES)}, timm:<name>); name it, as timm:<architecture>.{spec}")
     try:
         cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
     except RuntimeError as err:  # timm's error for an unknown architecture or tag
         raise WeightsError(f"timm:{spec}: {err} (`timm.list_pretrained()` lists the valid names)") from err
     assert cfg is not None  # allow_unregistered=False raises instead
+    return name, cfg
+
+
+def _timm(spec: str, model_name: str) -> _Located:
+    name, cfg = _timm_cfg(spec, model_name)
     source = f"timm:{name}"
     if cfg.hf_hub_id:
         return _hf_cached(source, cfg.hf_hub_id, cfg.hf_hub_filename)
@@ -172,6 +205,26 @@ def _timm(spec: str, model_name: str) -> _Located:
         return _Located(source, path if os.path.isfile(path) else None, path, url=cfg.url)
     raise WeightsError(f"{source} has no state-dict file this loader reads (only {cfg.url or 'nothing'}); "
                        "convert it to a state dict and give the file's path as weights")
+
+
+def _timm_input(spec: str, model_name: str) -> tuple[int, int]:
+    """(channels, height) of the input size in timm's pretrained configuration of ``spec``."""
+    channels, height, _ = _timm_cfg(spec, model_name)[1].input_size
+    return int(channels), int(height)
+
+
+PUBLISHED_INPUTS: dict[str, Callable[[str, str], tuple[int, int]]] = {
+    "torchvision": _torchvision_input, "timm": _timm_input,
+}
+"""Source scheme of published weights → (spec, model name) → (channels, image size) the weights were made for."""
+
+
+def published_input(source: str, model_name: str) -> tuple[int, int] | None:
+    """The (channels, image size) that published weights ``source`` (``torchvision:…``, ``timm:…``) were made
+    for, for ``model_name``; None for a file or URI, whose input is not known."""
+    scheme, _, spec = source.partition(":")
+    reader = PUBLISHED_INPUTS.get(scheme)
+    return reader(spec, model_name) if reader and spec else None
 
 
 def _hf_cached(source: str, hub_id: str, filename: str | None) -> _Located:
@@ -333,7 +386,7 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None
     problems = [*shapes, *(f"missing {k}" for k in missing), *(f"unexpected {k}" for k in unexpected)]
     if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise WeightsError(f"{what}: {'; '.join(problems[:3])}{more} (weights must match the model's classes, "
+        raise WeightsMisfit(f"{what}: {'; '.join(problems[:3])}{more} (weights must match the model's classes, "
                            "channels and input size; the head is never re-initialised)")
     model.load_state_dict(state, strict=False)
 
@@ -348,5 +401,5 @@ def load_weights(model: nn.Module, model_name: str, weights: Weights, describe: 
     return file
 
 
-__all__ = ["SETTINGS", "Weights", "WeightsError", "WeightsFile", "check", "load_state", "load_weights",
-           "read_state_dict", "resolve", "sha256_of"]
+__all__ = ["SETTINGS", "Weights", "WeightsError", "WeightsFile", "WeightsMisfit", "check", "load_state",
+           "load_weights", "published_input", "read_state_dict", "resolve", "sha256_of"]

@@ -152,7 +152,7 @@ def prune_structured(
                     scores=scores[g.name],
                     unit_macs=g.unit_macs,
                     dense_units=dense_units[g.name],
-                    removable=len(g) - max(1, dense_units[g.name] - math.floor(layer_cap * dense_units[g.name])),
+                    removable=len(g) - max(g.min_units, dense_units[g.name] - math.floor(layer_cap * dense_units[g.name])),
                 )
                 for g in groups
             }

@@ -117,16 +117,18 @@ RUN_DEFAULTS = {"max_concurrent": 0, "max_failures": 2, "max_trials": 1000, "com
 def _recipes(loc: Locator, section: str, values: dict[str, Any], models: tuple[str, ...], known: list[str]) -> dict[str, dict[str, Any]]:
     """One resolved recipe per grid model: the section's keys, overridden by a ``[section.<model>]`` table.
 
-    Overrides may name any registered model (a subset suite can share its parent's file layout). In
-    ``[dense]``, a model whose resolved keys name ``weights`` gets the weights settings instead of a recipe.
+    Overrides may name any registered model (a subset suite can share its parent's file layout) or a grid model
+    (``[dense."timm:convnext_tiny"]``: a key with ':' is quoted). In ``[dense]``, a model whose resolved keys
+    name ``weights`` gets the weights settings instead of a recipe.
     """
     shared = {k: v for k, v in values.items() if not isinstance(v, dict)}
     overrides = {k: v for k, v in values.items() if isinstance(v, dict)}
     recipe_keys = sorted(f.name for f in fields(Recipe))
     valid = recipe_keys + list(WEIGHTS_SETTINGS) if section == "dense" else recipe_keys
     for name in overrides:
-        if name not in known:
-            raise loc.error(f"{section}.{name}", None, f"override for an unknown model; valid models: {', '.join(known)}")
+        if name not in known and name not in models:
+            raise loc.error(f"{section}.{name}", None, f"override for an unknown model; valid models: {', '.join(known)}"
+                                                       ", or a torchvision:NAME / timm:NAME model the grid lists")
     for table, body in [(section, shared), *((f"{section}.{name}", body) for name, body in overrides.items())]:
         for key in body:
             if key not in valid:

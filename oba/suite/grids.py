@@ -78,14 +78,22 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _names(loc: Locator, table: str, key: str, values: list[Any], valid: list[str], allow_dotted: bool = False) -> tuple[str, ...]:
+def _names(loc: Locator, table: str, key: str, values: list[Any], valid: list[str], allow_dotted: bool = False,
+           by_name: Callable[[str], None] | None = None) -> tuple[str, ...]:
+    """``values`` checked: each in ``valid``, or (``allow_dotted``) any 'module:object', or one with ':' that
+    ``by_name`` accepts (it raises ``ValueError`` otherwise: the model names ``torchvision:NAME``/``timm:NAME``)."""
     if not values:
         raise loc.error(table, key, "must list at least one entry")
     for value in values:
         if not isinstance(value, str):
             raise loc.error(table, key, f"entries must be strings, got {value!r}")
-        if value not in valid and not (allow_dotted and ":" in value):
-            extra = " (or 'module:object')" if allow_dotted else ""
+        if by_name is not None and ":" in value and value not in valid:
+            try:
+                by_name(value)
+            except ValueError as err:
+                raise loc.error(table, key, str(err)) from err
+        elif value not in valid and not (allow_dotted and ":" in value):
+            extra = " (or 'module:object')" if allow_dotted else " (or torchvision:NAME / timm:NAME)" if by_name else ""
             noun = "criterion" if key == "criteria" else key[:-1]
             raise loc.error(table, key, f"unknown {noun} {value!r}; valid: {', '.join(valid)}{extra}")
     if len(set(values)) != len(values):
@@ -175,7 +183,8 @@ def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str],
                                                            "(structures = [\"channels\"]), not unstructured")
     return Grid(
         name=name,
-        models=_names(loc, where("models"), "models", list(values["models"]), models.names()),
+        models=_names(loc, where("models"), "models", list(values["models"]), models.names(),
+                      by_name=models.check_name),
         datasets=_names(loc, where("datasets"), "datasets", list(values["datasets"]), data.names()),
         criteria=grid_criteria,
         ratios=tuple(float(r) for r in ratios),

@@ -11,7 +11,8 @@ runs again), the files of every dataset a pending cell needs are where the
 loaders will look, the pretrained weights a dense model is given are in place
 with the pinned SHA-256 (unless the checkpoint cache already holds them
 evaluated, or they may be downloaded), the dense-checkpoint cache and Tune's
-storage (``[run] tune_storage``, when set) are writable,
+storage (``[run] tune_storage``, when set) are writable, every ``torchvision:``/``timm:`` model a
+channels cell prunes has pruning groups that can be built in time (:mod:`oba.pruning.probe`),
 and a named Ray cluster answers (:func:`oba.suite.cluster.probe`). Every problem is reported at
 once, one line each, as a :class:`PreflightError`. A dry run
 (``missing_ok=True``) instead returns missing data and weights, when they are
@@ -35,6 +36,7 @@ from ..checkpoints import weights_key
 from ..errors import UserError
 from ..messages import one_line
 from ..models.weights import Weights, WeightsError, check
+from ..pruning.probe import groups_problem
 from ..store import ResultStore, UnreadablePart, filesystem
 from .cluster import ClusterUnreachable, probe
 from .config import Suite
@@ -144,6 +146,10 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                 except WeightsError as err:
                     reason = f"dense model {model}: {one_line(str(err))}"
                     missing += [reason] if reason not in missing else []
+        for model in dict.fromkeys(c.config["model"] for c in todo if c.config["structure"] == "channels"):
+            problem = groups_problem(model)
+            if problem:
+                problems.append(problem)
         problem = writable_folder_problem(*filesystem(cache), "checkpoint cache")
         if problem:
             problems.append(problem)
