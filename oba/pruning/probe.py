@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import models
+from ..models.by_name import LIBRARIES
 from ..errors import UserError
 from ..messages import one_line
 from .graph import build_graph
@@ -24,7 +25,7 @@ PROBE_SIZE = 32
 
 def is_library_model(name: str) -> bool:
     """``torchvision:NAME`` / ``timm:NAME`` (and not a registered model of that spelling)."""
-    return name.split(":", 1)[0] in ("torchvision", "timm") and name not in models.names()
+    return name.split(":", 1)[0] in LIBRARIES and name not in models.names()
 
 
 def groups_problem(name: str, seconds: float | None = None) -> str | None:
