@@ -41,8 +41,12 @@ def test_a_suite_name_that_would_leave_its_folder_is_refused_at_load(tmp_path: P
         load_suite(suite)
     message = str(raised.value)
     assert message.startswith(f"{suite}:2: [suite] name: ") and "\n" not in message
+
+
+def test_oba_run_refuses_an_escaping_suite_name_in_one_line_exit_2(tmp_path: Path) -> None:
+    suite = _replace(tiny_suite(tmp_path), 'name = "tiny"', 'name = "../../escaped"')
     [line] = error_lines(run_cmd(str(suite), "--dry-run"))
-    assert "letters, digits" in line
+    assert line.startswith(f"oba run: error: {suite}:2: [suite] name: '../../escaped' cannot name a results folder")
 
 
 def test_a_file_name_that_cannot_name_a_folder_is_refused_when_it_names_the_suite(tmp_path: Path) -> None:
@@ -196,7 +200,7 @@ def test_disk_full_is_an_oserror_the_command_line_prints_in_one_line() -> None:
 def test_a_full_results_folder_stops_oba_run_with_one_line_naming_it(tmp_path: Path) -> None:
     """The whole command on a results folder too small for one part: every cell fails naming the folder, the run
     ends with one error line naming it, and no ``.tmp`` file stays."""
-    suite = tiny_suite(tmp_path, criteria=("magnitude-l1",))
+    suite = _set(tiny_suite(tmp_path, criteria=("magnitude-l1",)), "run", "max_failures", 0)
     results = tmp_path / "full"
     script = textwrap.dedent(f"""
         import os, sys
