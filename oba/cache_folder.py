@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 
 from .atomic_write import disk_full, is_disk_full, write_atomic
 from .lease import Lease, LeaseHeld
+from .store import filesystem
 
 
 class LocalFolder:
@@ -74,8 +75,6 @@ class ObjectFolder:
     """Cache files under a pyarrow filesystem URI (object storage)."""
 
     def __init__(self, location: str, poll_seconds: float = 2.0) -> None:
-        from .store import filesystem
-
         self.location, self.poll_seconds = location, poll_seconds
         self.fs, self.root = filesystem(location)
         self.fs.create_dir(self.root, recursive=True)

@@ -42,27 +42,24 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return decorate
 
 
-def _trials(text: str) -> int:
-    """``--max-concurrent``: a whole number ≥ 0 (0: as many trials as the cluster holds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0 (0: as many trials as the cluster "
-                                         f"holds), got {text!r}")
-    return value
+def _at_least_zero(kind: type[int] | type[float], note: str = "") -> Callable[[str], int | float]:
+    """An argparse type: a ``kind`` ≥ 0 (``note`` says what 0 means), else one line saying what was expected."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"expected {noun} of at least 0{note}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    """A number ≥ 0 (tolerances and band widths)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
-    return value
+_trials = _at_least_zero(int, " (0: as many trials as the cluster holds)")
+_non_negative = _at_least_zero(float)
 
 
 @command("list")

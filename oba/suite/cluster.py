@@ -11,9 +11,11 @@ clear error instead of ``ray.init`` retrying for minutes.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 from ..errors import UserError
+from .interrupt import SignalWatch
 
 PROBE_SECONDS = 5.0
 CLIENT_SCHEME = "ray://"
@@ -88,6 +90,22 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **options)
     else:
         ray.init(address=address, **options)
+
+
+def start_ray_or_stop(address: str | None, num_cpus: int | None, watch: SignalWatch) -> None:
+    """Start Ray, then watch for signals again; a SIGTERM while ``ray.init`` runs (whose own handler turns it into
+    ``SystemExit(15)``) stops the run like one after it: Ray is shut down and ``watch`` records the signal."""
+    import ray
+
+    try:
+        start_ray(address, num_cpus)
+    except SystemExit as stop:
+        if stop.code != signal.SIGTERM:
+            raise
+        watch.received = signal.SIGTERM
+        ray.shutdown()
+        raise KeyboardInterrupt(signal.SIGTERM.name) from None
+    watch.install()
 
 
 def node_local(location: str) -> bool:

@@ -61,10 +61,10 @@ from ..lease import Lease
 from ..messages import one_line, reason, silenced
 from ..store import ResultStore
 from ..versions import package_versions
-from .cluster import alive_nodes, node_resources, resource_problems, start_ray, storage_problems
+from .cluster import alive_nodes, node_resources, resource_problems, start_ray_or_stop, storage_problems
 from .config import Suite
 from .grid import Cell, dense_keys
-from .interrupt import SignalWatch, stop_on_signals
+from .interrupt import stop_on_signals
 from .packing import pack
 from .pipelines import PIPELINES
 from .plan import Plan, PreflightError, plan_run
@@ -179,7 +179,7 @@ def run_suite(
         try:
             started_ray = not ray.is_initialized()
             if started_ray:
-                _start_ray_or_stop(address, num_cpus, watch)
+                start_ray_or_stop(address, num_cpus, watch)
             try:
                 locations = {"results location": plan.results}
                 if cell_pipeline.needs_dense:
@@ -200,22 +200,6 @@ def run_suite(
                 raise
             raise RunInterrupted(watch.received, _summary(plan, trial_errors, start)) from None
     return _summary(plan, trial_errors, start)
-
-
-def _start_ray_or_stop(address: str | None, num_cpus: int | None, watch: SignalWatch) -> None:
-    """Start Ray, then watch for signals again; a SIGTERM while ``ray.init`` runs (whose own handler turns it into
-    ``SystemExit(15)``) stops the run like one after it: Ray is shut down and ``watch`` records the signal."""
-    import ray
-
-    try:
-        start_ray(address, num_cpus)
-    except SystemExit as stop:
-        if stop.code != signal.SIGTERM:
-            raise
-        watch.received = signal.SIGTERM
-        ray.shutdown()
-        raise KeyboardInterrupt(signal.SIGTERM.name) from None
-    watch.install()
 
 
 def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextIO,
