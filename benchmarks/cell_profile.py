@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oba.suite.cell import run_cell  # noqa: E402
+from oba.suite.cells import expand  # noqa: E402
 from oba.suite.config import load_suite  # noqa: E402
-from oba.suite.grid import expand  # noqa: E402
 
 STAGES = {
     "dense context (data, checkpoint, batches, fidelity ground truth)": ("context.py", "_build"),

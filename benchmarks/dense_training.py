@@ -14,7 +14,7 @@ import torch
 import oba.data
 import oba.models
 from oba.suite.config import load_suite
-from oba.train import Recipe, train
+from oba.training.train import Recipe, train
 
 VIT_TINY = Recipe(epochs=15, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, warmup_epochs=2)
 

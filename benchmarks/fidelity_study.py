@@ -4,7 +4,7 @@ Issue 10 item 8. For each (model, seed) of ``suites/smoke.toml`` this builds exa
 context a smoke cell uses (``oba.suite.context.dense_context``: dense checkpoint, the 2
 calibration batches of 64, every structured channel unit, the seeded sample of 32 units and
 their actual loss changes ΔL measured in eval mode), scores every unit with each criterion
-variant, and reports on the sample (``oba.ranking_fidelity.rank_fidelity``):
+variant, and reports on the sample (``oba.criteria.fidelity.rank_fidelity``):
 
 - signed ρ: Spearman(score, ΔL);  |ΔL| ρ: Spearman(score, |ΔL|);
 - P@k: share of the k lowest-scored units among the k truly cheapest (k = 4 and 8 of 32;
@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from oba import Group, ParamSlice
+from oba.core.curvature import fisher_diagonal_sums, per_sample_gradients
+from oba.core.groups import GroupLayout, check_groups
 from oba.criteria import registry
 from oba.criteria.base import (
     Batch,
@@ -44,13 +46,11 @@ from oba.criteria.base import (
     scoring_context,
     trainable_parameters,
 )
-from oba.curvature import fisher_diagonal_sums, per_sample_gradients
-from oba.groups import GroupLayout, check_groups
-from oba.ranking_fidelity import rank_fidelity
+from oba.criteria.fidelity import rank_fidelity
 from oba.suite.cell import gradient_seconds
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
 from oba.suite.context import LOSS, dense_context
-from oba.suite.grid import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 

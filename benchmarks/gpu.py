@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from oba import data, models  # noqa: E402
 from oba.suite.cell import run_cell  # noqa: E402
+from oba.suite.cells import expand  # noqa: E402
 from oba.suite.config import load_suite  # noqa: E402
-from oba.suite.grid import expand  # noqa: E402
-from oba.train import Recipe, train  # noqa: E402
+from oba.training.train import Recipe, train  # noqa: E402
 
 SCORING_MODELS = ["vgg19", "resnet32", "resnet50", "vit_b_16"]
 

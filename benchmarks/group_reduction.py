@@ -3,7 +3,7 @@
 Before (issue 13, defect 3), ``reduce_groups`` looped over groups and slices:
 per slice an ``index_select`` with its index copied to the scores' device and a
 sum, per group a host copy (a device sync on a GPU). Now it is
-:func:`oba.groups.layout_of` (built once per list of groups, remembered) and one
+:func:`oba.core.groups.layout_of` (built once per list of groups, remembered) and one
 reduction per parameter plus one ``index_add``. This script times, in one
 process and interleaved, the old loop (reimplemented here as the baseline), the
 new reduction on its first call (layout built) and on later calls (layout
@@ -21,13 +21,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-import oba.groups
+import oba.core.groups
 import oba.models
+from oba.core.curvature import gradient
+from oba.core.groups import Group
+from oba.core.measure import synchronize
 from oba.criteria.base import reduce_groups, trainable_parameters
-from oba.curvature import gradient
-from oba.groups import Group
-from oba.measure import synchronize
-from oba.pruning.groups import find_groups
+from oba.pruning.dependency_groups import find_groups
 
 
 def per_group_loop(scores: dict[str, Tensor], groups: list[Group]) -> Tensor:
@@ -56,7 +56,7 @@ def fastest(fn: Callable[[], object], device: torch.device, repeats: int) -> flo
 
 def first_call(scores: dict[str, Tensor], units: list[Group], device: torch.device) -> float:
     """One reduction with the layout cache emptied first (the cost of the first call on new groups)."""
-    oba.groups._RECENT_LAYOUTS.clear()
+    oba.core.groups._RECENT_LAYOUTS.clear()
     synchronize(device)
     start = time.perf_counter()
     reduce_groups(scores, units)

@@ -19,7 +19,7 @@ mutant is not caught.
 
 Isolation: a copy holds the files ``git ls-files -co --exclude-standard`` lists (tracked and untracked, nothing
 ignored: no ``__pycache__``, ``.venv`` or results but the committed references, which must be listed). The venv's
-interpreter runs in it with ``PYTHONPATH`` = cwd = the copy, so ``oba`` and ``baselines`` come from the copy's
+interpreter runs in it with ``PYTHONPATH`` = cwd = the copy, so ``oba`` comes from the copy's
 ``sys.path`` entry before the editable install's finder (appended to ``sys.meta_path``) could map them to this
 checkout; each copy imports both and the script stops unless their files lie inside it.
 """
@@ -75,16 +75,16 @@ MUTANTS = (
            "linear = layout.sums({n: -g * theta[n] for n, g in zip(named, grads) if n in members})",
            "linear = layout.sums({n: g * theta[n] for n, g in zip(named, grads) if n in members})",
            "Probed taylor2-group adds +gᵀθ_G instead of −gᵀθ_G."),
-    Mutant("fisher-square-after-sum", "oba/curvature.py", "totals[n].add_(g.square().sum(0))",
+    Mutant("fisher-square-after-sum", "oba/core/curvature.py", "totals[n].add_(g.square().sum(0))",
            "totals[n].add_(g.sum(0).square())", "Empirical Fisher diagonal from (Σ_n g_n)² per chunk, not Σ_n g_n²."),
-    Mutant("fisher-per-batch", "oba/curvature.py", "count += batch[1].shape[0]", "count += 1",
+    Mutant("fisher-per-batch", "oba/core/curvature.py", "count += batch[1].shape[0]", "count += 1",
            "Fisher sums averaged over batches instead of samples."),
     Mutant("hvp-skip-batch", "oba/criteria/taylor2.py", "for batch in batches:", "for batch in batches[1:]:",
            "The shared θ ⊙ Hθ helper (taylor2, fastoba) skips the first calibration batch."),
-    Mutant("kfac-damping-x10", "baselines/kfac.py",
+    Mutant("kfac-damping-x10", "oba/criteria/kfac.py",
            "return damping * a.diagonal().mean() * g.diagonal().mean()",
            "return 10 * damping * a.diagonal().mean() * g.diagonal().mean()", "K-FAC damping λ ten times larger."),
-    Mutant("kfac-obs-update-sign", "baselines/kfac.py",
+    Mutant("kfac-obs-update-sign", "oba/criteria/kfac.py",
            "coupling = g @ weight.masked_fill(keep, 0) @ a  # H_KS w_S on K (λI does not couple K and S)",
            "coupling = -(g @ weight.masked_fill(keep, 0) @ a)", "K-FAC OBS compensation applied with the wrong sign."),
     Mutant("released-reduction-no-bias", "oba/criteria/reduction.py",
@@ -95,13 +95,13 @@ MUTANTS = (
            '"mean": lambda s: s.max(),', "The mean normaliser divides by the layer's maximum."),
     Mutant("released-max-epsilon", "oba/pruning/allocation.py", '"released-max": lambda s: s.max() + 1e-6,',
            '"released-max": lambda s: s.max() + 1e-3,', "released-max adds 1e-3 to the maximum instead of 1e-6."),
-    Mutant("hutchinson-probe-count", "baselines/obd.py",
+    Mutant("hutchinson-probe-count", "oba/criteria/obd.py",
            "probes = (rademacher_like(params, generator) for _ in range(self.k))",
            "probes = (rademacher_like(params, generator) for _ in range(self.k - 1))",
            "obd-hutchinson draws k − 1 probes per batch but still divides by k."),
     Mutant("oba-released-no-repeat", "oba/criteria/oba.py", "repeat_after_residual = True",
            "repeat_after_residual = False", "oba-released counts layers after a residual addition once."),
-    Mutant("skip-bn-recalibration", "oba/recalibration.py", "layers = batchnorm_layers(model)", "return 0",
+    Mutant("skip-bn-recalibration", "oba/core/recalibration.py", "layers = batchnorm_layers(model)", "return 0",
            "recalibrate_batchnorm returns at once: pruned models keep stale running statistics.", "outcome"),
     Mutant("global-allocation-highest-first", "oba/pruning/allocation.py",
            "candidates += [(float(st.scores[i]), name, i) for i in range(len(st.scores))]",
@@ -166,7 +166,7 @@ def make_copy(base: Path, files: list[str], target: Path, mutant: Mutant | None)
     if mutant is not None:
         path = target / mutant.file
         path.write_text(mutated(mutant, path.read_text(encoding="utf-8")), encoding="utf-8")
-    imported = subprocess.run([PYTHON, "-c", "import oba, baselines; print(oba.__file__); print(baselines.__file__)"],
+    imported = subprocess.run([PYTHON, "-c", "import oba; print(oba.__file__)"],
                               cwd=target, env=environment(target), check=True, capture_output=True, text=True)
     for module_file in imported.stdout.splitlines():
         if not Path(module_file).resolve().is_relative_to(target.resolve()):

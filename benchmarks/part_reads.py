@@ -19,9 +19,9 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_scaling import synthetic_row  # noqa: E402 (the benchmark beside this one)
 
-from oba import store_scan  # noqa: E402
-from oba.store import SCHEMA, ResultStore  # noqa: E402
-from oba.store_scan import LOOSE, read_files  # noqa: E402
+from oba.store import scan as store_scan  # noqa: E402
+from oba.store.results import SCHEMA, ResultStore  # noqa: E402
+from oba.store.scan import LOOSE, read_files  # noqa: E402
 
 
 def rebuilt(table: pa.Table, schema: pa.Schema) -> pa.Table:

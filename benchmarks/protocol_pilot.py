@@ -26,13 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from oba.core.recalibration import recalibrate_batchnorm
 from oba.pruning import prune
-from oba.recalibration import recalibrate_batchnorm
 from oba.suite.cell import cell_criterion
+from oba.suite.cells import Cell, expand
 from oba.suite.config import load_suite
 from oba.suite.context import LOSS, DenseContext, dense_context
-from oba.suite.grid import Cell, expand
-from oba.train import Recipe, evaluate, fine_tune
+from oba.training.train import Recipe, evaluate, fine_tune
 
 
 def _pruned(cell: Cell, context: DenseContext, layer_cap: float) -> torch.nn.Module:

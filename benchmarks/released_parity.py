@@ -31,8 +31,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import oba.models  # noqa: E402
 from nets import ResidualCNN, SmallResNet, vgg_style  # noqa: E402
+
+import oba.models  # noqa: E402
 
 
 def models() -> dict[str, tuple]:
@@ -142,9 +143,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    import oba.criteria as criteria
-    from oba.pruning.groups import find_groups
     from scipy.stats import spearmanr
+
+    import oba.criteria as criteria
+    from oba.pruning.dependency_groups import find_groups
     print("| criterion | model | mode | parameter tensors | worst relative L2 | worst absolute (tensors whose released "
           "norm < 1e-12) | groups | lowest channel Spearman | worst channel score difference (both / (max + 1e-6)) |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 
 import oba.criteria as criteria
 import oba.data
-from oba.checkpoints import dense_checkpoint
-from oba.connectivity import layer_parameters
-from oba.pruning.groups import find_groups
-from oba.train import Recipe
+from oba.core.connectivity import layer_parameters
+from oba.pruning.dependency_groups import find_groups
+from oba.training.checkpoints import dense_checkpoint
+from oba.training.train import Recipe
 
 
 def compare(model: torch.nn.Module, batches: list, mode: str) -> tuple[str, str, float]:

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_scaling import synthetic_row  # noqa: E402 (the benchmark beside this one)
 
-from oba.store import SCHEMA, SCHEMA_VERSION, ResultStore  # noqa: E402
-from oba.store_scan import PARTITION_KEYS, partition_folder, stamp  # noqa: E402
+from oba.store.results import SCHEMA, SCHEMA_VERSION, ResultStore  # noqa: E402
+from oba.store.scan import PARTITION_KEYS, partition_folder, stamp  # noqa: E402
 
 JSON_COLUMNS = ("config", "criterion_config", "layer_widths", "package_versions")
 
@@ -68,7 +68,7 @@ def add_loose_parts(store: Path, size: int, loose: int) -> None:
                        "schedule": "one-shot"})
 
 
-FINISHED = "import sys; from oba.store import ResultStore; print(len(ResultStore(sys.argv[1]).finished()))"
+FINISHED = "import sys; from oba.store.results import ResultStore; print(len(ResultStore(sys.argv[1]).finished()))"
 
 
 def timed(command: list[str]) -> tuple[float, float]:

@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from oba.report.band import SETTING_KEYS, Band, measure_band, sample_std, seed_values  # noqa: E402
 from oba.report.check import check  # noqa: E402
-from oba.report.ranking import BOARD_KEYS, boards  # noqa: E402
 from oba.report.load import load_results  # noqa: E402
+from oba.report.ranking import BOARD_KEYS, boards  # noqa: E402
 
 # Emulated CPUs: which kernels PyTorch (ATen), oneDNN and MKL may use. "native" is whatever this CPU offers.
 MACHINES: dict[str, dict[str, str]] = {

@@ -58,9 +58,9 @@ from torch import nn
 
 import oba.criteria as criteria
 import oba.models
+from oba.core.curvature import gradient, hvp
 from oba.criteria.base import Batch, batch_loss, reduce_groups, scoring_context, trainable_parameters
-from oba.curvature import gradient, hvp
-from oba.pruning.groups import classifier_layer, find_groups
+from oba.pruning.dependency_groups import classifier_layer, find_groups
 
 
 @dataclass(frozen=True)

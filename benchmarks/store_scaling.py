@@ -1,6 +1,6 @@
 """Cost of reading a results store as it grows: 10^3, 10^4, 10^5 cells, as loose parts and compacted.
 
-For each size a synthetic store is written through :class:`oba.store.ResultStore`
+For each size a synthetic store is written through :class:`oba.store.results.ResultStore`
 (realistic rows: 3 models × 2 datasets × 10 criteria × ratios × seeds, JSON
 columns of realistic length), copied, and the copy compacted (``oba store
 compact``, timed). Each measurement then runs in a fresh Python process, which
@@ -58,8 +58,8 @@ def synthetic_row(i: int) -> dict:
 
 def build(root: str, size: int) -> tuple[str, str, float]:
     """The parts store and its compacted copy of ``size`` cells (reused when complete); the compaction's seconds."""
-    from oba.compaction import compact
-    from oba.store import ResultStore
+    from oba.store.compaction import compact
+    from oba.store.results import ResultStore
 
     parts, compacted = os.path.join(root, f"parts-{size}"), os.path.join(root, f"compacted-{size}")
     store = ResultStore(parts)
@@ -77,7 +77,7 @@ def measure(kind: str, location: str) -> dict:
     """Run one measurement here; return its seconds, peak resident memory (MB, imports included) and rows seen."""
     from oba.report import read_results
     from oba.report.check import check
-    from oba.store import ResultStore
+    from oba.store.results import ResultStore
 
     began = time.perf_counter()
     if kind == "finished":

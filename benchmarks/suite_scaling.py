@@ -14,9 +14,9 @@ import os
 import tempfile
 import time
 
-from oba.store import ResultStore
+from oba.store.results import ResultStore
+from oba.suite.cells import dense_keys, expand
 from oba.suite.config import load_suite
-from oba.suite.grid import dense_keys, expand
 from oba.suite.runner import run_suite
 from oba.suite.trial import _prepare_dense
 

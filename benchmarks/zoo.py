@@ -50,8 +50,8 @@ def _case(name: str, criteria: list[str]) -> list[dict]:
     from torch import nn
 
     import oba
-    from oba.errors import UserError
-    from oba.measure import count_macs
+    from oba._errors import UserError
+    from oba.core.measure import count_macs
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -3,10 +3,10 @@
 Public API: :func:`prune`, :func:`fidelity`, :mod:`criteria` / :mod:`models` /
 :mod:`data` (``names``, ``get``/``create``/``load``, ``register``),
 :class:`Group` / :class:`ParamSlice`, :func:`find_groups`, and the cost
-measurements in :mod:`oba.measure`. Each is imported on first use, so that
+measurements in :mod:`oba.core.measure`. Each is imported on first use, so that
 ``import oba`` (and the command line's ``--help`` and ``list``) never waits for torch.
 """
-from .lazy import lazy_exports
+from oba._lazy import lazy_exports
 
 __version__ = "0.1.0"
 _EXPORTS = {

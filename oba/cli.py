@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the public API.
+"""Command line: a thin layer over the public API (the handlers live in :mod:`oba._commands`).
 
     oba --version
     oba list models|datasets|criteria
@@ -16,30 +16,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from .errors import UserError
+from oba import __version__
+from oba._errors import UserError
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from .report.band import Band
-    from .suite.config import Suite
-    from .suite.runner import RunSummary
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+HANDLERS = {
+    "list": "catalogue:list_names", "run": "run:run", "report": "results:report", "leaderboard": "results:leaderboard",
+    "check": "results:check_results", "band": "results:band", "status": "store:status", "store": "store:compact_store",
+    "fixtures": "pins:fixtures", "snapshot": "pins:snapshot",
+}
+"""Each sub-command's handler as ``module:function`` in :mod:`oba._commands`, imported when the command runs."""
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    """Register a sub-command handler."""
-
-    def decorate(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-
-    return decorate
+def handler(command_name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler of ``command_name``, its module imported now."""
+    module, _, function = HANDLERS[command_name].partition(":")
+    return getattr(importlib.import_module(f"oba._commands.{module}"), function)
 
 
 def _at_least_zero(kind: type[int] | type[float], note: str = "") -> Callable[[str], int | float]:
@@ -62,256 +57,8 @@ _trials = _at_least_zero(int, " (0: as many trials as the cluster holds)")
 _non_negative = _at_least_zero(float)
 
 
-@command("list")
-def _list(args: argparse.Namespace) -> int:
-    from . import criteria, data, models
-
-    registries = {"models": models.names, "datasets": data.names, "criteria": criteria.names}
-    for name in registries[args.what]():
-        print(name)
-    if args.what == "models":
-        print("torchvision:NAME or timm:NAME: any torchvision or timm classifier (docs/models.md)", file=sys.stderr)
-    return 0
-
-
-@command("run")
-def _run(args: argparse.Namespace) -> int:
-    from .suite.config import load_suite
-
-    suite = load_suite(args.suite)
-    if args.fake_cell and not args.results:
-        raise UserError("--fake-cell stores placeholder rows: give a --results location of their own")
-    results = args.results or f"results/{suite.name}"
-    if args.dry_run:
-        return _dry_run(suite, results, args)
-    from .suite.runner import RunInterrupted, run_suite
-
-    try:
-        summary = run_suite(suite, results, address=args.address, max_concurrent=args.max_concurrent, cache_dir=args.cache,
-                            shared_mount=args.shared_mount, pipeline="noop" if args.fake_cell else "full")
-    except RunInterrupted as stop:
-        _print_failures(stop.summary)
-        stored = stop.summary.ran - stop.summary.failed
-        print(f"oba run: stopped by {stop.signal.name} after {stop.summary.seconds:.0f} s: {stored} of the "
-              f"{stop.summary.ran} cells to run stored in {results}; run the same command again to resume",
-              file=sys.stderr)
-        return stop.exit_code
-    print(f"suite {suite.name}: {summary.total} cells, {summary.skipped} already stored, {summary.ran} run, "
-          f"{summary.failed} failed, {summary.seconds:.0f} s; results in {results}")
-    _print_failures(summary)
-    return 1 if summary.failed else 0
-
-
-def _dry_run(suite: Suite, results: str, args: argparse.Namespace) -> int:
-    """List every cell (stdout: id, todo/done, :func:`~oba.suite.plan.describe`) and, on stderr, each grid's size,
-    the data and weights the pending cells need and whether they are in place; start nothing, compute nothing."""
-    from .suite.plan import describe, grid_sizes, plan_run
-
-    plan = plan_run(suite, results, args.cache, args.address, missing_ok=True)
-    for part in plan.unreadable:
-        print(f"oba run: warning: skipped {part}; a cell without a readable part runs again", file=sys.stderr)
-    pending = {c.cell_id for c in plan.todo}
-    for cell in plan.cells:
-        print(f"{cell.cell_id}  {'todo' if cell.cell_id in pending else 'done'}  {describe(cell)}")
-    for line in grid_sizes(suite):
-        print(f"oba run: {line}", file=sys.stderr)
-    for line in plan.datasets:
-        print(f"oba run: data: {line}", file=sys.stderr)
-    for line in plan.weights:
-        print(f"oba run: dense weights: {line}", file=sys.stderr)
-    for line in plan.missing:
-        print(f"oba run: missing: {line}", file=sys.stderr)
-    print(f"{len(plan.cells)} cells, {len(plan.cells) - len(plan.todo)} stored, {len(plan.todo)} to run", file=sys.stderr)
-    if plan.missing:
-        print(f"oba run: the run cannot start until the {len(plan.missing)} missing item(s) above are in place",
-              file=sys.stderr)
-    return 0
-
-
-def _print_failures(summary: RunSummary) -> None:
-    """The failed cells grouped by reason, most common first (cells a stopped run never reached are left out)."""
-    from .suite.runner import NOT_RUN
-
-    groups = {why: labels for why, labels in summary.by_reason().items() if why != NOT_RUN}
-    if groups:
-        print(f"failed cells by reason ({sum(map(len, groups.values()))}):", file=sys.stderr)
-    for why, labels in groups.items():
-        shown = ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
-        print(f"  {len(labels)} × {why}\n      {shown}", file=sys.stderr)
-
-
-def _readable_results(command_name: str, location: str) -> pd.DataFrame:
-    """The results at ``location``; each unreadable part is skipped with a one-line warning."""
-    from .report import read_results
-
-    loaded = read_results(location)
-    for part in loaded.skipped:
-        print(f"oba {command_name}: warning: skipped {part}", file=sys.stderr)
-    return loaded.table
-
-
-@command("report")
-def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    path = write_report(_readable_results("report", args.results), args.output, png_dir=args.png,
-                        plotly_js=args.plotly_js, leaderboard=args.leaderboard)
-    print(f"report: {path}")
-    return 0
-
-
-@command("leaderboard")
-def _leaderboard(args: argparse.Namespace) -> int:
-    from .report import write_leaderboard
-
-    band = _band_for(args.results, args.band)
-    paths = write_leaderboard(_readable_results("leaderboard", args.results), args.output, band=band, report=args.report)
-    for kind, path in paths.items():
-        print(f"leaderboard ({kind}): {path}")
-    return 0
-
-
-@command("check")
-def _check(args: argparse.Namespace) -> int:
-    from .report import ResultsUnreadable, check, load_results
-    from .report.check import CHECK_COLUMNS
-
-    baseline = args.baseline
-    if args.suite:
-        from .report.stages import row_ids
-        from .suite.config import load_suite
-        from .suite.grid import expand
-
-        wanted = row_ids(expand(load_suite(args.suite)))
-        try:
-            frame = load_results(args.baseline, CHECK_COLUMNS)
-        except ResultsUnreadable as err:
-            print(f"oba check: baseline unreadable: {err}", file=sys.stderr)
-            return 2
-        baseline = frame[frame["cell_id"].isin(wanted)]
-        if baseline.empty:
-            print(f"oba check: no baseline cell belongs to suite {args.suite}", file=sys.stderr)
-            return 2
-    band = _band_for(args.baseline, args.band)
-    outcome = check(args.results, baseline, tolerance=args.tolerance, band=band)
-    if outcome.unreadable:
-        for problem in outcome.unreadable:
-            print(f"oba check: error: {problem}", file=sys.stderr)
-        return 2
-    print(outcome.render())
-    return outcome.exit_code
-
-
-def _band_for(baseline: str, explicit: str | None) -> Band | None:
-    """The band file given, else ``band.json`` inside a results folder when there is one, else None."""
-    import os
-
-    from .report.band import BAND_FILE, Band
-
-    if explicit:
-        return Band.read(explicit)
-    beside = os.path.join(baseline, BAND_FILE)
-    return Band.read(beside) if "://" not in baseline and os.path.isfile(beside) else None
-
-
-@command("band")
-def _band(args: argparse.Namespace) -> int:
-    import os
-
-    from .report import load_results
-    from .report.band import BAND_FILE, measure_band
-
-    names, runs = [args.name], []
-    for item in args.machine:
-        name, sep, location = item.partition("=")
-        if not sep or not name or not location:
-            raise ValueError(f"--machine takes NAME=RESULTS, got {item!r}")
-        names.append(name)
-        runs.append(load_results(location))
-    band = measure_band(load_results(args.reference), runs, names, z=args.z, floor=args.floor)
-    target = args.output or os.path.join(args.reference, BAND_FILE)
-    band.write(target)
-    widest = max((b.band for s in band.settings.values() for b in s.metrics.values()), default=float("nan"))
-    print(f"band: {target} ({len(band.settings)} settings, machines {', '.join(names)}, widest band {widest:.2f})")
-    return 0
-
-
-@command("status")
-def _status(args: argparse.Namespace) -> int:
-    from .status import store_status
-
-    expected, name = None, None
-    if args.suite:
-        from .suite.config import load_suite
-        from .suite.grid import expand
-
-        suite = load_suite(args.suite)
-        name = suite.name
-        expected = {c.cell_id: (c.config["model"], c.config["criterion"]) for c in expand(suite)}
-    status = store_status(args.results, expected, name)
-    print(status.render())
-    for part in status.unreadable:
-        print(f"oba status: warning: skipped {part}", file=sys.stderr)
-    return 1 if status.unreadable else 0
-
-
-@command("store")
-def _store(args: argparse.Namespace) -> int:
-    from .compaction import compact
-
-    summary = compact(args.results)
-    for part in summary.unreadable:
-        print(f"oba store compact: warning: left {part}", file=sys.stderr)
-    print(f"compacted {args.results}: {summary.folded} part(s) folded into {len(summary.written)} file(s), "
-          f"{summary.removed} older compacted file(s) replaced; {summary.cells} cells stored")
-    return 2 if summary.unreadable else 0
-
-
-@command("fixtures")
-def _fixtures(args: argparse.Namespace) -> int:
-    from .dense_fixtures import write_fixtures
-    from .suite.config import load_suite
-    from .suite.grid import dense_keys, expand
-
-    suite = load_suite(args.suite)
-    keys = [k for k in dense_keys(expand(suite)) if not args.dataset or k[1] in args.dataset]
-    trained = [(m, d, s, suite.dense[m]) for m, d, s in keys if "weights" not in suite.dense[m]]
-    if not trained:
-        raise UserError(f"{args.suite}: no dense model trained by a recipe"
-                        + (f" on {', '.join(args.dataset)}" if args.dataset else ""))
-    for fixture in write_fixtures(trained, args.output, suite.data.get("options", {}), args.cache):
-        print(f"{args.output.rstrip('/')}/{fixture.file}  sha256 {fixture.sha256}  key {fixture.key}")
-    return 0
-
-
-def _snapshot_criteria(args: argparse.Namespace) -> list[str] | None:
-    """The criteria named on the command line; with --all, every registered one (plugins included)."""
-    if args.all:
-        from . import criteria
-
-        return criteria.names()
-    return args.criterion or None
-
-
-@command("snapshot")
-def _snapshot(args: argparse.Namespace) -> int:
-    from .report.snapshot import write_snapshot
-    from .report.snapshot_check import check_snapshot
-
-    if args.action == "write":
-        from .suite.config import load_suite
-
-        folder = write_snapshot(load_suite(args.suite), args.output, _snapshot_criteria(args))
-        print(f"snapshot: {folder}")
-        return 0
-    outcome = check_snapshot(args.baseline, _snapshot_criteria(args))
-    print(outcome.render())
-    return outcome.exit_code
-
-
 def parser() -> argparse.ArgumentParser:
-    from . import __version__
-
+    """The argument parser of every sub-command."""
     p = argparse.ArgumentParser(prog="oba", description="Optimal Brain Apoptosis pruning and the pruning-criteria benchmark suite")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -414,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return handler(args.command)(args)
     except (UserError, ValueError, OSError) as err:
         for line in str(err).splitlines() or [type(err).__name__]:
             print(f"oba {args.command}: error: {line}", file=sys.stderr)

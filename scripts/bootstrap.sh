@@ -59,7 +59,7 @@ fi
 # PYTHONDONTWRITEBYTECODE, when the environment sets it, is lifted for these commands only; it never
 # stops Python from reading bytecode.
 warm() { env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "$1"; }
-warm "import torch, torchvision, timm, torch_pruning, oba.criteria, baselines, oba.suite.cell, oba.suite.runner, oba.report.html, oba.report.leaderboard, oba.cli" &
+warm "import torch, torchvision, timm, torch_pruning, oba.criteria, baselines, oba.suite.cell, oba.suite.runner, oba.report.suite_page, oba.report.leaderboard, oba.cli" &
 TORCH_SIDE=$!
 warm "
 import compileall, os, ray

@@ -16,11 +16,11 @@ def _seed() -> None:
 def _registries_as_they_were():
     """Entries a test registers (a plugin's criterion, a test model) do not outlive it: a suite's "all" expands to
     the built-in criteria in every other test."""
-    from oba.criteria.registry import _CRITERIA
-    from oba.data import _DATASETS
-    from oba.models import _MODELS
+    from oba.criteria.registry import CRITERIA
+    from oba.data import DATASETS
+    from oba.models import MODELS
 
-    before = {registry: registry.plugins() for registry in (_CRITERIA, _DATASETS, _MODELS)}
+    before = {registry: registry.plugins() for registry in (CRITERIA, DATASETS, MODELS)}
     yield
     for registry, names in before.items():
         for name in registry.plugins() - names:

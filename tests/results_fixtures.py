@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from oba.store import ResultStore
+from oba.store.results import ResultStore
 
 PACKAGES = {"oba-bench": "0.1.0", "torch": "2.14.1", "torch-pruning": "1.6.1"}
 START = datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc)

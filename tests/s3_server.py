@@ -40,7 +40,7 @@ def s3_endpoint() -> Iterator[str]:
 
 def objects(location: str) -> list[str]:
     """Every object under ``location`` (a URI or a path), named below the location's root, sorted."""
-    from oba.store import filesystem
+    from oba.store.results import filesystem
 
     fs, root = filesystem(location)
     return sorted(i.path[len(root) + 1:] for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))

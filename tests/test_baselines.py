@@ -4,15 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from nets import tiny_vit
+from reference import as_dict, per_batch_terms
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import oba.criteria as criteria
-from oba.criteria.base import step_seed
-from baselines.kfac import kronecker_factors
 from oba import Group, ParamSlice
-from nets import tiny_vit
-from reference import as_dict, per_batch_terms
+from oba.core.kronecker_factors import kronecker_factors
+from oba.criteria.base import step_seed
 
 LOSS = nn.CrossEntropyLoss()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from results_fixtures import error_row, row, write_store
 
 from oba.report import check, load_results
 from oba.report.band import Band, measure_band
-from results_fixtures import error_row, row, write_store
 
 CRITERIA = ("magnitude-l2", "oba")
 RATIOS = (0.3, 0.6)
@@ -223,7 +223,7 @@ BROKEN_FIELDS = [
 @pytest.mark.parametrize(("path", "value", "message"), BROKEN_FIELDS)
 def test_a_band_file_with_a_wrong_field_is_refused_naming_the_file_and_the_field(
         tmp_path: Path, path: tuple, value: object, message: str) -> None:
-    from oba.errors import UserError
+    from oba._errors import UserError
 
     bad = tmp_path / "band.json"
     bad.write_text(json.dumps(_broken(_band_payload(tmp_path), path, value)))
@@ -245,7 +245,7 @@ def test_a_band_file_with_a_wrong_field_is_refused_naming_the_file_and_the_field
     ("[" * 100_000, "recursion"),
 ])
 def test_a_band_file_of_the_wrong_type_is_refused_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
-    from oba.errors import UserError
+    from oba._errors import UserError
 
     bad = tmp_path / "band.json"
     bad.write_text(content)

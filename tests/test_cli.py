@@ -104,9 +104,10 @@ def test_a_corrupt_part_is_skipped_with_a_warning_by_report_and_leaderboard_and_
 
 
 def test_leaderboard_reads_a_band_beside_the_results_or_given_and_names_a_bad_one(tmp_path: Path) -> None:
+    from results_fixtures import report_rows, write_store
+
     from oba.report.band import measure_band
     from oba.report.load import load_results
-    from results_fixtures import report_rows, write_store
 
     results = Path(write_store(tmp_path / "results", report_rows()))
     done = oba_cli("leaderboard", str(results), "-o", str(tmp_path / "plain"))
@@ -124,8 +125,8 @@ def test_leaderboard_reads_a_band_beside_the_results_or_given_and_names_a_bad_on
 def test_dry_run_lists_every_cell_with_its_stages_and_dense_model_and_what_is_missing(tmp_path: Path) -> None:
     """Exit 0 with missing CIFAR files and a missing weights file, each named; no Ray imported; then, with the
     files in place, each is listed where it is."""
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
     from suites import tiny_suite
 
     root = tmp_path / "data"
@@ -171,8 +172,8 @@ def test_dry_run_lists_every_cell_with_its_stages_and_dense_model_and_what_is_mi
 
 
 def test_dry_run_of_the_paper_suite_lists_its_267_cells(tmp_path: Path) -> None:
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
 
     done = oba_cli("run", "suites/paper.toml", "--results", str(tmp_path / "x"), "--cache", str(tmp_path / "cache"),
                    "--dry-run", timeout=300)

@@ -37,8 +37,8 @@ def test_an_unstructured_cell_scores_its_sampled_weights_for_fidelity(tmp_path) 
     import math
 
     from oba.suite.cell import run_cell
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
     from suites import tiny_suite
 
     path = tiny_suite(tmp_path, criteria=("taylor",))
@@ -62,9 +62,9 @@ def test_a_structured_cell_records_fidelity_to_signed_and_absolute_loss_changes_
 
     from oba import criteria
     from oba.suite.cell import run_cell
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
     from oba.suite.context import LOSS, dense_context
-    from oba.suite.grid import expand
     from suites import tiny_suite
 
     path = tiny_suite(tmp_path, criteria=("taylor",), ratios=(0.5,))

@@ -8,13 +8,13 @@ from typing import Sequence
 import numpy as np
 import pytest
 import torch
+from reference import flat_parameters, gradient_and_hessian
 from torch import Tensor, nn
 
 import oba
 import oba.criteria as criteria
-from baselines.random import Random
 from oba import Group, ParamSlice
-from reference import flat_parameters, gradient_and_hessian
+from oba.criteria.random import Random
 
 LOSS = nn.CrossEntropyLoss()
 SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("taylor2-group", {"probes": 2}), ("kfac-obd", {}), ("kfac-obs", {})]
@@ -175,10 +175,10 @@ def test_a_cell_seeds_its_criterion_with_the_cell_seed(name: str) -> None:
 
 
 def test_a_cell_row_records_the_criterion_seeds(tmp_path: Path) -> None:
-    from oba.store import ResultStore
+    from oba.store.results import ResultStore
     from oba.suite.cell import run_cell
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
     from suites import tiny_suite
 
     path = tiny_suite(tmp_path, criteria=("random",), seeds=(1,))

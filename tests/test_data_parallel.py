@@ -22,7 +22,7 @@ import oba.criteria as criteria
 import oba.data
 import oba.models
 from oba.criteria.base import BatchSums, step_seed
-from oba.data_parallel import check_shardable, shard, sharded_parameter_scores
+from oba.training.data_parallel import check_shardable, shard, sharded_parameter_scores
 
 ADDITIVE = ["oba", "oba-released", "fastoba", "taylor2", "taylor", "obd", "kfac-obd"]
 """Additive criteria whose scores from combined shards equal one process's within 1e-6 relative (kfac-obs: below)."""
@@ -127,7 +127,7 @@ def test_a_two_process_gloo_group_gives_every_rank_the_one_process_scores(tmp_pa
 def test_two_ray_train_workers_give_the_one_process_scores() -> None:
     import ray
 
-    from oba.data_parallel import score_with_workers
+    from oba.training.data_parallel import score_with_workers
 
     model, batches = model_and_batches()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -146,8 +146,8 @@ def test_two_ray_train_workers_give_the_one_process_scores() -> None:
 
 def _digits_run(seed: int, workers: int) -> float:
     """Test accuracy of a fresh resnet8 trained 2 epochs on the digits set, by one process or ``workers`` replicas."""
-    from oba.data_parallel import fine_tune_with_workers
-    from oba.train import Recipe, evaluate, fine_tune
+    from oba.training.data_parallel import fine_tune_with_workers
+    from oba.training.train import Recipe, evaluate, fine_tune
 
     data = oba.data.load("digits")
     torch.manual_seed(seed)

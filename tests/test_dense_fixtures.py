@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from oba.checkpoints import dense_checkpoint, dense_source
 from oba.cli import main
-from oba.dense_fixtures import MANIFEST, read_manifest
 from oba.models.weights import WeightsError, sha256_of
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
+from oba.training.checkpoints import dense_checkpoint, dense_source
+from oba.training.dense_fixtures import MANIFEST, read_manifest
 from suites import fixtured_suite
+
 
 def _suite(tmp_path: Path, fixtures: str = "", epochs: int = 1, name: str = "s.toml") -> Path:
     return fixtured_suite(tmp_path / name, fixtures, epochs)

@@ -1,7 +1,7 @@
 """Second-order criteria differentiate every activation twice, with the native values and derivatives.
 
 Only ``hardsigmoid`` lacks a double backward in torch 2.14; inside
-``scoring_context`` it runs as :func:`oba.activations.hardsigmoid`, whose
+``scoring_context`` it runs as :func:`oba.core.activations.hardsigmoid`, whose
 values and first derivatives are bit-identical to the native kernel's. The
 other activations (and timm's own, memory-efficient ones included) are checked
 to differentiate twice natively, to the finite-difference second derivative.
@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import oba
-from oba.activations import DoubleBackwardActivations, hardsigmoid
-from oba.batches import scoring_context
+from oba.core.activations import DoubleBackwardActivations, hardsigmoid
+from oba.core.model_calls import scoring_context
 
 Activation = Callable[[Tensor], Tensor]
 

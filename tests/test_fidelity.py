@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from oba import Group, ParamSlice
-from oba.ranking_fidelity import FidelityResult, fidelity, first_step_k, loss_changes, precision_at_k, rank_fidelity
+from oba.criteria.fidelity import FidelityResult, fidelity, first_step_k, loss_changes, precision_at_k, rank_fidelity
 
 LOSS = nn.CrossEntropyLoss()
 

@@ -1,6 +1,6 @@
-"""``oba.curvature.gradient_and_functional_hvp`` against explicit float64 second derivatives of the network function.
+"""``oba.core.curvature.gradient_and_functional_hvp`` against explicit float64 second derivatives of the network function.
 
-The retired ``oba-functional`` criterion was built on it; the function stays in ``oba.curvature``.
+The retired ``oba-functional`` criterion was built on it; the function stays in ``oba.core.curvature``.
 Ground truth: with z(θ) the network output as a function of the flat parameter
 vector, c = ∂L/∂z at θ, the functional Hessian is ∇²_θ⟨c, z(θ)⟩
 (torch.autograd.functional.hessian); the Gauss–Newton part is Jᵀ (∂²L/∂z²) J from
@@ -9,11 +9,11 @@ an explicit Jacobian and output Hessian.
 from __future__ import annotations
 
 import torch
+from reference import flat_parameters, unflatten
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from oba.curvature import gradient_and_functional_hvp, gradient_and_hvps
-from reference import flat_parameters, unflatten
+from oba.core.curvature import gradient_and_functional_hvp, gradient_and_hvps
 
 LOSS = nn.CrossEntropyLoss()
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from results_fixtures import write_store
 
 from oba.criteria.base import Criterion
 from oba.criteria.taylor import Taylor
 from oba.report import check, load_results
 from oba.report.band import BAND_FILE, GATED_METRICS, SETTING_KEYS, Band, setting_key
 from oba.suite.cell import run_cell
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
-from results_fixtures import write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "smoke"

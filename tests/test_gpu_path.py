@@ -14,24 +14,24 @@ from typing import Any
 
 import pytest
 import torch
+from nets import ResidualCNN
 from torch import Tensor, nn
 
 import oba
-from nets import ResidualCNN
-from oba.batches import full_fp32, scoring_context
-from oba.checkpoints import checkpoint_key, device_metadata
-from oba.measure import timed, warm_up
+from oba.core.measure import timed, warm_up
+from oba.core.model_calls import full_fp32, scoring_context
+from oba.criteria.fidelity import loss_changes
 from oba.pruning import prune
-from oba.ranking_fidelity import loss_changes
-from oba.store import ResultStore
+from oba.store.paths import resolve_path
+from oba.store.results import ResultStore
 from oba.suite import trial
-from oba.suite.grid import dense_keys
 from oba.suite.cell import gradient_seconds
+from oba.suite.cells import dense_keys, expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
-from oba.suite.plan import plan_run, resolve_path
-from oba.execution import reproducible
-from oba.train import Recipe
+from oba.suite.plan import plan_run
+from oba.training.checkpoints import checkpoint_key, device_metadata
+from oba.training.execution import reproducible
+from oba.training.train import Recipe
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy
@@ -258,10 +258,10 @@ def test_a_failed_cell_on_a_usable_device_keeps_its_actor(tmp_path: Path) -> Non
 
 def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_the_actor(tmp_path: Path, monkeypatch) -> None:
     """A sticky CUDA error cannot be caused on a CPU machine; the trial's answer to one is what is tested."""
-    from oba.device_health import DeviceUnusable
+    from oba.training.device_health import DeviceUnusable
 
     cell = _failing_cell(tmp_path)
-    monkeypatch.setattr("oba.device_health.device_usable", lambda device: False)
+    monkeypatch.setattr("oba.training.device_health.device_usable", lambda device: False)
     with pytest.raises(DeviceUnusable, match="unusable after the cell failed"):
         trial.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell])
     assert ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)["status"] == "error"

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from test_run_command import error_lines, run_cmd
 from torch import nn
 
 import oba
-from oba.errors import UserError
+from oba._errors import UserError
+from oba.pruning.dependency_groups import find_groups, remove_units
 from oba.pruning.graph import UnsupportedModel, build_graph
 from oba.pruning.graph_deadline import ENV_VAR, GraphBuildTimeout, build_seconds, call_with_deadline
-from oba.pruning.groups import find_groups, remove_units
 from oba.pruning.probe import groups_problem
 from suites import tiny_suite
-from test_run_command import error_lines, run_cmd
 
 LOSS = nn.functional.cross_entropy
 

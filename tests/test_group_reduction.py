@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
-
-from oba.criteria.base import reduce_groups
-from oba.groups import Group, GroupLayout, ParamSlice, layout_of
-from oba.pruning.groups import find_groups
 from nets import SmallResNet, tiny_vit, vgg_style
+
+from oba.core.groups import Group, GroupLayout, ParamSlice, layout_of
+from oba.criteria.base import reduce_groups
+from oba.pruning.dependency_groups import find_groups
 
 
 def brute_force(scores: dict[str, torch.Tensor], groups: list[Group]) -> torch.Tensor:

@@ -14,8 +14,8 @@ from torch.func import functional_call
 import oba
 import oba.criteria as criteria
 from oba import Group
-from oba.measure import count_macs
-from oba.pruning.groups import find_groups, remove_units
+from oba.core.measure import count_macs
+from oba.pruning.dependency_groups import find_groups, remove_units
 
 LOSS = nn.functional.cross_entropy
 CRITERIA = ("magnitude-l1", "taylor", "oba", "obd")

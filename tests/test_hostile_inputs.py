@@ -13,13 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_run_command import error_lines, run_cmd, start_run
 
-from oba.atomic_write import DiskFull
-from oba.store import ResultStore
+from oba.store.atomic_write import DiskFull
+from oba.store.results import ResultStore
 from oba.suite.cluster import resource_problems
 from oba.suite.config import SuiteError, load_suite
 from suites import tiny_suite
-from test_run_command import error_lines, run_cmd, start_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,8 +171,8 @@ def test_a_full_disk_names_the_folder_and_leaves_no_temporary_file(tmp_path: Pat
     results = tmp_path / "full"
     done = _in_small_tmpfs(results, textwrap.dedent(f"""
         import os, sys
-        from oba.atomic_write import DiskFull
-        from oba.store import ResultStore
+        from oba.store.atomic_write import DiskFull
+        from oba.store.results import ResultStore
         store = ResultStore({str(results)!r})
         padding = "x" * 20000
         for n in range(10000):

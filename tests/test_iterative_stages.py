@@ -20,11 +20,11 @@ from nets import ResidualCNN
 from s3_server import objects
 
 from oba import models
-from oba.compaction import compact
-from oba.store import ResultStore, filesystem
+from oba.store.compaction import compact
+from oba.store.results import ResultStore, filesystem
 from oba.suite.cell import run_cell, stage_ratio_of_current
+from oba.suite.cells import Cell, cell_id, expand
 from oba.suite.config import load_suite
-from oba.suite.grid import Cell, cell_id, expand
 from oba.suite.stage_models import load_stage_model, save_stage_model
 from oba.suite.trial import run_trial_cells
 from suites import tiny_suite

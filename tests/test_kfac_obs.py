@@ -14,9 +14,10 @@ from torch import Tensor, nn
 
 import oba
 import oba.criteria as criteria
-from baselines.kfac import damping_value, kronecker_factors, obs_update
-from oba.criteria.base import step_seed
+from oba.core.kronecker_factors import kronecker_factors
 from oba.criteria import Criterion, trainable_parameters
+from oba.criteria.base import step_seed
+from oba.criteria.kfac import damping_value, obs_update
 
 LOSS = nn.CrossEntropyLoss()
 DAMPING = 0.05

@@ -13,8 +13,8 @@ import pytest
 from results_fixtures import row
 
 from oba.cli import main
-from oba.lease import Lease, LeaseHeld, LeaseRecord, read_lease
-from oba.store import ResultStore, filesystem
+from oba.store.lease import Lease, LeaseHeld, LeaseRecord, read_lease
+from oba.store.results import ResultStore, filesystem
 from suites import tiny_suite
 
 
@@ -121,8 +121,8 @@ def test_oba_run_refuses_a_held_store_in_one_line(tmp_path: Path, capsys: pytest
 def test_status_counts_unstored_cells_of_a_live_run_as_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = tiny_suite(tmp_path, criteria=("taylor", "magnitude-l1"), seeds=(0, 1))
     results = str(tmp_path / "results")
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
 
     cells = expand(load_suite(str(suite)))
     ResultStore(results).write(row(cell_id=cells[0].cell_id, model="resnet8", criterion=cells[0].config["criterion"]))

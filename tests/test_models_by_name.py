@@ -18,10 +18,10 @@ from torch import nn
 
 import oba
 from oba import models
-from oba.measure import count_macs
+from oba.core.measure import count_macs
 from oba.models.weights import WeightsError
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
 from suites import tiny_suite
 
 RESNET50_FILE = "resnet50-11ad3fa6.pth"

@@ -2,8 +2,7 @@
 
 Checked on the source itself (``ast``), so a new call site cannot slip in: ``torch.load`` however it is
 imported (``torch.load``, ``torch.serialization.load``, ``from torch import load``, aliases) in every Python file
-of the project; ``pickle.load``/``pickle.loads``/``pickle.Unpickler`` and ``weights_only=False`` in the package and
-the baselines.
+of the project; ``pickle.load``/``pickle.loads``/``pickle.Unpickler`` and ``weights_only=False`` in the package.
 """
 from __future__ import annotations
 
@@ -14,8 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EVERYWHERE = ("oba", "baselines", "benchmarks", "scripts", "tests")
-PACKAGE = ("oba", "baselines")
+EVERYWHERE = ("oba", "benchmarks", "scripts", "tests")
+PACKAGE = ("oba",)
 TORCH_LOADS = {"torch.load", "torch.serialization.load"}
 UNPICKLERS = {f"{module}.{name}" for module in ("pickle", "_pickle") for name in ("load", "loads", "Unpickler")}
 
@@ -86,7 +85,7 @@ def test_every_torch_load_passes_weights_only_true() -> None:
     assert not offenders, "torch.load without weights_only=True:\n" + "\n".join(offenders)
 
 
-def test_the_package_and_baselines_never_unpickle() -> None:
+def test_the_package_never_unpickles() -> None:
     offenders = [where for path in python_files(PACKAGE) for where in unpickling(path)]
     assert not offenders, "unpickling in the package:\n" + "\n".join(offenders)
 

@@ -5,15 +5,15 @@ import math
 
 import pytest
 import torch
+from nets import ResidualCNN, vgg_style
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
 import oba.criteria as criteria
-from oba.connectivity import connectivity_products, layer_parameters
+from oba.core.connectivity import connectivity_products, layer_parameters
 from oba.criteria.reduction import REDUCTIONS
-from oba.pruning.groups import find_groups
-from nets import ResidualCNN, vgg_style
+from oba.pruning.dependency_groups import find_groups
 
 LOSS = F.cross_entropy
 
@@ -147,7 +147,7 @@ def test_oba_equals_explicit_cross_derivatives_of_every_bilinear_product(case: i
 
 
 def test_oba_on_a_piecewise_linear_net_is_theta_times_the_hessian_without_its_gauss_newton_part() -> None:
-    from oba.curvature import gradient_and_functional_hvp
+    from oba.core.curvature import gradient_and_functional_hvp
 
     _, model, batch = nets()[1]
     model.eval()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from oba.store import ResultStore
+from oba.store.results import ResultStore
 from oba.suite import context
 from oba.suite.cell import run_cell
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
 from oba.suite.noop import NOOP_DEVICE
 from oba.suite.runner import git_sha, run_suite
 from suites import tiny_suite

@@ -11,12 +11,12 @@ from nets import SmallResNet, tiny_vit
 from torch import nn
 
 import oba
-from oba.measure import count_macs, macs_by_module
+from oba.core.measure import count_macs, macs_by_module
 from oba.pruning import structure, structured
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
 from oba.suite.packing import pack, trial_count
-from oba.suite.runner import trial_slots
+from oba.suite.resources import trial_slots
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy

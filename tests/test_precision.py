@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from oba import criteria, data, models
-from oba.checkpoints import checkpoint_key
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
-from oba.train import Recipe, evaluate, fine_tune, train
+from oba.training.checkpoints import checkpoint_key
+from oba.training.train import Recipe, evaluate, fine_tune, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
 
@@ -195,8 +195,8 @@ def test_loader_workers_come_from_the_caller_for_file_backed_data_only() -> None
 def test_a_cell_passes_the_trial_cpus_to_every_loader_and_evaluates_in_its_recipe_precision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oba import train as train_module
     from oba.suite.cell import run_cell
+    from oba.training import train as train_module
     from suites import tiny_suite
 
     path = tiny_suite(tmp_path, criteria=("taylor",))

@@ -6,13 +6,13 @@ from typing import Sequence
 
 import pytest
 import torch
+from nets import SmallResNet, tiny_vit, vgg_style
 from torch import Tensor, nn
 
 import oba
+from oba.core.measure import count_macs
 from oba.criteria import Criterion, trainable_parameters
-from oba.measure import count_macs
-from oba.pruning.groups import find_groups
-from nets import SmallResNet, tiny_vit, vgg_style
+from oba.pruning.dependency_groups import find_groups
 
 LOSS = nn.functional.cross_entropy
 
@@ -190,7 +190,7 @@ def test_bad_pruning_options_are_named(kwargs: dict, message: str) -> None:
 
 
 def test_unstructured_masks_survive_fine_tuning() -> None:
-    from oba.train import Recipe, fine_tune
+    from oba.training.train import Recipe, fine_tune
 
     data = oba.data.load("synthetic", num_classes=3, image_size=8, channels=1, n=96)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))

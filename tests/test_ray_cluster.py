@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from oba.store import ResultStore
+from oba.store.results import ResultStore
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
 from suites import tiny_suite
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

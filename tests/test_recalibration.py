@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from oba.recalibration import recalibrate_batchnorm
+from oba.core.recalibration import recalibrate_batchnorm
 
 
 def _net() -> nn.Module:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import oba
-from oba.measure import count_macs
+from oba.core.measure import count_macs
 
 
 @pytest.mark.parametrize("name", oba.models.names())

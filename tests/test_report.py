@@ -14,8 +14,8 @@ from browser import CHROMIUM, LAYOUT_CHECK, collected_errors, layout_check, rend
 from results_fixtures import cell_id, error_row, report_rows, row, write_store
 
 from oba.report import StaticExportError, load_results, write_leaderboard, write_report
-from oba.report.html import build_report, write_pngs
 from oba.report.palette import criterion_colours
+from oba.report.suite_page import build_report, write_pngs
 
 FIGURES_PER_SETTING = 6
 SETTINGS = 2
@@ -349,7 +349,7 @@ def test_shared_plotly_js_is_written_once_beside_the_report_and_loads(store: str
 
 
 def test_a_big_study_embeds_one_row_per_setting_and_criterion(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import oba.report.html as report_html
+    import oba.report.suite_page as report_html
 
     monkeypatch.setattr(report_html, "CELL_TABLE_LIMIT", 10)
     page = write_report(store, tmp_path / "r.html", leaderboard=tmp_path / "board").read_text(encoding="utf-8")

@@ -44,7 +44,7 @@ def test_a_folder_of_stores_reads_every_stores_parts_and_nothing_else(tmp_path: 
 
 
 def test_a_folder_of_stores_on_s3_reads_every_stores_parts_and_nothing_else(s3_location: str) -> None:
-    from oba.store import filesystem
+    from oba.store.results import filesystem
 
     bucket, query = s3_location[len("s3://"):].split("/", 1)[0], s3_location.split("?", 1)[1]
     fs, root = filesystem(s3_location)

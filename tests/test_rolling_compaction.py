@@ -5,15 +5,15 @@ import io
 from pathlib import Path
 
 import pandas as pd
-from suites import tiny_suite
 
-from oba.compaction import compact
-from oba.lease import COMPACTION_LEASE, Lease
-from oba.store import COLUMNS, ResultStore, StoredRows
-from oba.store_scan import COMPACTED, LOOSE, partition_folder, partition_values
+from oba.store.compaction import compact
+from oba.store.lease import COMPACTION_LEASE, Lease
+from oba.store.results import COLUMNS, ResultStore, StoredRows
+from oba.store.rolling_compaction import RollingCompaction
+from oba.store.scan import COMPACTED, LOOSE, partition_folder, partition_values
+from oba.suite.cells import Cell, expand
 from oba.suite.config import load_suite
-from oba.suite.grid import Cell, expand
-from oba.suite.rolling_compaction import RollingCompaction
+from suites import tiny_suite
 
 
 def _grid(tmp_path: Path, stages: bool = False) -> list[Cell]:
@@ -45,7 +45,7 @@ def _kinds(store: ResultStore) -> dict[str, int]:
 def test_only_the_ok_rows_of_ended_trials_move_and_readers_see_every_row_once(tmp_path: Path) -> None:
     cells = _grid(tmp_path, stages=True)
     store = ResultStore(str(tmp_path / "results"))
-    trials = [cells[:2], cells[2:4], cells[4:]]
+    trials = [{c.cell_id: c.row_ids() for c in trial} for trial in (cells[:2], cells[2:4], cells[4:])]
     rolling = RollingCompaction(store.location, trials, threshold=3, stream=io.StringIO())
     _store(cells[0], store)
     rolling.cell_done(cells[0].cell_id, True)
@@ -68,7 +68,7 @@ def test_only_the_ok_rows_of_ended_trials_move_and_readers_see_every_row_once(tm
 def test_rows_wait_below_the_threshold_and_while_another_compaction_holds_the_store(tmp_path: Path) -> None:
     cells = _grid(tmp_path)
     store = ResultStore(str(tmp_path / "results"))
-    trials = [[cell] for cell in cells]
+    trials = [{cell.cell_id: cell.row_ids()} for cell in cells]
     rolling = RollingCompaction(store.location, trials, threshold=2, stream=io.StringIO())
     _store(cells[0], store)
     rolling.cell_done(cells[0].cell_id, True)

@@ -22,10 +22,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from oba.store import ResultStore
-from oba.suite.config import load_suite
+from oba.store.results import ResultStore
+from oba.suite.cells import expand
 from oba.suite.cluster import probe
-from oba.suite.grid import expand
+from oba.suite.config import load_suite
 from oba.suite.plan import plan_run, writable_folder_problem
 from suites import tiny_suite
 

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_data import _write_cifar10
 
-from oba.store import SCHEMA_VERSION, ResultStore
+from oba.store.results import SCHEMA_VERSION, ResultStore
+from oba.suite.cells import expand
 from oba.suite.config import load_suite
-from oba.suite.grid import expand
 from oba.suite.plan import PreflightError
 from oba.suite.runner import run_suite
 from suites import tiny_suite
-from test_data import _write_cifar10
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PLUGINS = str(Path(__file__).parent / "plugins")

@@ -5,12 +5,12 @@ from typing import Sequence
 
 import pytest
 import torch
+from nets import MLP
 from torch import Tensor, nn
 
 import oba
 from oba.criteria import Criterion, trainable_parameters
 from oba.pruning.allocation import normalise
-from nets import MLP
 
 LOSS = nn.functional.cross_entropy
 SIGNED = {"taylor", "taylor2", "taylor2-group"}

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 import oba
-from oba.checkpoints import CheckpointUnreadable, checkpoint_key, dense_checkpoint
 from oba.suite.cell import resume_point
 from oba.suite.stage_models import StageModelUnusable, load_stage_model, save_stage_model
-from oba.train import Recipe
+from oba.training.checkpoints import checkpoint_key, dense_checkpoint
+from oba.training.tensor_files import CheckpointUnreadable
+from oba.training.train import Recipe
 
 FAST = Recipe(epochs=1, batch_size=32, lr=0.05)
 CLASSES, CHANNELS, SIZE = 10, 1, 28

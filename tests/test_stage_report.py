@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from results_fixtures import SCHEDULE, iterative_rows, report_rows, row, stage_row, write_store
 from browser import CHROMIUM, LAYOUT_CHECK, collected_errors, layout_check, render_dom, render_in_frame
+from results_fixtures import SCHEDULE, iterative_rows, report_rows, row, stage_row, write_store
 
 from oba.report import check, load_results, write_leaderboard, write_report
 from oba.report.band import Band, measure_band, setting_key
-from oba.report.html import build_report
 from oba.report.ranking import boards
 from oba.report.stages import row_ids
+from oba.report.suite_page import build_report
 from oba.report.trajectory import stage_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,8 +210,8 @@ def test_band_file_keeps_stage_settings_and_reads_older_files_as_one_shot(store:
 
 
 def test_a_suites_row_ids_name_every_stage_row() -> None:
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
 
     cell = expand(load_suite(ROOT / "suites" / "ci.toml"))[0]
     iterative = type(cell)(cell.suite, cell.cell_id, {**cell.config, "prune": {**cell.config["prune"],

@@ -7,7 +7,7 @@ import pytest
 from results_fixtures import row, write_store
 
 from oba.cli import main
-from oba.compaction import compact
+from oba.store.compaction import compact
 
 
 def _status(results: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], list[str]]:

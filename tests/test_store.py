@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from results_fixtures import row
 
 from oba.report import load_results
-from oba.store import COLUMNS, SCHEMA, SCHEMA_VERSION, ResultStore
-from results_fixtures import row
+from oba.store.results import COLUMNS, SCHEMA, SCHEMA_VERSION, ResultStore
 
 
 def _row(cell_id: str, status: str = "ok", acc: float = 0.5) -> dict:

@@ -13,10 +13,10 @@ import pytest
 from results_fixtures import row
 
 from oba.cli import main
-from oba.compaction import _take, compact
 from oba.report import load_results
 from oba.report.check import check
-from oba.store import COLUMNS, ResultStore
+from oba.store.compaction import _take, compact
+from oba.store.results import COLUMNS, ResultStore
 
 
 def _cells(store: ResultStore, n: int, **fields) -> dict[str, dict]:

@@ -14,12 +14,12 @@ import pytest
 from results_fixtures import row
 from s3_server import objects
 
-from oba.checkpoints import checkpoint_key, dense_checkpoint
 from oba.cli import main
-from oba.compaction import compact
 from oba.report import load_results
-from oba.store import ResultStore, StoredRows, filesystem
-from oba.train import Recipe
+from oba.store.compaction import compact
+from oba.store.results import ResultStore, StoredRows, filesystem
+from oba.training.checkpoints import checkpoint_key, dense_checkpoint
+from oba.training.train import Recipe
 
 FAST = Recipe(epochs=1, batch_size=64, lr=0.05, seed=0)
 
@@ -91,8 +91,8 @@ def test_dense_checkpoints_are_made_once_and_shared_through_s3(s3_location: str)
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_suite_runs_with_results_and_cache_on_s3(s3_location: str, tmp_path: Path) -> None:
+    from oba.suite.cells import expand
     from oba.suite.config import load_suite
-    from oba.suite.grid import expand
     from oba.suite.runner import run_suite
     from suites import tiny_suite
 

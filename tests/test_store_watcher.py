@@ -7,9 +7,9 @@ from pathlib import Path
 
 from results_fixtures import row
 
-from oba.compaction import compact
-from oba.store import ResultStore
-from oba.suite.grid import Cell
+from oba.store.compaction import compact
+from oba.store.results import ResultStore
+from oba.suite.cells import Cell
 from oba.suite.progress import Progress, StoreWatcher
 
 

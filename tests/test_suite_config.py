@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
 from suites import tiny_suite
 
 

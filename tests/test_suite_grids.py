@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import oba.criteria as criteria
+from oba.suite.cells import expand, expand_grid
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand, expand_grid
 from oba.suite.plan import grid_sizes
 from suites import tiny_suite
 

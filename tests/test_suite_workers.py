@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from oba.store import ResultStore
+from oba.store.results import ResultStore
 from oba.suite.cell import run_cell
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
 from oba.suite.plan import PreflightError
 from oba.suite.runner import run_suite, trial_need, trial_slots, worker_problems
 from suites import tiny_suite

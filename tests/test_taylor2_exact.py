@@ -5,11 +5,11 @@ import functools
 
 import pytest
 import torch
+from nets import MLP, AttentionNet, ResidualCNN, tiny_vit
+from reference import as_dict, flat_parameters, per_batch_terms
 from torch import nn
 
 import oba
-from nets import MLP, AttentionNet, ResidualCNN, tiny_vit
-from reference import as_dict, flat_parameters, per_batch_terms
 
 LOSS = nn.functional.cross_entropy
 

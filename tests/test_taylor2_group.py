@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import gradient_and_hessian
 from torch import nn
 
 import oba.criteria as criteria
 from oba import Group, ParamSlice
+from oba.core.groups import GroupLayout
 from oba.criteria.taylor2_group import Taylor2Group
-from oba.groups import GroupLayout
-from reference import gradient_and_hessian
 
 LOSS = nn.CrossEntropyLoss()
 
@@ -151,7 +151,7 @@ def test_options_are_recorded() -> None:
 
 def test_quadratic_loss_prediction_is_exact() -> None:
     """A linear model with MSE is exactly quadratic in θ: ΔL̂ equals the real ΔL."""
-    from oba.ranking_fidelity import fidelity, loss_changes
+    from oba.criteria.fidelity import fidelity, loss_changes
 
     torch.manual_seed(0)
     model = nn.Linear(6, 8).double()

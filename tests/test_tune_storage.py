@@ -14,9 +14,9 @@ import pytest
 from s3_server import objects
 
 from oba.cli import main
-from oba.store import ResultStore
+from oba.store.results import ResultStore
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
 from oba.suite.tune_storage import tune_storage
 from suites import tiny_suite
 

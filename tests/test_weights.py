@@ -23,14 +23,14 @@ from huggingface_hub import constants as hf_constants
 from torch import nn
 
 from oba import models
-from oba.checkpoints import dense_checkpoint
-from oba.models.torchvision_vit import timm_layout
+from oba.models.vit_weight_names import timm_layout
 from oba.models.weights import TIMM_ARCHITECTURES, TORCHVISION_ARCHITECTURES, Weights, WeightsError, check, resolve
 from oba.suite.cell import run_cell
+from oba.suite.cells import expand
 from oba.suite.config import SuiteError, load_suite
-from oba.suite.grid import expand
 from oba.suite.plan import PreflightError, plan_run
-from oba.train import Recipe
+from oba.training.checkpoints import dense_checkpoint
+from oba.training.train import Recipe
 from suites import tiny_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_vit(monkeypatch: pytest.MonkeyPatch) -> str:
     def factory(num_classes: int, in_chans: int, image_size: int) -> nn.Module:
         return timm.create_model("test_vit", num_classes=num_classes, in_chans=in_chans, img_size=image_size)
 
-    monkeypatch.setitem(models._MODELS._entries, "test-vit", factory)
+    monkeypatch.setitem(models.MODELS._entries, "test-vit", factory)
     return "test-vit"
 
 

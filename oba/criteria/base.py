@@ -2,7 +2,7 @@
 
 ``parameter_scores`` returns the *signed* per-parameter quantity of
 docs/criteria.md (each criterion's section), averaged over calibration batches; ``group_scores`` reduces it to one
-score per :class:`~oba.groups.Group` with the criterion's ``reduction``
+score per :class:`~oba.core.groups.Group` with the criterion's ``reduction``
 (:mod:`oba.criteria.reduction`; ``abs-sum``, ``|Σ_{i∈G} s_i|``, unless its authors
 reduce otherwise). ``normaliser`` is how its authors divide each layer's unit
 scores before ranking them across layers (a suite may impose another). Criteria whose
@@ -25,7 +25,7 @@ An :class:`AdditiveCriterion` computes its scores from :class:`BatchSums`:
 tensors summed over the calibration batches (or their samples) and the count
 that averages them. Sums of disjoint shards of the batches add up to the sums of
 all of them, so such a criterion can be scored by several workers, each on its
-shard (:mod:`oba.data_parallel`).
+shard (:mod:`oba.training.data_parallel`).
 """
 from __future__ import annotations
 
@@ -38,9 +38,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..batches import Batch, LossFn, batch_loss, forward, require_batches, scoring_context, trainable_parameters
-from ..groups import Group, check_groups
-from .reduction import REDUCTIONS, reduce_groups
+from oba.core.groups import Group, check_groups
+from oba.core.model_calls import (
+    Batch,
+    LossFn,
+    batch_loss,
+    forward,
+    require_batches,
+    scoring_context,
+    trainable_parameters,
+)
+from oba.criteria.reduction import REDUCTIONS, reduce_groups
 
 __all__ = [
     "AdditiveCriterion", "Batch", "BatchSums", "LossFn", "Criterion", "SeededCriterion", "batch_loss", "forward", "reduce_groups", "require_batches",

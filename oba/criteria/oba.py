@@ -2,7 +2,7 @@
 
 OBA scores a parameter-layer (Linear, Conv) weight or bias θ_i by the second-order term of
 removing every such parameter, ``r_i = mean_b θ_i (H_b θ)_i``, with the Hessian H_b that its
-layer-wise decomposition computes (:mod:`oba.connectivity`): the curvature carried by the
+layer-wise decomposition computes (:mod:`oba.core.connectivity`): the curvature carried by the
 network's bilinear products (series connectivity between a layer and the layers upstream of
 its input, parallel connectivity between the two factors of an attention product), each
 layer's output gradient held fixed. Norm-layer γ/β are neither perturbed nor scored.
@@ -27,10 +27,18 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..connectivity import connectivity_products
-from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
-from .registry import register
-from .taylor2 import theta_hvp_sums
+from oba.core.connectivity import connectivity_products
+from oba.criteria.base import (
+    AdditiveCriterion,
+    Batch,
+    BatchSums,
+    LossFn,
+    require_batches,
+    scoring_context,
+    trainable_parameters,
+)
+from oba.criteria.registry import register
+from oba.criteria.taylor2 import theta_hvp_sums
 
 
 class _Published(AdditiveCriterion):

@@ -25,19 +25,18 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..connectivity import layer_parameters
-from ..groups import Group, ParamSlice, layout_of
-from ..registry import Registry
+from oba._registry import Registry
+from oba.core.connectivity import layer_parameters
+from oba.core.groups import Group, ParamSlice, layout_of
 
 Reduction = Callable[[nn.Module, dict[str, Tensor], Sequence[Group], bool], Tensor]
-REDUCTIONS: Registry[Reduction] = Registry(
-    "reduction", "reductions", dict.fromkeys(("abs-sum", "released", "released-weights"), "oba.criteria.reduction"))
+REDUCTIONS: Registry[Reduction] = Registry("reduction", "reductions", __name__, decorator="REDUCTIONS.register")
 
 
 def reduce_groups(scores: dict[str, Tensor], groups: Sequence[Group], signed: bool = False) -> Tensor:
     """``|Σ_{i∈G} s_i|`` for each group (``Σ_{i∈G} s_i`` when ``signed``), as a float64 CPU tensor.
 
-    Vectorised over groups (:func:`~oba.groups.layout_of`), summed in float64 on
+    Vectorised over groups (:func:`~oba.core.groups.layout_of`), summed in float64 on
     the scores' device (all scores on one device), copied to the host once.
     """
     if not groups:

@@ -6,9 +6,17 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..curvature import gradient
-from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
-from .registry import register
+from oba.core.curvature import gradient
+from oba.criteria.base import (
+    AdditiveCriterion,
+    Batch,
+    BatchSums,
+    LossFn,
+    require_batches,
+    scoring_context,
+    trainable_parameters,
+)
+from oba.criteria.registry import register
 
 
 @register("taylor")

@@ -20,9 +20,17 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..curvature import gradient_and_hvps
-from .base import AdditiveCriterion, Batch, BatchSums, LossFn, require_batches, scoring_context, trainable_parameters
-from .registry import register
+from oba.core.curvature import gradient_and_hvps
+from oba.criteria.base import (
+    AdditiveCriterion,
+    Batch,
+    BatchSums,
+    LossFn,
+    require_batches,
+    scoring_context,
+    trainable_parameters,
+)
+from oba.criteria.registry import register
 
 
 def theta_hvp_sums(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, mode: str | None,

@@ -28,11 +28,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..curvature import gradient_and_hvp_map
-from ..groups import Group, GroupLayout, along, check_groups, layout_of
-from .base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
-from .taylor2 import Taylor2
-from .registry import register
+from oba.core.curvature import gradient_and_hvp_map
+from oba.core.groups import Group, GroupLayout, along, check_groups, layout_of
+from oba.criteria.base import Batch, LossFn, SeededCriterion, require_batches, scoring_context, trainable_parameters
+from oba.criteria.registry import register
+from oba.criteria.taylor2 import Taylor2
 
 
 def check_one_dim_per_parameter(groups: Sequence[Group]) -> None:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..lazy import lazy_exports
-from ..registry import Registry
+from oba._lazy import lazy_exports
+from oba._registry import Registry
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -64,15 +64,9 @@ class FilesCheck(Protocol):
     def __call__(self, root: str | None, download: bool) -> str: ...
 
 
-BUILTINS = {
-    "mnist5k": f"{__name__}.embedded", "digits": f"{__name__}.embedded", "synthetic": f"{__name__}.synthetic",
-    "cifar10": f"{__name__}.cifar", "cifar100": f"{__name__}.cifar", "imagenet": f"{__name__}.imagenet",
-}
-"""Every built-in dataset and the module that registers it."""
-
-_DATASETS: Registry[DatasetSource] = Registry("dataset", "datasets", BUILTINS)
+DATASETS: Registry[DatasetSource] = Registry("dataset", "datasets", __name__)
 _FILE_CHECKS: dict[str, FilesCheck] = {}
-names = _DATASETS.names
+names = DATASETS.names
 
 
 def register(name: str, files: FilesCheck | None = None) -> Callable[[DatasetSource], DatasetSource]:
@@ -85,7 +79,7 @@ def register(name: str, files: FilesCheck | None = None) -> Callable[[DatasetSou
     layout, ``ValueError`` without a root), reads no data, and otherwise returns
     one line saying where the files are (or where they will be downloaded to).
     """
-    add = _DATASETS.register(name)
+    add = DATASETS.register(name)
 
     def decorate(source: DatasetSource) -> DatasetSource:
         add(source)
@@ -112,7 +106,7 @@ def check_files(name: str, root: str | os.PathLike[str] | None = None, download:
     and synthetic sets always pass; so do sources that will download what is
     missing (``download=True``).
     """
-    _DATASETS.get(name)
+    DATASETS.get(name)
     check = _FILE_CHECKS.get(name)
     return NO_FILES if check is None else check(root=data_root(root), download=download)
 
@@ -126,7 +120,7 @@ def load(name: str, root: str | os.PathLike[str] | None = None, download: bool =
     otherwise, and missing files raise ``FileNotFoundError`` naming the expected
     path. An unknown name raises ``ValueError`` listing the valid names.
     """
-    source = _DATASETS.get(name)
+    source = DATASETS.get(name)
     resolved_options = resolve_options(name, options)
     return source(root=data_root(root), download=download, **resolved_options)
 
@@ -140,7 +134,7 @@ def resolve_options(name: str, options: dict[str, Any] | None = None) -> dict[st
     """
     parameters = {
         key: param.default
-        for key, param in inspect.signature(_DATASETS.get(name)).parameters.items()
+        for key, param in inspect.signature(DATASETS.get(name)).parameters.items()
         if key not in ("root", "download")
     }
     unknown = sorted(set(options or {}) - set(parameters))
@@ -159,7 +153,7 @@ def require_root(name: str, root: str | None) -> str:
     return root
 
 
-_SPLITTING = {name: ".splits" for name in ("SPLIT_SEED", "carve_validation", "is_in_memory", "make_loader",
+_SPLITTING = {name: "oba.data.splits" for name in ("SPLIT_SEED", "carve_validation", "is_in_memory", "make_loader",
                                             "stratified_split", "tensor_splits")}
 __all__ = ["DatasetInfo", "Splits", "check_files", "data_root", "load", "names", "register", "resolve_options",
            *_SPLITTING]

@@ -21,8 +21,8 @@ import os
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from . import DatasetInfo, Splits, register, require_root
-from .splits import carve_validation
+from oba.data import DatasetInfo, Splits, register, require_root
+from oba.data.splits import carve_validation
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))

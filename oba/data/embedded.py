@@ -12,8 +12,8 @@ import functools
 
 import numpy as np
 
-from . import Splits, register
-from .splits import tensor_splits
+from oba.data import Splits, register
+from oba.data.splits import tensor_splits
 
 
 @register("mnist5k")

@@ -16,8 +16,8 @@ import os
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from . import DatasetInfo, Splits, register, require_root
-from .splits import carve_validation
+from oba.data import DatasetInfo, Splits, register, require_root
+from oba.data.splits import carve_validation
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LAYOUT_HELP = (

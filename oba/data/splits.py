@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-from . import DatasetInfo, Splits
+from oba.data import DatasetInfo, Splits
 
 SPLIT_SEED = 0
 

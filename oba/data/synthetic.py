@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Splits, register
-from .splits import tensor_splits
+from oba.data import Splits, register
+from oba.data.splits import tensor_splits
 
 
 @register("synthetic")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 if TYPE_CHECKING:
-    from . import ModelFactory
+    from oba.models import ModelFactory
 
 
 @dataclass(frozen=True)

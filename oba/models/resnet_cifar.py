@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import register
+from oba.models import register
 
 
 class BasicBlock(nn.Module):

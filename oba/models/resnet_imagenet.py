@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import ResNet
 from torchvision.models import resnet50 as tv_resnet50
 
-from . import register
+from oba.models import register
 
 SMALL_INPUT_MAX = 64
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from timm.models.vision_transformer import VisionTransformer
 
-from . import register
+from oba.models import register
 
 SMALL_INPUT_MAX = 64
 

@@ -37,8 +37,6 @@ made for, which :func:`oba.models.create` builds by default.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -49,8 +47,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from .torchvision_vit import timm_layout
+from oba.models.vit_weight_names import timm_layout
+from oba.models.weights_files import WeightsError, read_state_dict, sha256_of
 
 SETTINGS = ("weights", "weights_sha256", "weights_download")
 """The ``[dense]`` suite keys that describe :class:`Weights` (``source``, ``sha256``, ``download``)."""
@@ -62,7 +60,7 @@ TORCHVISION_RENAMED: dict[str, tuple[str, Callable[[Mapping[str, Tensor]], dict[
     "vit_b_16": ("vit_b_16", timm_layout),
 }
 """Registry model → (torchvision builder, the function renaming its state dict into the model's layout): the same
-network under other names (:mod:`oba.models.torchvision_vit`)."""
+network under other names (:mod:`oba.models.vit_weight_names`)."""
 
 TIMM_ARCHITECTURES = {"vit_b_16": "vit_base_patch16_224"}
 """Registry model → timm architecture that a bare ``timm:<tag>`` completes (same state-dict layout at 224²)."""
@@ -71,11 +69,6 @@ HF_FILES = ("model.safetensors", "pytorch_model.bin")
 """The files timm loads from a Hugging Face repository, in its order of preference."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-
-
-class WeightsError(UserError, ValueError):
-    """Weights that cannot be used: missing, a wrong SHA-256, an unknown source, or a model they do not fit."""
 
 
 class WeightsMisfit(WeightsError):
@@ -327,49 +320,6 @@ def _verified(weights: Weights, source: str, location: str) -> WeightsFile:
         raise WeightsError(f"weights {source}: file {location} has SHA-256 {digest}, "
                            f"not the pinned {weights.sha256}; replace the file or correct weights_sha256")
     return WeightsFile(source, location, digest)
-
-
-def sha256_of(location: str | os.PathLike[str]) -> str:
-    """The SHA-256 (hex) of a local file or a pyarrow-filesystem URI, read in chunks."""
-    digest = hashlib.sha256()
-    with _open(os.fspath(location)) as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _open(location: str) -> Any:
-    if "://" in location:
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(location)
-        return fs.open_input_stream(path)
-    return open(location, "rb")
-
-
-def read_state_dict(location: str) -> dict[str, Tensor]:
-    """The state dict in a weights file (torch.save or safetensors; unwrapped from ``state_dict``/``model``)."""
-    safe = urlparse(location).path.endswith(".safetensors")
-    try:
-        import safetensors.torch
-
-        if "://" in location:
-            with _open(location) as handle:
-                data = handle.read()
-            loaded = safetensors.torch.load(data) if safe else torch.load(io.BytesIO(data), map_location="cpu",
-                                                                              weights_only=True)
-        else:
-            loaded = safetensors.torch.load_file(location) if safe else torch.load(location, map_location="cpu",
-                                                                                   weights_only=True)
-    except Exception as err:  # torch and safetensors raise many kinds; all mean an unreadable file
-        raise WeightsError(f"weights file {location} cannot be read as a state dict: {type(err).__name__}: "
-                           f"{' '.join(str(err).split())[:300]}") from err
-    for key in ("state_dict", "model"):
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
-        raise WeightsError(f"weights file {location} holds no state dict of tensors")
-    return dict(loaded)
 
 
 def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:

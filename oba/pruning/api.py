@@ -6,12 +6,12 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from .. import criteria as criteria_registry
-from ..batches import Batch, LossFn
-from ..criteria.base import Criterion
-from ..measure import count_macs, count_params
-from .structured import prune_structured
-from .unstructured import prune_unstructured
+from oba import criteria as criteria_registry
+from oba.core.measure import count_macs, count_params
+from oba.core.model_calls import Batch, LossFn
+from oba.criteria.base import Criterion
+from oba.pruning.structured import prune_structured
+from oba.pruning.unstructured import prune_unstructured
 
 STRUCTURES = ("channels", "unstructured")
 
@@ -100,8 +100,8 @@ def prune(
     for a criterion passed as an instance (its own mode is restored afterwards).
     ``recalibration`` batches, when given, recompute batch-norm statistics before
     every round after the first (the statistics after the last round are left
-    to the caller: see :func:`oba.recalibration.recalibrate_batchnorm`).
-    ``dense_macs``, :func:`oba.measure.macs_by_module` of ``model`` as given, saves
+    to the caller: see :func:`oba.core.recalibration.recalibrate_batchnorm`).
+    ``dense_macs``, :func:`oba.core.measure.macs_by_module` of ``model`` as given, saves
     counting them when the caller has them. MACs are counted only where the
     structure changed: masks change no shape, so an unstructured run's pruned
     MACs are its dense MACs. For an iterative stage on an already pruned model

@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..batches import Batch, LossFn
-from ..criteria.base import Criterion
+from oba.core.model_calls import Batch, LossFn
+from oba.criteria.base import Criterion
 
 
 def compensate(

@@ -1,6 +1,6 @@
 """Torch-Pruning's dependency graph, built under a time bound, with its known failures caught.
 
-:func:`build_graph` is what :func:`~oba.pruning.groups.find_groups` calls instead
+:func:`build_graph` is what :func:`~oba.pruning.dependency_groups.find_groups` calls instead
 of ``tp.DependencyGraph().build_dependency``. It
 
 * refuses at once a model whose Conv/Linear weights are used by functional code
@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch_pruning import ops
 from torch_pruning.dependency.node import Node
 
-from ..batches import forward
-from ..errors import UserError
-from .graph_deadline import build_seconds, call_stack, call_with_deadline
-from .shuffle import mark_channel_shuffles
+from oba._errors import UserError
+from oba.core.model_calls import forward
+from oba.pruning.graph_deadline import build_seconds, call_stack, call_with_deadline
+from oba.pruning.shuffle import mark_channel_shuffles
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ class BoundedGraph(tp.DependencyGraph):
         self.barrier: set[Any] = set()
 
     def _trace(self, model: nn.Module, example_inputs: Any, forward_fn: Any, output_transform: Any) -> dict:
-        """Torch-Pruning's trace (run by :func:`oba.batches.forward`), then :class:`UnsupportedModel` if a layer's weight
+        """Torch-Pruning's trace (run by :func:`oba.core.model_calls.forward`), then :class:`UnsupportedModel` if a layer's weight
         is used outside its forward (:func:`functional_use`)."""
         ran: set[nn.Module] = set()
         outputs: list[Any] = []

@@ -25,7 +25,7 @@ import time
 from types import FrameType
 from typing import Callable, TypeVar
 
-from ..errors import UserError
+from oba._errors import UserError
 
 GRAPH_BUILD_SECONDS = 60.0
 ENV_VAR = "OBA_GRAPH_BUILD_SECONDS"

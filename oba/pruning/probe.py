@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import models
-from ..models.by_name import LIBRARIES
-from ..errors import UserError
-from ..messages import one_line
-from .graph import build_graph
+from oba import models
+from oba._errors import UserError
+from oba._messages import one_line
+from oba.models.by_name import LIBRARIES
+from oba.pruning.graph import build_graph
 
 PROBE_SIZE = 32
 

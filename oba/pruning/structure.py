@@ -15,14 +15,14 @@ from typing import Any
 import torch_pruning as tp
 from torch import nn
 
-from ..measure import macs_by_module
-from .groups import PrunableGroup, find_groups
+from oba.core.measure import macs_by_module
+from oba.pruning.dependency_groups import PrunableGroup, find_groups
 
 
 class ModelStructure:
     """Lazily measured MACs and groups of ``model`` (see the module docstring).
 
-    ``macs`` is :func:`~oba.measure.macs_by_module` of ``model`` as given, when the
+    ``macs`` is :func:`~oba.core.measure.macs_by_module` of ``model`` as given, when the
     caller already has it (e.g. counted once for every cell of a dense model).
     """
 

@@ -2,7 +2,7 @@
 
 Round k of ``steps`` aims at ``ratio * k / steps`` of the dense MACs removed:
 score every unit with the criterion as step k (``criterion.reseed(k)``; timed after a warm-up gradient pass,
-with the device synchronised around it: :mod:`oba.measure`), let the allocation policy pick
+with the device synchronised around it: :mod:`oba.core.measure`), let the allocation policy pick
 units from their estimated per-unit MACs, remove them physically, recount MACs
 exactly with FlopCounterMode and repeat with the remaining scores until the
 round's target is met within ``tolerance`` (per-unit estimates ignore that a
@@ -13,7 +13,7 @@ its units at the round's start; the correction picks of that round rank the
 surviving units by those same normalised values.
 
 With ``recalibration`` batches, every round after the first starts by
-recomputing batch-norm statistics (:mod:`oba.recalibration`), so each round
+recomputing batch-norm statistics (:mod:`oba.core.recalibration`), so each round
 scores a model whose statistics match its structure; the same for every criterion.
 
 Before each removal the criterion's compensating update (``Criterion.compensation``,
@@ -29,20 +29,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..batches import Batch, LossFn
-from ..criteria.base import Criterion
-from ..measure import timed, warm_up
-from ..recalibration import recalibrate_batchnorm
-from .allocation import (
+from oba.core.measure import timed, warm_up
+from oba.core.model_calls import Batch, LossFn
+from oba.core.recalibration import recalibrate_batchnorm
+from oba.criteria.base import Criterion
+from oba.pruning.allocation import (
     NORMALISERS,
     GroupState,
     allocate_global,
     allocate_uniform,
     normalise_groups,
 )
-from .compensation import compensate
-from .groups import PrunableGroup, remove_units, sync_attention_heads
-from .structure import ModelStructure
+from oba.pruning.compensation import compensate
+from oba.pruning.dependency_groups import PrunableGroup, remove_units, sync_attention_heads
+from oba.pruning.structure import ModelStructure
 
 ALLOCATIONS = ("global", "uniform")
 

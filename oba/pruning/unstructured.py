@@ -4,7 +4,7 @@ The weights of every Conv/Linear layer compete globally on ``|s_i|`` (the
 per-element case of the group score ``|Σ s_i|``; ``s_i`` itself for a criterion
 built with ``signed=True``). Round k of ``steps`` scores as step k
 (``criterion.reseed(k)``; timed after a warm-up gradient pass, with the device
-synchronised around it: :mod:`oba.measure`) and masks ``ratio * k / steps`` of those weights;
+synchronised around it: :mod:`oba.core.measure`) and masks ``ratio * k / steps`` of those weights;
 masked weights stay masked. Masked weights are zeroed and a gradient hook keeps
 them at zero during fine-tuning.
 With ``recalibration`` batches, batch-norm statistics are recomputed before
@@ -21,11 +21,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..batches import Batch, LossFn
-from ..criteria.base import Criterion
-from ..measure import timed, warm_up
-from ..recalibration import recalibrate_batchnorm
-from .compensation import compensate
+from oba.core.measure import timed, warm_up
+from oba.core.model_calls import Batch, LossFn
+from oba.core.recalibration import recalibrate_batchnorm
+from oba.criteria.base import Criterion
+from oba.pruning.compensation import compensate
 
 
 def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -8,10 +8,10 @@ Public API (the CLI is a thin layer over these):
 * :func:`load_results` — read any results source into the store's schema;
   :func:`read_results` — the same, skipping (and naming) unreadable parts.
 """
-from .check import CheckResult, check
-from .html import StaticExportError, write_report
-from .leaderboard import write_leaderboard
-from .load import LoadedResults, ResultsUnreadable, load_results, read_results
+from oba.report.check import CheckResult, check
+from oba.report.leaderboard_files import write_leaderboard
+from oba.report.load import LoadedResults, ResultsUnreadable, load_results, read_results
+from oba.report.suite_page import StaticExportError, write_report
 
 __all__ = [
     "CheckResult",

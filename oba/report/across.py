@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .ranking import Board
+from oba.report.ranking import Board
 
 ALPHA = 0.05
 

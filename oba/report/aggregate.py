@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from .stages import ONE_SHOT, schedule_suffix
+from oba.report.stages import ONE_SHOT, schedule_suffix
 
 PANEL_KEYS = ("model", "dataset", "structure", "allocation", "schedule")
 

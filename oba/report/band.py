@@ -47,9 +47,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UserError
-from ..messages import one_line
-from .stages import ONE_SHOT
+from oba._errors import UserError
+from oba._messages import one_line
+from oba.report.stages import ONE_SHOT
 
 STAGE_KEYS = ("schedule", "stage_ratio")
 SETTING_KEYS = ("model", "dataset", "criterion", "structure", "allocation", "ratio", *STAGE_KEYS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from .across import AcrossBoards
+from oba.report.across import AcrossBoards
 
 WIDTH = 760
 MARGIN = 190

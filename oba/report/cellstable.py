@@ -15,8 +15,8 @@ import json
 
 import pandas as pd
 
-from .aggregate import PANEL_KEYS, cells_anchor, panel_title
-from .stages import is_iterative, schedule_suffix
+from oba.report.aggregate import PANEL_KEYS, cells_anchor, panel_title
+from oba.report.stages import is_iterative, schedule_suffix
 
 
 def _fmt(value: object, spec: str) -> str:

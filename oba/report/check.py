@@ -32,9 +32,18 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .band import DEFAULT_Z, GATED_METRICS, RATIO_KEYS, SETTING_KEYS, STAGE_KEYS, Band, measure_band, setting_key
-from .load import ResultsUnreadable, load_results
-from .stages import ONE_SHOT
+from oba.report.band import (
+    DEFAULT_Z,
+    GATED_METRICS,
+    RATIO_KEYS,
+    SETTING_KEYS,
+    STAGE_KEYS,
+    Band,
+    measure_band,
+    setting_key,
+)
+from oba.report.load import ResultsUnreadable, load_results
+from oba.report.stages import ONE_SHOT
 
 KEYS = (*SETTING_KEYS, "seed")
 CHECK_COLUMNS = ("error", *GATED_METRICS)

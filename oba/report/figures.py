@@ -22,8 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .aggregate import ok_rows, removed_fractions, seed_summary
-from .tradeoff import SPEEDUPS, curve_points, pareto_front
+from oba.report.aggregate import ok_rows, removed_fractions, seed_summary
+from oba.report.tradeoff import SPEEDUPS, curve_points, pareto_front
 
 FIGURE_HEIGHT = 430
 LEGEND_ENTRY = 22

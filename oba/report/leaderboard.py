@@ -11,20 +11,16 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import urllib.parse
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from .across import AcrossBoards, across_boards
-from .aggregate import cells_anchor, panel_title, panels
-from .band import Band
-from .load import load_results
-from .palette import criterion_colours
-from .provenance import provenance
-from .ranking import (
+from oba.report.across import AcrossBoards, across_boards
+from oba.report.aggregate import cells_anchor, panel_title, panels
+from oba.report.band import Band
+from oba.report.provenance import provenance
+from oba.report.ranking import (
     BOARD_METRICS,
     MARGIN,
     MIN_SEEDS,
@@ -34,9 +30,9 @@ from .ranking import (
     boards,
     overall,
 )
-from .rawrows import CSV_FILE, JSON_FILE, PARQUET_FILE, write_json, write_raw_rows
-from .stages import final_rows
-from .tradeoff import SPEEDUPS, tradeoff_summary
+from oba.report.rawrows import CSV_FILE, JSON_FILE, PARQUET_FILE
+from oba.report.stages import final_rows
+from oba.report.tradeoff import SPEEDUPS, tradeoff_summary
 
 METHOD = (
     "Ranked by mean top-1 test accuracy over seeds, on two kinds of boards: after fine-tuning, and right after "
@@ -338,33 +334,3 @@ def board_document(shown: Contents) -> dict:
         },
         "tradeoff": [{"panel": title, "headers": headers, "rows": rows} for title, headers, rows in shown.tradeoff],
     }
-
-
-def write_leaderboard(
-    results: str | os.PathLike[str] | pd.DataFrame,
-    output_dir: str | os.PathLike[str],
-    band: Band | None = None,
-    report: str | os.PathLike[str] | None = None,
-) -> dict[str, Path]:
-    """Write ``index.html``, ``leaderboard.md``, ``board.json``, ``cells.csv`` and ``cells.parquet`` into ``output_dir``.
-
-    ``band``: the measured noise of the suite's reference (its ``band.json``);
-    ties then also absorb machine noise. ``report``: the HTML report of the same
-    results; the boards then link to its cells (by a path relative to the folder).
-    Returns the paths by kind: html, markdown, json, csv, parquet.
-    """
-    from .boardhtml import render_html
-
-    table = load_results(results)
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    link = Path(os.path.relpath(Path(report).resolve(), directory.resolve())).as_posix() if report else None
-    written = {"html": directory / "index.html", "markdown": directory / "leaderboard.md"}
-    shown = contents(table, band)
-    colours = criterion_colours(table["criterion"])
-    written["html"].write_text(render_html(shown, colours, link), encoding="utf-8")
-    written["markdown"].write_text(render_markdown(shown, report=link), encoding="utf-8")
-    written["json"] = write_json(board_document(shown), directory / JSON_FILE)
-    written.update(write_raw_rows(table, directory))
-    return written
-

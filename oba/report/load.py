@@ -1,13 +1,13 @@
 """Read a results table from wherever it lives, in the store's column schema.
 
 A source is a pandas DataFrame, a results folder (what
-:class:`oba.store.ResultStore` writes: loose parts and compacted files), a folder
+:class:`oba.store.results.ResultStore` writes: loose parts and compacted files), a folder
 whose sub-folders are results folders (e.g. one per suite, as ``results/reference``;
 their rows are combined, side files such as ``band.json`` and sub-folders without
 parts ignored), a single Parquet file, or a hive-partitioned Parquet dataset
 folder (its ``.parquet`` files only), given as a local path or a pyarrow
 filesystem URI. Whatever the source, the table returned has every column of
-:data:`oba.store.SCHEMA` (missing ones filled with nulls), numeric metric columns
+:data:`oba.store.results.SCHEMA` (missing ones filled with nulls), numeric metric columns
 as floats and the identity columns as strings ("" where null). ``columns``
 names the columns a reader needs: only those (and the identity columns) are
 read from Parquet; the others are left null.
@@ -29,12 +29,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..criteria.registry import RENAMED_IN_ROWS
-from ..errors import UserError
-from ..messages import one_line
-from ..store import COLUMNS, ResultStore, UnreadablePart, filesystem
-from ..store_scan import FOLDING, PARTITION_KEYS
-from .stages import ONE_SHOT, STAGE_COLUMNS
+from oba._errors import UserError
+from oba._messages import one_line
+from oba.criteria.registry import RENAMED_IN_ROWS
+from oba.report.stages import ONE_SHOT, STAGE_COLUMNS
+from oba.store.results import COLUMNS, ResultStore, UnreadablePart, filesystem
+from oba.store.scan import FOLDING, PARTITION_KEYS
 
 NUMERIC_COLUMNS = (
     "ratio",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .stages import final_rows
+from oba.report.stages import final_rows
 
 
 @dataclass(frozen=True)

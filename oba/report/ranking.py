@@ -70,8 +70,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .band import Band, setting_key
-from .stages import ONE_SHOT, final_rows, schedule_suffix
+from oba.report.band import Band, setting_key
+from oba.report.stages import ONE_SHOT, final_rows, schedule_suffix
 
 BOARD_KEYS = ("model", "dataset", "structure", "allocation", "ratio", "schedule")
 BOARD_METRICS = {

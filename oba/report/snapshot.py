@@ -2,7 +2,7 @@
 
 Accuracy cannot see a change of a criterion that keeps quality, and pruning
 outcomes carry fine-tuning noise; scores on fixed inputs carry only float noise.
-A snapshot holds, for each fixture (a golden dense model, :mod:`oba.dense_fixtures`,
+A snapshot holds, for each fixture (a golden dense model, :mod:`oba.training.dense_fixtures`,
 and its fixed calibration batches: the suite's number of batches, of
 :data:`BATCH_SIZE` samples, drawn by the suite's code with the fixture's seed) and each criterion:
 
@@ -51,15 +51,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import criteria as registry
-from ..batches import scoring_context
-from ..criteria.base import Criterion, SeededCriterion
-from ..criteria.registry import BUILTINS
-from ..models.weights import Weights, load_weights
-from ..pruning.allocation import normalise
-from ..pruning.groups import PrunableGroup, find_groups
-from ..pruning.structured import removed_masks
-from ..recalibration import recalibrate_batchnorm
+from oba import criteria as registry
+from oba import data, models
+from oba.core.model_calls import scoring_context
+from oba.core.recalibration import recalibrate_batchnorm
+from oba.criteria.base import Criterion, SeededCriterion
+from oba.criteria.registry import CRITERIA
+from oba.models.weights import Weights, load_weights
+from oba.pruning import prune
+from oba.pruning.allocation import normalise
+from oba.pruning.dependency_groups import PrunableGroup, find_groups
+from oba.pruning.structured import removed_masks
+from oba.suite.cells import dense_keys, expand
+from oba.suite.context import draw_batches
 
 LOSS = torch.nn.functional.cross_entropy
 
@@ -115,8 +119,6 @@ class Prepared:
 
 def fixtures_of_suite(suite: Any) -> list[SnapshotFixture]:
     """One fixture per (model, dataset) of the suite whose dense model is pinned: its lowest seed's."""
-    from ..suite.grid import dense_keys, expand
-
     out: dict[tuple[str, str], SnapshotFixture] = {}
     for model, dataset, seed in sorted(dense_keys(expand(suite)), key=lambda k: k[2]):
         settings = suite.dense_for(model, dataset, seed)
@@ -141,9 +143,6 @@ def _batches_digest(batches: Sequence[tuple[Tensor, Tensor]]) -> str:
 def prepare(fixture: SnapshotFixture) -> Prepared:
     """Load the fixture's pinned weights (SHA-256 checked) into a float64 model on the CPU and draw its calibration
     and recalibration batches with the suite's code (:func:`oba.suite.context.draw_batches`)."""
-    from .. import data, models
-    from ..suite.context import draw_batches
-
     splits = data.load(fixture.dataset, **fixture.dataset_options)
     info = splits.info
     model = models.create(fixture.model, info.num_classes, info.in_chans, info.image_size)
@@ -219,8 +218,6 @@ def _pruned(criterion: Criterion, prepared: Prepared, unit_scores: Tensor) -> di
     calibration batches.
 
     The step's scores are ``unit_scores`` (what it would compute again: same model, batches and seed)."""
-    from ..pruning import prune
-
     pruned = copy.deepcopy(prepared.model)
     criterion.reseed(1)
     criterion.group_scores = lambda *_: unit_scores
@@ -248,7 +245,7 @@ def _sampled(values: Tensor) -> Tensor:
 
 def default_criteria() -> list[str]:
     """The built-in criteria (plugins are snapshotted on request, by name)."""
-    return sorted(BUILTINS)
+    return sorted(CRITERIA.builtins())
 
 
 def write_snapshot(suite: Any, folder: str | Path, names: Sequence[str] | None = None) -> Path:

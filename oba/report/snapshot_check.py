@@ -18,9 +18,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..models.weights import WeightsError
-from .snapshot import (DEFAULT_FOLDER, FORMAT, REQUIRED, RESOLUTION, SCORES_FILE, SNAPSHOT_JSON, TOLERANCES, Prepared,
-                       SnapshotFixture, build_criterion, default_criteria, plain, prepare, score_fixture)
+from oba.models.weights import WeightsError
+from oba.report.snapshot import (
+    DEFAULT_FOLDER,
+    FORMAT,
+    REQUIRED,
+    RESOLUTION,
+    SCORES_FILE,
+    SNAPSHOT_JSON,
+    TOLERANCES,
+    Prepared,
+    SnapshotFixture,
+    build_criterion,
+    default_criteria,
+    plain,
+    prepare,
+    score_fixture,
+)
 
 
 class SnapshotUnreadable(ValueError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ..suite.grid import Cell
+    from oba.suite.cells import Cell
 
 ONE_SHOT = "one-shot"
 STAGE_COLUMNS = ("stage", "stages", "stage_ratio", "schedule")
@@ -39,5 +39,5 @@ def schedule_suffix(schedule: object, separator: str = ", ") -> str:
 
 
 def row_ids(cells: Iterable[Cell]) -> set[str]:
-    """The stored id of every stage row of ``cells`` (:meth:`Cell.row_id`; a one-shot cell's single id is its own)."""
-    return {cell.row_id(stage) for cell in cells for stage in range(1, len(cell.stage_ratios) + 1)}
+    """The stored id of every stage row of ``cells`` (:meth:`Cell.row_ids`; a one-shot cell's single id is its own)."""
+    return {row for cell in cells for row in cell.row_ids()}

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .aggregate import seed_summary
+from oba.report.aggregate import seed_summary
 
 POINT_KEYS = ["criterion", "ratio"]
 SPEEDUPS = {"macs_speedup": "MACs speedup", "latency_speedup": "latency speedup"}

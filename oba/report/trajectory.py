@@ -21,8 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .aggregate import seed_summary
-from .figures import Style, add_bands, add_dense_reference, add_lines, finish_layout
+from oba.report.aggregate import seed_summary
+from oba.report.figures import Style, add_bands, add_dense_reference, add_lines, finish_layout
 
 PANELS = {
     "final_acc": "after the stage's fine-tuning",

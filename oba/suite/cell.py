@@ -6,7 +6,7 @@ previous stage's fine-tuned model until s_k of the dense MACs are removed
 (removing r_k = 1 − (1 − s_k)·M_dense / M_{k−1} of what it starts with), its
 layer cap relative to the dense widths and its pruning steps numbered after the
 earlier stages' (a randomised criterion draws new numbers). Each stage stores a
-row as it ends (:meth:`~oba.suite.grid.Cell.row_id`: the last stage's row is
+row as it ends (:meth:`~oba.suite.cells.Cell.row_id`: the last stage's row is
 the cell's), after keeping its fine-tuned model in the checkpoint cache
 (:mod:`oba.suite.stage_models`), so an interrupted cell resumes after its last
 stage stored "ok". A stage row's accuracies, MACs, latency, scoring time and
@@ -41,7 +41,7 @@ of removing each sampled unit alone: ``fidelity`` is Spearman ρ(score, ΔL),
 ``fidelity_abs`` ρ(score, |ΔL|), and ``fidelity_precision`` the precision of the
 ``fidelity_k`` lowest-scored sampled units against the ``fidelity_k`` cheapest,
 ``fidelity_k = max(1, round(sample size × units removed by the first pruning
-step ÷ dense units))`` (:func:`oba.ranking_fidelity.first_step_k`).
+step ÷ dense units))`` (:func:`oba.criteria.fidelity.first_step_k`).
 
 A cell with ``workers`` N > 1 (``[resources] workers``) scores a shardable
 criterion on N Ray Train workers and fine-tunes each stage as N data-parallel
@@ -67,22 +67,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import criteria as criteria_registry
-from ..batches import scoring_context
-from ..criteria.base import Criterion, SeededCriterion
-from ..ranking_fidelity import FidelityResult, first_step_k, rank_fidelity
-from ..measure import count_macs, count_params, measure_latency, timed, warm_up
-from ..pruning import PruneRecord, prune
-from ..recalibration import recalibrate_batchnorm
-from ..execution import default_device
-from ..train import Recipe, evaluate
-from ..versions import package_versions
-from .grids import imposed_options
-from .cell_workers import CellWorkers
-from .context import LOSS, DenseContext, dense_context
-from .grid import Cell
-from .pipelines import PIPELINES
-from .stage_models import StageModelUnusable, load_stage_model, save_stage_model
+from oba import criteria as criteria_registry
+from oba._versions import package_versions
+from oba.core.measure import count_macs, count_params, measure_latency, timed, warm_up
+from oba.core.model_calls import scoring_context
+from oba.core.recalibration import recalibrate_batchnorm
+from oba.criteria.base import Criterion, SeededCriterion
+from oba.criteria.fidelity import FidelityResult, first_step_k, rank_fidelity
+from oba.pruning import PruneRecord, prune
+from oba.suite.cell_workers import CellWorkers
+from oba.suite.cells import Cell
+from oba.suite.context import LOSS, DenseContext, dense_context
+from oba.suite.grids import imposed_options
+from oba.suite.pipelines import PIPELINES
+from oba.suite.stage_models import StageModelUnusable, load_stage_model, save_stage_model
+from oba.training.execution import default_device
+from oba.training.train import Recipe, evaluate
 
 
 def device_name(device: torch.device) -> str:
@@ -108,7 +108,7 @@ def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mod
     """Wall time of one plain gradient pass over ``batches`` (the unit scoring time is reported in).
 
     Measured after a warm-up pass and with the device synchronised around it
-    (:func:`oba.measure.warm_up`, :func:`oba.measure.timed`); leaves the model as it was.
+    (:func:`oba.core.measure.warm_up`, :func:`oba.core.measure.timed`); leaves the model as it was.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     warm_up(model, batches, LOSS, mode)

@@ -1,15 +1,15 @@
 """A cell's Ray Train workers (``[resources] workers = N``): who scores each pruning round and who fine-tunes.
 
 With N > 1, a criterion that can be scored on shards of the calibration
-batches (:func:`oba.data_parallel.check_shardable`) is wrapped in a
+batches (:func:`oba.training.data_parallel.check_shardable`) is wrapped in a
 :class:`ShardedCriterion`, whose per-parameter scores come from N Ray Train
-workers (:func:`oba.data_parallel.score_with_workers`), so pruning, which asks
+workers (:func:`oba.training.data_parallel.score_with_workers`), so pruning, which asks
 the criterion for scores, is unchanged; any other criterion scores in the
 trial's own process. Each stage's fine-tuning runs as N data-parallel replicas
-(:func:`oba.data_parallel.fine_tune_with_workers`) on that stage's pruned
+(:func:`oba.training.data_parallel.fine_tune_with_workers`) on that stage's pruned
 model. Everything else (evaluation, latency, batch-norm recalibration) stays in
 the trial's process. With N = 1 nothing changes: the criterion is the cell's
-and the cell fine-tunes with :func:`oba.train.fine_tune` in its process.
+and the cell fine-tunes with :func:`oba.training.train.fine_tune` in its process.
 
 Each worker asks Ray for the trial's CPUs (``cpus_per_worker``, also its torch
 threads and data-loader workers) and, on a CUDA trial, one GPU.
@@ -22,11 +22,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..batches import Batch, LossFn
-from ..criteria.base import AdditiveCriterion, Criterion
-from ..data import Splits
-from ..data_parallel import check_shardable, fine_tune_with_workers, score_with_workers
-from ..train import Recipe, TrainResult, fine_tune
+from oba.core.model_calls import Batch, LossFn
+from oba.criteria.base import AdditiveCriterion, Criterion
+from oba.data import Splits
+from oba.training.data_parallel import check_shardable, fine_tune_with_workers, score_with_workers
+from oba.training.train import Recipe, TrainResult, fine_tune
 
 
 class ShardedCriterion(Criterion):
@@ -88,7 +88,7 @@ class CellWorkers:
 
     def fine_tune(self, model: nn.Module, splits: Splits, recipe: Recipe, device: torch.device,
                   num_workers: int | None) -> TrainResult:
-        """:func:`oba.train.fine_tune` in this process on ``device`` (its data loaders with ``num_workers``) when
+        """:func:`oba.training.train.fine_tune` in this process on ``device`` (its data loaders with ``num_workers``) when
         ``count`` is 1, else as ``count`` data-parallel replicas; ``model`` ends with the kept state."""
         if self.count == 1:
             return fine_tune(model, splits, recipe, device=device, num_workers=num_workers)

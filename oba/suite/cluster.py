@@ -14,8 +14,8 @@ import os
 import signal
 import socket
 
-from ..errors import UserError
-from .interrupt import SignalWatch
+from oba._errors import UserError
+from oba.suite.interrupt import SignalWatch
 
 PROBE_SECONDS = 5.0
 CLIENT_SCHEME = "ray://"

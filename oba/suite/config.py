@@ -11,7 +11,7 @@ recipe, ``[dense]``/``[dense.<model>]`` may give pretrained ``weights`` (with
 ``weights_sha256`` and ``weights_download``; see :mod:`oba.models.weights`):
 that model is then loaded and evaluated, never trained, and recipe keys in the
 same table are an error. ``[dense] fixtures = "<folder>"`` names golden dense fixtures
-(:mod:`oba.dense_fixtures`): a (model, dataset, seed) whose recipe a fixture was trained
+(:mod:`oba.training.dense_fixtures`): a (model, dataset, seed) whose recipe a fixture was trained
 with loads that pinned file instead of training (:meth:`Suite.dense_for`). Every error names the file, the line, the key and
 what is allowed, and is raised before anything runs.
 """
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..dense_fixtures import Fixture, FixturesError, pinned_weights, read_manifest
-from ..models.weights import SETTINGS as WEIGHTS_SETTINGS
-from ..models.weights import Weights, WeightsError
-from ..train import Recipe
-from .grids import PRUNE_KEYS, Grid, check_keys, check_type, parse_grids
-from .locator import Locator, SuiteError
-from .tune_storage import location_problem
+from oba import criteria, models
+from oba.models.weights import SETTINGS as WEIGHTS_SETTINGS
+from oba.models.weights import Weights, WeightsError
+from oba.suite.grids import PRUNE_KEYS, Grid, check_keys, check_type, parse_grids
+from oba.suite.locator import Locator, SuiteError
+from oba.suite.tune_storage import location_problem
+from oba.training.dense_fixtures import Fixture, FixturesError, pinned_weights, read_manifest
+from oba.training.train import Recipe
 
 __all__ = ["Grid", "Suite", "SuiteError", "load_suite", "parse_suite"]
 
@@ -208,8 +209,6 @@ def load_suite(path: str | Path) -> Suite:
 
 def parse_suite(raw: dict[str, Any], path: str = "<suite>", text: str = "") -> Suite:
     """Validate a parsed suite mapping (``text`` is used only to locate errors)."""
-    from .. import criteria, models
-
     loc = Locator(path, text)
     for section, body in raw.items():
         if section not in SECTIONS:

@@ -22,15 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .. import data as datasets
-from ..batches import Batch, scoring_context
-from ..checkpoints import dense_checkpoint, dense_source
-from ..ranking_fidelity import loss_changes, sample_groups
-from ..groups import Group, ParamSlice
-from ..measure import macs_by_module, measure_latency
-from ..pruning import find_groups
-from ..pruning.unstructured import maskable_weights
-from .grid import Cell
+from oba import data as datasets
+from oba.core.groups import Group, ParamSlice
+from oba.core.measure import macs_by_module, measure_latency
+from oba.core.model_calls import Batch, scoring_context
+from oba.criteria.fidelity import loss_changes, sample_groups
+from oba.pruning import find_groups
+from oba.pruning.unstructured import maskable_weights
+from oba.suite.cells import Cell
+from oba.training.checkpoints import dense_checkpoint, dense_source
 
 LOSS = torch.nn.functional.cross_entropy
 _CACHE_SIZE = 8

@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..criteria.reduction import REDUCTIONS
-from ..pruning import STRUCTURES
-from ..pruning.allocation import NORMALISERS
-from ..pruning.structured import ALLOCATIONS
-from .locator import Locator
+from oba import criteria, data, models
+from oba.criteria.reduction import REDUCTIONS
+from oba.pruning import STRUCTURES
+from oba.pruning.allocation import NORMALISERS
+from oba.pruning.structured import ALLOCATIONS
+from oba.suite.locator import Locator
 
 AXES: dict[str, type] = {
     "models": list, "datasets": list, "criteria": list, "ratios": list, "seeds": list, "structures": list,
@@ -144,8 +145,6 @@ def check_keys(loc: Locator, table: str, body: dict[str, Any], allowed: dict[str
 def _grid(loc: Locator, name: str | None, values: dict[str, Any], own: set[str], prune: dict[str, Any],
           criterion_options: dict[str, dict[str, Any]]) -> Grid:
     """One grid from its resolved axis ``values``; ``own`` are the keys its table gives (errors point there)."""
-    from .. import criteria, data, models
-
     table = "grid" if name is None else f"grid.{name}"
 
     def where(key: str) -> str:

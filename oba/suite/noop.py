@@ -10,8 +10,8 @@ import datetime as dt
 import socket
 from typing import Any
 
-from .grid import Cell
-from .pipelines import PIPELINES
+from oba.suite.cells import Cell
+from oba.suite.pipelines import PIPELINES
 
 NOOP_DEVICE = "none (noop pipeline: nothing computed)"
 

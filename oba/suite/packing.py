@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from .grid import Cell
+from oba.suite.cells import Cell
 
 MIN_CELLS_PER_TRIAL = 10
 TRIALS_PER_SLOT = 4

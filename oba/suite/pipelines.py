@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..registry import Registry
-from .grid import Cell
-
-BUILTINS = {"full": "oba.suite.cell", "noop": "oba.suite.noop"}
+from oba._registry import Registry
+from oba.suite.cells import Cell
 
 
 class Pipeline(Protocol):
@@ -30,4 +28,4 @@ class Pipeline(Protocol):
     def run(cell: Cell, **settings: Any) -> dict[str, Any]: ...
 
 
-PIPELINES: Registry[type[Pipeline]] = Registry("pipeline", "pipelines", BUILTINS)
+PIPELINES: Registry[type[Pipeline]] = Registry("pipeline", "pipelines", "oba.suite", decorator="PIPELINES.register")

@@ -31,16 +31,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .. import data
-from ..checkpoints import weights_key
-from ..errors import UserError
-from ..messages import one_line
-from ..models.weights import Weights, WeightsError, check
-from ..pruning.probe import groups_problem
-from ..store import ResultStore, UnreadablePart, filesystem
-from .cluster import ClusterUnreachable, probe
-from .config import Suite
-from .grid import Cell, expand, expand_grid
+from oba import data
+from oba._errors import UserError
+from oba._messages import one_line
+from oba.models.weights import Weights, WeightsError, check
+from oba.pruning.probe import groups_problem
+from oba.store.paths import resolve_path, resolve_results
+from oba.store.results import ResultStore, UnreadablePart, filesystem
+from oba.suite.cells import Cell, expand, expand_grid
+from oba.suite.cluster import ClusterUnreachable, probe
+from oba.suite.config import Suite
+from oba.training.checkpoints import weights_key
 
 
 class PreflightError(UserError):
@@ -68,16 +69,6 @@ class Plan:
     missing: list[str] = field(default_factory=list)
     """With ``missing_ok``: one line per dataset or weights file still needed that is not in place, saying what to
     place where (otherwise these are :class:`PreflightError` problems)."""
-
-
-def resolve_path(path: str) -> str:
-    """A local path as every trial sees it, whatever its working folder: ``~`` expanded, then absolute."""
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def resolve_results(results: str) -> str:
-    """A results location as trials on any node see it: URIs as given, local paths resolved (:func:`resolve_path`)."""
-    return results if "://" in results else resolve_path(results)
 
 
 def resolve_cache(suite: Suite, cache_dir: str | None) -> str:

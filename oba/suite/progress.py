@@ -12,9 +12,9 @@ import threading
 import time
 from typing import Callable, TextIO
 
-from ..messages import reason
-from ..store import ResultStore
-from .grid import Cell
+from oba._messages import reason
+from oba.store.results import ResultStore
+from oba.suite.cells import Cell
 
 
 class Progress:

@@ -25,26 +25,25 @@ computes (:mod:`oba.suite.pipelines`; ``noop`` measures the runner alone).
 On a GPU, a trial given a fraction of one is capped at that share of its memory,
 and a trial whose failed cell left CUDA unusable (a sticky error) ends its
 actor, so the retry (which skips the cells already stored "ok") and later
-trials start in a fresh process (:mod:`oba.device_health`).
+trials start in a fresh process (:mod:`oba.training.device_health`).
 A suite with ``[resources] workers`` N > 1 runs each cell's scoring and
 fine-tuning on N Ray Train workers started from inside its trial; how trials
-and workers share the cluster without deadlock is :func:`trial_need`.
+and workers share the cluster without deadlock is :func:`~oba.suite.resources.trial_need`.
 While cells run, the rows of ended trials are folded into compacted files
 whenever ``[run] compact_parts`` of them have gathered
-(:mod:`oba.suite.rolling_compaction`), so the store never holds many more loose
+(:mod:`oba.store.rolling_compaction`), so the store never holds many more loose
 parts than that; the run ends with
-:func:`~oba.suite.rolling_compaction.compact_if_many`.
+:func:`~oba.store.rolling_compaction.compact_if_many`.
 Tune keeps its experiment folder where ``[run] tune_storage`` says (a temporary
 folder by default; :mod:`oba.suite.tune_storage`).
 SIGINT and SIGTERM stop the run within seconds (:mod:`oba.suite.interrupt`):
 stored cells are kept and the next run resumes. While cells run, the run holds
-the results location's lease (:mod:`oba.lease`): a second driver on the same
+the results location's lease (:mod:`oba.store.lease`): a second driver on the same
 store refuses at once, naming this one.
 """
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import signal
 import socket
@@ -56,22 +55,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from ..errors import UserError
-from ..lease import Lease
-from ..messages import one_line, reason, silenced
-from ..store import ResultStore
-from ..versions import package_versions
-from .cluster import alive_nodes, node_resources, resource_problems, start_ray_or_stop, storage_problems
-from .config import Suite
-from .grid import Cell, dense_keys
-from .interrupt import stop_on_signals
-from .packing import pack
-from .pipelines import PIPELINES
-from .plan import Plan, PreflightError, plan_run
-from .progress import Progress, StoreWatcher
-from .rolling_compaction import RollingCompaction, compact_if_many
-from .trial import _prepare_dense, _trial, trial_device
-from .tune_storage import tune_storage
+from oba._errors import UserError
+from oba._messages import one_line, reason, silenced
+from oba._versions import package_versions
+from oba.store.lease import Lease
+from oba.store.results import ResultStore
+from oba.store.rolling_compaction import RollingCompaction, compact_if_many
+from oba.suite.cells import Cell, dense_keys
+from oba.suite.cluster import alive_nodes, node_resources, resource_problems, start_ray_or_stop, storage_problems
+from oba.suite.config import Suite
+from oba.suite.interrupt import stop_on_signals
+from oba.suite.packing import pack
+from oba.suite.pipelines import PIPELINES
+from oba.suite.plan import Plan, PreflightError, plan_run
+from oba.suite.progress import Progress, StoreWatcher
+from oba.suite.resources import trial_need, trial_slots, worker_problems
+from oba.suite.trial import _prepare_dense, _trial, trial_device
+from oba.suite.tune_storage import tune_storage
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
@@ -236,7 +236,8 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     if not runnable:
         return {}
     trials, running = pack_trials(runnable, suite, max_concurrent)
-    rolling = RollingCompaction(plan.results, trials, suite.run["compact_parts"], stream)
+    rolling = RollingCompaction(plan.results, [{cell.cell_id: cell.row_ids() for cell in trial} for trial in trials],
+                                suite.run["compact_parts"], stream)
 
     def cell_done(cell_id: str, ok: bool) -> None:
         rolling.cell_done(cell_id, ok)
@@ -293,8 +294,8 @@ def _summary(plan: Plan, trial_errors: dict[str, str], start: float) -> RunSumma
 
 def pack_trials(cells: list[Cell], suite: Suite, max_concurrent: int | None
                 ) -> tuple[list[list[Cell]], int | None]:
-    """The trials ``cells`` are packed into (:func:`~oba.suite.packing.pack`, for the :func:`trial_slots` of
-    :func:`trial_need` on the running Ray cluster), and the cap on trials running at once that Tune is given:
+    """The trials ``cells`` are packed into (:func:`~oba.suite.packing.pack`, for the :func:`~oba.suite.resources.trial_slots` of
+    :func:`~oba.suite.resources.trial_need` on the running Ray cluster), and the cap on trials running at once that Tune is given:
     those slots when cells have workers (so that every running trial's workers fit), else ``max_concurrent``
     (``[run] max_concurrent`` when None; None when 0: Tune runs what the resources allow)."""
     import ray
@@ -357,52 +358,6 @@ def _fit(trials: list[list[Cell]], running: int | None, suite: Suite, plan: Plan
         if unattributed:
             errors[UNATTRIBUTED] = "a trial failed and Tune lost which cells it ran: " + "; ".join(unattributed)
         return errors
-
-
-def trial_slots(resources: dict[str, float], cpu: float, gpu: float, max_concurrent: int | None) -> int:
-    """How many trials asking for ``cpu`` CPUs and ``gpu`` GPUs the cluster's ``resources`` run at once (at least 1,
-    at most ``max_concurrent`` when that is set)."""
-    fits = [int(resources.get(name, 0) // need) for name, need in (("CPU", cpu), ("GPU", gpu)) if need > 0]
-    slots = max(1, min(fits)) if fits else 1
-    return min(slots, max_concurrent) if max_concurrent else slots
-
-
-def trial_need(cpu: float, gpu: float, workers: int) -> dict[str, float]:
-    """The most a trial holds at once: its own ``cpu``/``gpu`` and, with ``workers`` > 1, its Ray Train workers'.
-
-    Ray Train V2 (Ray's default; read in Ray 2.60) runs a ``TorchTrainer``
-    started inside a Tune trial in a placement group of its own, one bundle per worker,
-    created when ``fit`` is called and removed when it returns; it does not use
-    bundles reserved in the trial's placement group (a
-    ``PlacementGroupFactory`` with worker bundles would hold CPUs that the
-    workers then wait for beside it). So a trial asks Tune only for its own
-    resources (it evaluates, measures latency and recalibrates batch norm
-    itself, and sits idle while its workers run), and the runner caps
-    concurrent trials (:func:`trial_slots` of this need) so that every running
-    trial's workers fit beside every running trial: no trial ever waits for
-    workers that other trials' reservations block. Each worker asks for the
-    trial's threads, ``max(1, int(cpu))`` CPUs, and on a GPU trial one whole
-    GPU; the trial's own GPU share is counted as whole GPUs there, since a
-    fraction left over on a GPU another trial shares cannot host a worker.
-    With one worker this is just ``cpu`` and ``gpu``.
-    """
-    if workers == 1:
-        return {"CPU": cpu, "GPU": gpu}
-    return {"CPU": cpu + workers * max(1, int(cpu)), "GPU": math.ceil(gpu) + workers if gpu > 0 else 0.0}
-
-
-def worker_problems(suite: Suite, resources: dict[str, float]) -> list[str]:
-    """Why one trial of ``suite`` and its workers cannot run at once on a cluster with ``resources`` (empty if they can)."""
-    workers = suite.resources["workers"]
-    if workers == 1:
-        return []
-    need = trial_need(float(suite.resources["cpu"]), float(suite.resources["gpu"]), workers)
-    short = [f"{need[name]:g} {name}s (the cluster has {resources.get(name, 0):g})" for name in need
-             if need[name] > resources.get(name, 0)]
-    if not short:
-        return []
-    return [f"{suite.path}: [resources] workers = {workers}: a trial and its {workers} Ray Train workers need "
-            f"{' and '.join(short)}; lower workers or cpu/gpu, or add nodes"]
 
 
 def experiment_name(suite: str) -> str:

@@ -1,7 +1,7 @@
 """The fine-tuned model of each finished stage of an iterative cell, kept so that an interrupted cell resumes.
 
 Entry ``stages/<row id>.pt`` of the checkpoint cache (a local folder or an
-object-storage URI: :mod:`oba.cache_folder`) holds plain data, never code:
+object-storage URI: :mod:`oba.store.cache_folder`) holds plain data, never code:
 ``{"format": 1, "state_dict": {name: tensor}, "modules": {module name:
 {attribute: value}}}``, the pruned model's tensors and the attributes of its
 modules that pruning changes, with their train/eval flags (:data:`RESTORED`;
@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cache_folder import LocalFolder, ObjectFolder, cache_folder
-from ..checkpoints import CheckpointUnreadable, default_cache_dir, first_line, load_exactly, read_tensors
-from ..errors import UserError
+from oba._errors import UserError
+from oba.store.cache_folder import LocalFolder, ObjectFolder, cache_folder
+from oba.training.checkpoints import default_cache_dir
+from oba.training.tensor_files import CheckpointUnreadable, first_line, load_exactly, read_tensors
 
 FORMAT = 1
 RESTORED = frozenset({

@@ -3,7 +3,7 @@
 :func:`run_trial_cells` runs a trial's cells on its device, storing each row as
 the cell ends (an iterative cell's earlier stages too) and skipping cells an
 earlier attempt stored "ok" (read from their loose part, else from their
-partition's compacted files: :class:`~oba.store.StoredRows`); :func:`_trial` is
+partition's compacted files: :class:`~oba.store.results.StoredRows`); :func:`_trial` is
 the Ray Tune trainable around it; :func:`_prepare_dense` trains or finds one
 dense checkpoint.
 """
@@ -12,11 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import torch
 
-from ..store import ResultStore, StoredRows
-from .config import Suite
-from .grid import Cell
-from .pipelines import PIPELINES
+from oba.store.results import ResultStore, StoredRows
+from oba.suite.cells import Cell
+from oba.suite.config import Suite
+from oba.suite.pipelines import PIPELINES
+from oba.training.checkpoints import dense_checkpoint, dense_source
+from oba.training.device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
+from oba.training.execution import deterministic_cublas
 
 
 def trial_device(gpu: float) -> str:
@@ -31,11 +35,6 @@ def trial_device(gpu: float) -> str:
 def _set_up_process(device: str, gpu: float, threads: int) -> None:
     """Before a trial's or dense task's first computation: on CUDA, cuBLAS's deterministic workspace and the
     process capped at its ``gpu`` share of the GPU's memory; ``threads`` (at least 1) torch threads."""
-    import torch
-
-    from ..device_health import cap_memory_share
-    from ..execution import deterministic_cublas
-
     if device == "cuda":
         deterministic_cublas()
         cap_memory_share(device, gpu)
@@ -74,11 +73,9 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
     Cells already stored "ok" (by an earlier attempt of this trial) are skipped; an iterative cell stores each
     stage's row as the stage ends and resumes after its last stage stored "ok".
     After a failed cell the device's cached memory is released, and if the
-    device is no longer usable :class:`~oba.device_health.DeviceUnusable` ends
+    device is no longer usable :class:`~oba.training.device_health.DeviceUnusable` ends
     the trial, so that Ray replaces its process.
     """
-    from ..device_health import DeviceUnusable, device_usable, release_cached_memory
-
     _set_up_process(config["device"], config["gpu"], int(config["threads"]))
     pipeline = PIPELINES.get(config["pipeline"])
     store = ResultStore(config["results"])
@@ -104,8 +101,6 @@ def run_trial_cells(config: dict[str, Any], cells: list[Cell]) -> tuple[int, int
 def _prepare_dense(model: str, dataset: str, seed: int, suite: Suite, cache_dir: str, data_root: str | None,
                    threads: int, device: str) -> str:
     """Ray task: train (or find cached) one dense checkpoint on ``device``; return its path."""
-    from ..checkpoints import dense_checkpoint, dense_source
-
     _set_up_process(device, suite.resources["gpu"], threads)
     ckpt = dense_checkpoint(
         model, dataset, dense_source(suite.dense_for(model, dataset, seed)), seed, cache_dir, dataset_options=suite.data.get("options", {}),

@@ -4,7 +4,7 @@ Empty (the default): a temporary folder on the driver, deleted when the run
 ends. A local path: that folder (``~`` expanded, made absolute on the driver),
 kept. A pyarrow filesystem URI of one of :data:`SCHEMES`
 (``s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http``): Tune is given
-the filesystem that :func:`oba.store.filesystem` builds from it and the path
+the filesystem that :func:`oba.store.results.filesystem` builds from it and the path
 inside it (no scheme, no query), as its ``storage_filesystem`` and
 ``storage_path``.
 
@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ..messages import one_line
+from oba._messages import one_line
+from oba.store.paths import resolve_path
+from oba.store.results import filesystem
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 """URI schemes accepted for ``tune_storage``: the filesystems pyarrow builds from a URI (``mock`` left out)."""
@@ -64,11 +66,7 @@ def tune_storage(location: str) -> Iterator[TuneStorage]:
         with tempfile.TemporaryDirectory(prefix="oba-tune-", ignore_cleanup_errors=True) as folder:
             yield TuneStorage(folder, None)
     elif "://" in location:
-        from ..store import filesystem
-
         fs, root = filesystem(location)
         yield TuneStorage(root, fs)
     else:
-        from .plan import resolve_path
-
         yield TuneStorage(resolve_path(location), None)
