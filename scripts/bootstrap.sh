@@ -59,7 +59,8 @@ fi
 # PYTHONDONTWRITEBYTECODE, when the environment sets it, is lifted for these commands only; it never
 # stops Python from reading bytecode.
 warm() { env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -c "$1"; }
-warm "import torch, torchvision, timm, torch_pruning, oba.criteria, baselines, oba.suite.cell, oba.suite.runner, oba.report.suite_page, oba.report.leaderboard, oba.cli" &
+warm "import torch, torchvision, timm, torch_pruning, oba.criteria as c, oba.suite.cell, oba.suite.runner, oba.report, oba._commands.run, oba._commands.results
+[c.get(name) for name in c.names()]" &
 TORCH_SIDE=$!
 warm "
 import compileall, os, ray

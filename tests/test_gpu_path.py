@@ -261,7 +261,7 @@ def test_a_failed_cell_that_left_the_device_unusable_stores_its_row_then_ends_th
     from oba.training.device_health import DeviceUnusable
 
     cell = _failing_cell(tmp_path)
-    monkeypatch.setattr("oba.training.device_health.device_usable", lambda device: False)
+    monkeypatch.setattr(trial, "device_usable", lambda device: False)
     with pytest.raises(DeviceUnusable, match="unusable after the cell failed"):
         trial.run_trial_cells(_trial_config(tmp_path, 1, "cpu", 0), [cell])
     assert ResultStore(str(tmp_path / "results")).read_cell(cell.cell_id)["status"] == "error"

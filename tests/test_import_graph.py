@@ -13,6 +13,7 @@ exports (:mod:`oba._lazy`, the command table of :mod:`oba.cli`) go through ``imp
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import networkx as nx
@@ -124,3 +125,10 @@ def test_the_hidden_import_rule_sees_what_it_should(source: str, hidden: bool) -
 
 def test_the_layer_rule_sees_an_upward_import() -> None:
     assert layer("oba.core.groups") < layer("oba.suite.cells") and layer("oba._lazy") == 0 == layer("oba")
+
+
+@pytest.mark.parametrize("package", ["oba", "oba.criteria", "oba.data", "oba.models", "oba.pruning", "oba.report"])
+def test_every_exported_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert not missing, f"{package} exports names that do not resolve: {missing}"

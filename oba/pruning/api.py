@@ -10,10 +10,9 @@ from oba import criteria as criteria_registry
 from oba.core.measure import count_macs, count_params
 from oba.core.model_calls import Batch, LossFn
 from oba.criteria.base import Criterion
+from oba.pruning.settings import PruneSettings
 from oba.pruning.structured import prune_structured
 from oba.pruning.unstructured import prune_unstructured
-
-STRUCTURES = ("channels", "unstructured")
 
 
 @dataclass
@@ -75,54 +74,43 @@ def prune(
     batches: Sequence[Batch],
     loss_fn: LossFn,
     criterion: str | Criterion = "oba",
-    ratio: float = 0.5,
-    structure: str = "channels",
-    steps: int = 5,
-    allocation: str = "global",
-    normalisation: str = "criterion",
-    layer_cap: float = 0.9,
-    mode: str = "eval",
+    settings: PruneSettings | None = None,
+    *,
     ignored_layers: Sequence[nn.Module] = (),
     criterion_options: dict[str, Any] | None = None,
     recalibration: Sequence[Batch] | None = None,
     dense_macs: dict[str, int] | None = None,
     dense_widths: dict[str, int] | None = None,
     first_step: int = 1,
+    **changes: Any,
 ) -> tuple[nn.Module, PruneRecord]:
-    """Prune ``model`` **in place** and return it with a :class:`PruneRecord`.
+    """Prune ``model`` **in place** as ``settings`` say and return it with a :class:`PruneRecord`.
 
-    ``structure="channels"`` removes channels, MLP neurons and attention heads
-    (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the
-    dense MACs is gone; ``"unstructured"`` masks ``ratio`` of Conv/Linear
-    weights. ``normalisation="criterion"`` divides each layer's unit scores the way the
-    criterion's authors do (``criterion.normaliser``); another name imposes that normaliser.
-    Scoring runs in ``mode`` ("eval" or "train") on ``batches``, also
-    for a criterion passed as an instance (its own mode is restored afterwards).
-    ``recalibration`` batches, when given, recompute batch-norm statistics before
-    every round after the first (the statistics after the last round are left
-    to the caller: see :func:`oba.core.recalibration.recalibrate_batchnorm`).
-    ``dense_macs``, :func:`oba.core.measure.macs_by_module` of ``model`` as given, saves
-    counting them when the caller has them. MACs are counted only where the
-    structure changed: masks change no shape, so an unstructured run's pruned
-    MACs are its dense MACs. For an iterative stage on an already pruned model
-    (structured only), ``dense_widths`` keeps ``layer_cap`` relative to the dense
-    model's widths and ``first_step`` numbers the stage's pruning steps after the
-    earlier stages' (:func:`~oba.pruning.structured.prune_structured`).
+    ``settings`` (:class:`~oba.pruning.settings.PruneSettings`, default: its defaults) with ``changes`` applied,
+    e.g. ``prune(..., ratio=0.3, steps=2)``. ``structure="channels"`` removes channels, MLP neurons and attention
+    heads (coupled groups from Torch-Pruning's dependency graph) until ``ratio`` of the dense MACs is gone;
+    ``"unstructured"`` masks ``ratio`` of Conv/Linear weights. ``normalisation="criterion"`` divides each layer's
+    unit scores the way the criterion's authors do (``criterion.normaliser``); another name imposes that
+    normaliser. Scoring runs in ``mode`` ("eval" or "train") on ``batches``, also for a criterion passed as an
+    instance (its own mode is restored afterwards). ``recalibration`` batches, when given, recompute batch-norm
+    statistics before every round after the first (the statistics after the last round are left to the caller:
+    see :func:`oba.core.recalibration.recalibrate_batchnorm`). ``dense_macs``,
+    :func:`oba.core.measure.macs_by_module` of ``model`` as given, saves counting them when the caller has them.
+    MACs are counted only where the structure changed: masks change no shape, so an unstructured run's pruned
+    MACs are its dense MACs. For an iterative stage on an already pruned model (structured only),
+    ``dense_widths`` keeps ``layer_cap`` relative to the dense model's widths and ``first_step`` numbers the
+    stage's pruning steps after the earlier stages' (:func:`~oba.pruning.structured.prune_structured`).
     """
-    if structure not in STRUCTURES:
-        raise ValueError(f"unknown structure {structure!r}; valid: {', '.join(STRUCTURES)}")
+    settings = PruneSettings.with_changes(settings, changes)
     if isinstance(criterion, str):
-        criterion = criteria_registry.get(criterion, mode=mode, **(criterion_options or {}))
+        criterion = criteria_registry.get(criterion, mode=settings.mode, **(criterion_options or {}))
     elif criterion_options:
         raise ValueError("criterion_options apply only when the criterion is given by name")
-    if normalisation == "criterion":
-        normalisation = criterion.normaliser
     params_dense = count_params(model)
-    with criterion.scoring_in(mode):
-        if structure == "channels":
-            result = prune_structured(
-                model, example_inputs, batches, loss_fn, criterion, ratio, steps=steps, allocation=allocation,
-                normalisation=normalisation, layer_cap=layer_cap, ignored_layers=ignored_layers,
+    with criterion.scoring_in(settings.mode):
+        if settings.structure == "channels":
+            outcome = prune_structured(
+                model, example_inputs, batches, loss_fn, criterion, settings, ignored_layers=ignored_layers,
                 recalibration=recalibration, dense_macs=dense_macs, dense_widths=dense_widths, first_step=first_step,
             )
             params_pruned = count_params(model)
@@ -130,30 +118,28 @@ def prune(
             if dense_widths is not None or first_step != 1:
                 raise ValueError("iterative stages apply to structured pruning only")
             macs = dense_macs[""] if dense_macs is not None else count_macs(model, example_inputs)
-            result = {"macs_dense": macs, "macs_pruned": macs,
-                      **prune_unstructured(model, batches, loss_fn, criterion, ratio, steps=steps, recalibration=recalibration)}
+            outcome = prune_unstructured(model, batches, loss_fn, criterion, settings, macs, recalibration=recalibration)
             params_pruned = count_params(model, nonzero=True)
         criterion_config = criterion.config()
-    record = PruneRecord(
+    return model, PruneRecord(
         criterion=criterion.name,
-        structure=structure,
-        ratio=ratio,
-        steps=steps,
-        allocation=allocation,
-        normalisation=normalisation,
-        layer_cap=layer_cap,
-        mode=mode,
-        macs_dense=result["macs_dense"],
-        macs_pruned=result["macs_pruned"],
+        structure=settings.structure,
+        ratio=settings.ratio,
+        steps=settings.steps,
+        allocation=settings.allocation,
+        normalisation=settings.normaliser(criterion.normaliser),
+        layer_cap=settings.layer_cap,
+        mode=settings.mode,
+        macs_dense=outcome.macs_dense,
+        macs_pruned=outcome.macs_pruned,
         params_dense=params_dense,
         params_pruned=params_pruned,
-        scoring_seconds=result["scoring_seconds"],
-        dense_scoring_seconds=result["dense_scoring_seconds"],
-        first_step_units_removed=result["first_step_units_removed"],
+        scoring_seconds=outcome.scoring_seconds,
+        dense_scoring_seconds=outcome.dense_scoring_seconds,
+        first_step_units_removed=outcome.first_step_units_removed,
         recalibration_batches=len(recalibration) if recalibration is not None else 0,
-        layer_widths=result["layer_widths"],
+        layer_widths=outcome.layer_widths,
         criterion_config=criterion_config,
-        masks=result.get("masks"),
-        dense_unit_scores=result.get("dense_unit_scores"),
+        masks=outcome.masks,
+        dense_unit_scores=outcome.dense_unit_scores,
     )
-    return model, record

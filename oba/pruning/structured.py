@@ -34,7 +34,6 @@ from oba.core.model_calls import Batch, LossFn
 from oba.core.recalibration import recalibrate_batchnorm
 from oba.criteria.base import Criterion
 from oba.pruning.allocation import (
-    NORMALISERS,
     GroupState,
     allocate_global,
     allocate_uniform,
@@ -42,9 +41,9 @@ from oba.pruning.allocation import (
 )
 from oba.pruning.compensation import compensate
 from oba.pruning.dependency_groups import PrunableGroup, remove_units, sync_attention_heads
+from oba.pruning.outcome import PruneOutcome
+from oba.pruning.settings import PruneSettings
 from oba.pruning.structure import ModelStructure
-
-ALLOCATIONS = ("global", "uniform")
 
 
 def _split(scores: Tensor, groups: Sequence[PrunableGroup]) -> dict[str, Tensor]:
@@ -72,46 +71,26 @@ def prune_structured(
     batches: Sequence[Batch],
     loss_fn: LossFn,
     criterion: Criterion,
-    ratio: float,
-    steps: int = 5,
-    allocation: str = "global",
-    normalisation: str = "mean",
-    layer_cap: float = 0.9,
+    settings: PruneSettings,
     ignored_layers: Sequence[nn.Module] = (),
-    tolerance: float = 0.005,
-    max_rounds: int = 8,
     recalibration: Sequence[Batch] | None = None,
     dense_macs: dict[str, int] | None = None,
     dense_widths: dict[str, int] | None = None,
     first_step: int = 1,
-) -> dict[str, Any]:
-    """Prune ``model`` in place; return measurements of what was done.
+) -> PruneOutcome:
+    """Prune ``model`` in place as ``settings`` say; return what was measured (:class:`PruneOutcome`).
 
-    The result holds ``macs_dense``, ``macs_pruned``, ``scoring_seconds`` (all
-    rounds, compensation included), ``dense_scoring_seconds`` and ``dense_unit_scores`` (the first
-    round, on the dense model: one score per unit of ``find_groups(dense)``, in
-    that order), ``first_step_units_removed`` (units the first round removed)
-    and ``layer_widths`` (group name → kind, dense and remaining units, in the order in which the model
-    registers its modules: the forward order of models defined in execution order). The
-    dependency graph is traced and MACs are counted only when the model's
+    The dependency graph is traced and MACs are counted only when the model's
     structure changed since they were last known (:class:`~oba.pruning.structure.ModelStructure`);
     ``dense_macs``, the per-module MACs of ``model`` as given, saves counting them.
     ``dense_widths`` (group name → units) are the widths of the dense model when ``model`` is already pruned
     (an iterative stage): ``layer_cap`` and ``layer_widths``' dense counts then refer to them. The rounds
     score as steps ``first_step … first_step + steps − 1`` (a later stage draws other random numbers).
+    The loop over rounds is one function (about 90 lines) because each round's picks feed the next through the
+    shared scores, structure and MACs count.
     """
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
-    if normalisation == "criterion":
-        normalisation = criterion.normaliser
-    if normalisation not in NORMALISERS:
-        raise ValueError(f"unknown normalisation {normalisation!r}; valid: criterion, {', '.join(sorted(NORMALISERS))}")
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
-    if not 0.0 < layer_cap < 1.0:
-        raise ValueError(f"layer_cap must be in (0, 1), got {layer_cap}")
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    ratio, steps, allocation, layer_cap = settings.ratio, settings.steps, settings.allocation, settings.layer_cap
+    normalisation = settings.normaliser(criterion.normaliser)
     structure = ModelStructure(model, example_inputs, ignored_layers, dense_macs)
     macs_dense = structure.macs()
     dg, groups = structure.groups()
@@ -139,9 +118,9 @@ def prune_structured(
         scores = _split(all_scores, groups)
         if allocation == "global":
             scores = normalise_groups(scores, normalisation)
-        for _ in range(max_rounds):
+        for _ in range(settings.max_rounds):
             deficit = target_removed - (macs_dense - structure.macs())
-            if deficit <= tolerance * macs_dense:
+            if deficit <= settings.tolerance * macs_dense:
                 break
             dg, groups = structure.groups()
             for g in groups:
@@ -178,15 +157,15 @@ def prune_structured(
     remaining = {g.name: len(scores[g.name]) for g in groups}
     position = {name: index for index, (name, _) in enumerate(model.named_modules())}
     in_model_order = sorted(dense_units, key=lambda name: position.get(name, len(position)))
-    return {
-        "macs_dense": macs_dense,
-        "macs_pruned": structure.macs(),
-        "scoring_seconds": scoring_seconds,
-        "dense_scoring_seconds": dense_scoring_seconds,
-        "dense_unit_scores": dense_unit_scores,
-        "first_step_units_removed": first_step_units_removed,
-        "layer_widths": {
+    return PruneOutcome(
+        macs_dense=macs_dense,
+        macs_pruned=structure.macs(),
+        scoring_seconds=scoring_seconds,
+        dense_scoring_seconds=dense_scoring_seconds,
+        first_step_units_removed=first_step_units_removed,
+        layer_widths={
             name: {"kind": kinds[name], "dense": dense_units[name], "remaining": remaining.get(name, dense_units[name])}
             for name in in_model_order
         },
-    }
+        dense_unit_scores=dense_unit_scores,
+    )

@@ -26,6 +26,8 @@ from oba.core.model_calls import Batch, LossFn
 from oba.core.recalibration import recalibrate_batchnorm
 from oba.criteria.base import Criterion
 from oba.pruning.compensation import compensate
+from oba.pruning.outcome import PruneOutcome
+from oba.pruning.settings import PruneSettings
 
 
 def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -55,18 +57,18 @@ def prune_unstructured(
     batches: Sequence[Batch],
     loss_fn: LossFn,
     criterion: Criterion,
-    ratio: float,
-    steps: int = 5,
+    settings: PruneSettings,
+    macs: int,
     recalibration: Sequence[Batch] | None = None,
-) -> dict:
-    """Mask ``ratio`` of the Conv/Linear weights, lowest ``|s_i|`` first (``s_i`` when signed), in ``steps`` rounds.
+) -> PruneOutcome:
+    """Mask ``settings.ratio`` of the Conv/Linear weights, lowest ``|s_i|`` first (``s_i`` when signed), in
+    ``settings.steps`` rounds; masks change no shape, so the model's ``macs`` stay what they were.
 
     ``scoring_seconds`` covers every round, compensation included; ``dense_scoring_seconds``
     is the first round's scoring time (on the dense model); ``first_step_units_removed``
     the number of weights the first round masked.
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    ratio, steps = settings.ratio, settings.steps
     weights = maskable_weights(model)
     masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
@@ -107,12 +109,14 @@ def prune_unstructured(
             for name, w in weights.items():
                 w.mul_(masks[name].to(w.dtype))
     apply_masks(model, masks)
-    return {
-        "masks": masks,
-        "scoring_seconds": scoring_seconds,
-        "dense_scoring_seconds": dense_scoring_seconds,
-        "first_step_units_removed": first_step_units_removed,
-        "layer_widths": {
+    return PruneOutcome(
+        macs_dense=macs,
+        macs_pruned=macs,
+        scoring_seconds=scoring_seconds,
+        dense_scoring_seconds=dense_scoring_seconds,
+        first_step_units_removed=first_step_units_removed,
+        layer_widths={
             name: {"kind": "weights", "dense": int(m.numel()), "remaining": int(m.sum())} for name, m in masks.items()
         },
-    }
+        masks=masks,
+    )

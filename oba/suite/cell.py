@@ -212,40 +212,39 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     """
     c = cell.config
     stages = cell.stage_ratios
-    if len(stages) > 1 and c["structure"] != "channels":
-        raise ValueError(f"iterative stages apply to structured pruning only, not {c['structure']!r}")
+    first = cell.prune_settings(stages[0])
+    if len(stages) > 1 and first.structure != "channels":
+        raise ValueError(f"iterative stages apply to structured pruning only, not {first.structure!r}")
     context = dense_context(cell, data_root, download, cache_dir, device, num_workers)
     start = resume_point(cell, context, cache_dir, device, stored)
     model, fidelity_columns = start.model, start.fidelity
-    mode = c["prune"]["mode"]
-    structured = c["structure"] == "channels"
+    mode = first.mode
+    structured = first.structure == "channels"
     recalibration = context.recalibration if context.recalibration else None
     recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
-    settings = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
+    evaluation = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
     workers = CellWorkers.of(cell.workers, device, num_workers)
     macs_dense, params_dense = context.dense_macs[""], count_params(context.model)
     for stage in range(start.stage, len(stages) + 1):
         criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
         grad_seconds = gradient_seconds(model, context.calibration, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
-        ratio = stages[0] if stage == 1 else stage_ratio_of_current(macs_dense, count_macs(model, context.example),
-                                                                     stages[stage - 1])
+        prune_settings = first if stage == 1 else cell.prune_settings(
+            stage_ratio_of_current(macs_dense, count_macs(model, context.example), stages[stage - 1]))
         pruned, record = prune(
-            model, context.example, context.calibration, LOSS, criterion, ratio=ratio, structure=c["structure"],
-            steps=c["prune"]["steps"], allocation=c["allocation"], normalisation=c["prune"]["normalisation"],
-            layer_cap=c["prune"]["layer_cap"], mode=mode, recalibration=recalibration,
+            model, context.example, context.calibration, LOSS, criterion, prune_settings, recalibration=recalibration,
             dense_macs=context.dense_macs if stage == 1 else None, dense_widths=context.dense_widths if stage > 1 else None,
-            first_step=(stage - 1) * c["prune"]["steps"] + 1,
+            first_step=(stage - 1) * prune_settings.steps + 1,
         )
         if fidelity_columns is None:
             sampled_scores = _sampled_unit_scores(context, record.dense_unit_scores) if structured else dense_scores
             fidelity = _fidelity(context, sampled_scores, record)
             fidelity_columns = {"fidelity": fidelity.signed, "fidelity_abs": fidelity.abs,
                                 "fidelity_precision": fidelity.precision, "fidelity_k": fidelity.k}
-        raw = evaluate(pruned, context.splits.test, **settings)
+        raw = evaluate(pruned, context.splits.test, **evaluation)
         recalibrated = raw
         if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
-            recalibrated = evaluate(pruned, context.splits.test, **settings)
+            recalibrated = evaluate(pruned, context.splits.test, **evaluation)
         latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
         tuned = workers.fine_tune(pruned, context.splits, recipe, device, num_workers)
         if stage < len(stages):

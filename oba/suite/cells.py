@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from oba.pruning.settings import PruneSettings
 from oba.store.results import EARLIER_STAGE
 from oba.suite.config import Suite
 from oba.suite.grids import Grid
@@ -63,6 +64,12 @@ class Cell:
         if not 1 <= stage <= len(self.stage_ratios):
             raise ValueError(f"stage {stage} outside 1..{len(self.stage_ratios)}")
         return self.cell_id if stage == len(self.stage_ratios) else f"{self.cell_id}{EARLIER_STAGE}{stage}"
+
+    def prune_settings(self, ratio: float) -> PruneSettings:
+        """The pruning settings of a stage that removes ``ratio`` of the MACs of the model it starts from."""
+        c, prune = self.config, self.config["prune"]
+        return PruneSettings(ratio=ratio, structure=c["structure"], steps=prune["steps"], allocation=c["allocation"],
+                             normalisation=prune["normalisation"], layer_cap=prune["layer_cap"], mode=prune["mode"])
 
     def row_ids(self) -> list[str]:
         """The ids of every row the cell stores, one per stage (:meth:`row_id`)."""

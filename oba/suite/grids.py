@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 from oba import criteria, data, models
 from oba.criteria.reduction import REDUCTIONS
-from oba.pruning import STRUCTURES
 from oba.pruning.allocation import NORMALISERS
-from oba.pruning.structured import ALLOCATIONS
+from oba.pruning.settings import ALLOCATIONS, DEFAULTS, STRUCTURES
 from oba.suite.locator import Locator
 
 AXES: dict[str, type] = {
@@ -30,14 +29,15 @@ AXES: dict[str, type] = {
     "allocations": list,
 }
 REQUIRED = ("models", "datasets", "criteria", "ratios", "seeds")
-AXIS_DEFAULTS = {"structures": ["channels"], "allocations": ["global"]}
+AXIS_DEFAULTS = {"structures": [DEFAULTS.structure], "allocations": [DEFAULTS.allocation]}
 PRUNE_KEYS: dict[str, type | tuple[type, ...]] = {
     "steps": int, "layer_cap": (int, float), "normalisation": str, "reduction": str, "mode": str, "recalibration_batches": int,
     "stages": list,
 }
-PRUNE_DEFAULTS = {"steps": 5, "layer_cap": 0.9, "normalisation": "criterion", "reduction": "criterion", "mode": "eval",
-                  "recalibration_batches": 16}
-"""``criterion`` (normalisation, reduction): each criterion as its authors run it; a name imposes one on all."""
+PRUNE_DEFAULTS = {**{key: getattr(DEFAULTS, key) for key in ("steps", "layer_cap", "normalisation", "mode")},
+                  "reduction": "criterion", "recalibration_batches": 16}
+"""The pruning settings' defaults (:data:`oba.pruning.settings.DEFAULTS`) and the suite's own keys. ``criterion``
+(normalisation, reduction): each criterion as its authors run it; a name imposes one on all."""
 
 
 def imposed_options(prune: dict[str, Any]) -> dict[str, str]:
