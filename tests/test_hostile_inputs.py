@@ -135,15 +135,19 @@ def test_an_impossible_resource_request_is_one_line_within_seconds(tmp_path: Pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_sigterm_while_ray_starts_stops_the_run_with_143_and_says_so(tmp_path: Path) -> None:
-    """Before: exit 15 with no message (Ray's own handler, installed by ``ray.init``, called ``sys.exit(15)``).
-    The signal is sent once the run has started Ray's first process, while ``ray.init`` waits for the rest."""
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5])
+def test_sigterm_while_ray_starts_stops_the_run_with_143_and_says_so(tmp_path: Path, delay: float) -> None:
+    """Before: exit 15 with no message (Ray's own handler, installed by ``ray.init``, called ``sys.exit(15)``);
+    then, with a handler of its own during ``ray.init``, a signal landing inside Ray's startup was once swallowed (the
+    run went on to exit 0) and once left the driver to the default action (killed, -15). The signal is sent
+    ``delay`` seconds after the run started Ray's first process, while ``ray.init`` waits for the rest."""
     suite = tiny_suite(tmp_path, criteria=("magnitude-l1",))
     run = start_run(str(suite), "--results", str(tmp_path / "results"))
     deadline = time.monotonic() + 120
     while not _children(run.pid):
         assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-3000:]
         time.sleep(0.02)
+    time.sleep(delay)
     os.kill(run.pid, 15)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 143, err[-3000:]

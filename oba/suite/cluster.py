@@ -11,7 +11,6 @@ clear error instead of ``ray.init`` retrying for minutes.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 
 from oba._errors import UserError
@@ -93,19 +92,29 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def start_ray_or_stop(address: str | None, num_cpus: int | None, watch: SignalWatch) -> None:
-    """Start Ray, then watch for signals again; a SIGTERM while ``ray.init`` runs (whose own handler turns it into
-    ``SystemExit(15)``) stops the run like one after it: Ray is shut down and ``watch`` records the signal."""
+    """Start Ray with SIGINT and SIGTERM only recorded meanwhile, then watch for them again; one that arrived while
+    Ray started stops the run like one after it: Ray is shut down and ``KeyboardInterrupt`` raised.
+
+    While ``ray.init`` runs, Ray's own SIGTERM handlers (which exit from wherever the signal lands: inside its
+    startup that exit was seen to be swallowed, so the run went on, or to leave the driver to a default action that
+    killed it) are not installed; the driver's watch handles the signal once Ray is up.
+    """
     import ray
 
+    ray_utils = getattr(getattr(ray, "_private", None), "utils", None)
+    keep_ray_handler = getattr(ray_utils, "set_sigterm_handler", None)
+    watch.record_only()
     try:
+        if keep_ray_handler is not None:
+            ray_utils.set_sigterm_handler = lambda handler: None
         start_ray(address, num_cpus)
-    except SystemExit as stop:
-        if stop.code != signal.SIGTERM:
-            raise
-        watch.received = signal.SIGTERM
+    finally:
+        if keep_ray_handler is not None:
+            ray_utils.set_sigterm_handler = keep_ray_handler
+        watch.install()
+    if watch.received is not None:
         ray.shutdown()
-        raise KeyboardInterrupt(signal.SIGTERM.name) from None
-    watch.install()
+        raise KeyboardInterrupt(watch.received.name)
 
 
 def node_local(location: str) -> bool:

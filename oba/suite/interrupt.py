@@ -30,6 +30,16 @@ class SignalWatch:
         for each in SIGNALS:
             signal.signal(each, self._handle)
 
+    def record_only(self) -> None:
+        """Remember SIGINT and SIGTERM without raising (while Ray starts: an exception raised inside ``ray.init``
+        can be swallowed there, or leave it half started); :meth:`install` handles them again."""
+        for each in SIGNALS:
+            signal.signal(each, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum)
         for each in SIGNALS:
