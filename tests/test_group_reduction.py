@@ -78,7 +78,12 @@ def test_layout_members_are_the_group_elements_as_index_and_group_pairs() -> Non
         Group((ParamSlice("w", 0, torch.tensor([1])), ParamSlice("w", None, torch.tensor([7]))), "b"),
     ]
     members = GroupLayout.of(groups, {"w": torch.Size([2, 4])}).members
-    index, gid = members[("w", 0)]
-    assert sorted(zip(gid.tolist(), index.tolist())) == [(0, 0), (0, 1), (1, 1)]
+    assert set(members) == {("w", None)}  # group b selects w along a dim and element by element: listed per element
     index, gid = members[("w", None)]
-    assert list(zip(gid.tolist(), index.tolist())) == [(1, 7)]
+    assert sorted(zip(gid.tolist(), index.tolist())) == [(0, e) for e in range(8)] + [(1, e) for e in (4, 5, 6, 7)]
+
+
+def test_layout_members_keep_hyperplanes_when_no_group_selects_a_parameter_along_two_dims() -> None:
+    groups = [Group((ParamSlice("w", 0, torch.tensor([1, 0])),), "a"), Group((ParamSlice("w", 0, torch.tensor([1])),), "b")]
+    index, gid = GroupLayout.of(groups, {"w": torch.Size([2, 4])}).members[("w", 0)]
+    assert sorted(zip(gid.tolist(), index.tolist())) == [(0, 0), (0, 1), (1, 1)]

@@ -1,6 +1,8 @@
 """taylor2-group (formerly oba-group) against the explicitly built Hessian, and its probed estimator's unbiasedness."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from reference import gradient_and_hessian
@@ -9,7 +11,7 @@ from torch import nn
 import oba.criteria as criteria
 from oba import Group, ParamSlice
 from oba.core.groups import GroupLayout
-from oba.criteria.taylor2_group import Taylor2Group
+from oba.criteria.taylor2_group import Taylor2Group, sign_probe
 
 LOSS = nn.CrossEntropyLoss()
 
@@ -81,11 +83,56 @@ def test_exact_allows_overlapping_groups() -> None:
     )
 
 
-def test_probed_rejects_a_group_spanning_two_dims_of_one_parameter() -> None:
+def _crossing_groups() -> list[Group]:
+    """Groups over a 3×3 matrix as a 1×1 convolution from the residual stream to itself has them: unit i selects row i
+    and column i; and one group selecting a row and, element by element, two entries (one on that row)."""
+    rows_and_columns = [Group((ParamSlice("w", 0, torch.tensor([i])), ParamSlice("w", 1, torch.tensor([i]))), f"u{i}")
+                        for i in range(3)]
+    return rows_and_columns + [Group((ParamSlice("w", 0, torch.tensor([2])), ParamSlice("w", None, torch.tensor([7, 1]))),
+                                     "mixed")]
+
+
+def _elements(group: Group, shape: torch.Size) -> torch.Tensor:
+    return group.masks({"w": shape}, "cpu")["w"]
+
+
+def test_an_element_on_both_of_a_groups_hyperplanes_counts_once() -> None:
+    shape = torch.Size([3, 3])
+    groups = _crossing_groups()
+    values = torch.arange(1.0, 10.0).view(shape)
+    sums = GroupLayout.of(groups, {"w": shape}).sums({"w": values})
+    expected = torch.stack([values[_elements(g, shape)].sum() for g in groups]).double()
+    assert torch.equal(sums, expected)
+    assert sums[0] == 1 + 2 + 3 + 4 + 7  # row 0 and column 0 share w[0, 0], counted once
+
+
+def test_the_sign_probe_estimator_is_exact_over_every_sign_pattern_for_groups_spanning_two_dims() -> None:
+    """E_ε[ε_G · Σ_{e∈G} θ_e (H v(ε))_e] = θ_Gᵀ H θ_G, v(ε) = Σ_G' ε_G' θ_G': averaged over all 2^4 sign patterns,
+    against the quadratic form of each group's masked θ (ground truth)."""
+    shape = torch.Size([3, 3])
+    groups = _crossing_groups()
+    generator = torch.Generator().manual_seed(0)
+    theta = {"w": torch.randn(shape, dtype=torch.float64, generator=generator)}
+    root = torch.randn(9, 9, dtype=torch.float64, generator=generator)
+    hessian = root + root.T
+    layout = GroupLayout.of(groups, {"w": shape})
+    estimates = []
+    for pattern in itertools.product((-1.0, 1.0), repeat=len(groups)):
+        signs = torch.tensor(pattern, dtype=torch.float64)
+        v = sign_probe(layout, signs, theta)["w"]
+        hv = (hessian @ v.reshape(-1)).view(shape)
+        estimates.append(signs * layout.sums({"w": theta["w"] * hv}))
+    exact = torch.stack([(theta["w"] * _elements(g, shape)).reshape(-1) @ hessian
+                         @ (theta["w"] * _elements(g, shape)).reshape(-1) for g in groups])
+    torch.testing.assert_close(torch.stack(estimates).mean(0), exact, rtol=1e-12, atol=1e-12)
+
+
+def test_probed_scores_a_group_spanning_two_dims_of_one_parameter() -> None:
     model, batches = mlp(), batches_for()
     both = Group((ParamSlice("0.weight", 0, torch.tensor([0])), ParamSlice("0.weight", 1, torch.tensor([0]))), "cross")
-    with pytest.raises(ValueError, match="two dims"):
-        criteria.get("taylor2-group", probes=2).group_scores(model, batches, LOSS, [both])
+    scores = criteria.get("taylor2-group", probes=2).group_scores(model, batches, LOSS, [both])
+    exact = criteria.get("taylor2-group").group_scores(model, batches, LOSS, [both])
+    torch.testing.assert_close(scores, exact, rtol=1e-10, atol=1e-14)  # one group: every probe's estimate is exact
 
 
 def test_group_membership_lists_each_group_element_once() -> None:

@@ -103,15 +103,28 @@ def along(values: Tensor, shape: torch.Size, dim: int | None) -> Tensor:
     return values.view([-1 if d == dim else 1 for d in range(len(shape))])
 
 
+def _selected_along_several_dims(groups: Sequence[Group]) -> set[str]:
+    """The parameters some group selects along more than one dim (or along a dim and element by element)."""
+    several = set()
+    for group in groups:
+        dims: dict[str, set[int | None]] = defaultdict(set)
+        for s in group.slices:
+            dims[s.name].add(s.dim)
+        several |= {name for name, found in dims.items() if len(found) > 1}
+    return several
+
+
 @dataclass(frozen=True)
 class GroupLayout:
     """Which of ``num_groups`` groups hold which parameter elements, as index tensors.
 
     A slice along ``dim`` selects whole hyperplanes, so one index along ``dim``
     stands for all of them. Pairs are unique: a group's repeated indices count
-    once (a group is a set of elements). Groups may overlap one another, and a
-    group may select one parameter along two dims (elements on both
-    hyperplanes then count once per dim).
+    once (a group is a set of elements). Groups may overlap one another. Where a
+    group selects one parameter along two dims (a 1×1 convolution whose input and
+    output channels are both the residual stream's, as in MobileNetV3), that
+    parameter's memberships are listed per element (``dim`` None), so that an
+    element on both of a group's hyperplanes counts once.
     """
 
     num_groups: int
@@ -128,10 +141,18 @@ class GroupLayout:
             for s in group.slices:
                 indices[(s.name, s.dim)].append(s.index)
                 owners[(s.name, s.dim)].append(gid)
+        per_element = _selected_along_several_dims(groups)
+        for (name, dim), parts in list(indices.items()):
+            if name in per_element and dim is not None:
+                elements = torch.arange(shapes[name].numel()).view(shapes[name])
+                flat = [elements.index_select(dim, part.cpu()).reshape(-1) for part in parts]
+                indices[(name, None)] += flat
+                owners[(name, None)] += owners.pop((name, dim))
+                del indices[(name, dim)]
         members: Members = {}
         for (name, dim), parts in indices.items():
             size = shapes[name].numel() if dim is None else shapes[name][dim]
-            index = torch.cat(parts).cpu()
+            index = torch.cat([part.cpu() for part in parts])
             gid = torch.repeat_interleave(torch.tensor(owners[(name, dim)]), torch.tensor([p.numel() for p in parts]))
             key = torch.unique(gid * size + index)
             members[(name, dim)] = (key % size, key // size)

@@ -35,18 +35,6 @@ from oba.criteria.registry import register
 from oba.criteria.taylor2 import Taylor2
 
 
-def check_one_dim_per_parameter(groups: Sequence[Group]) -> None:
-    """The probed estimator needs each group to select a parameter along a single dim."""
-    for group in groups:
-        dims: dict[str, int | None] = {}
-        for s in group.slices:
-            if dims.setdefault(s.name, s.dim) != s.dim:
-                raise ValueError(
-                    f"group {group.label!r} selects {s.name!r} along two dims; the probed taylor2-group "
-                    "estimator needs one dim per parameter and group (use probes=None)"
-                )
-
-
 def sign_probe(layout: GroupLayout, signs: Tensor, theta: dict[str, Tensor]) -> dict[str, Tensor]:
     """``v = Σ_G ε_G θ_G`` (θ_G: θ on G's elements, zero elsewhere), keyed by parameter name."""
     coefficients: dict[str, Tensor] = {}
@@ -99,7 +87,6 @@ class Taylor2Group(SeededCriterion, Taylor2):
                 for batch in batches:
                     total += self._exact(model, batch, loss_fn, named, theta, groups)
             else:
-                check_one_dim_per_parameter(groups)
                 layout = layout_of(groups, {name: t.shape for name, t in theta.items()}, device)
                 generator = self.generator(device)
                 for batch in batches:
