@@ -64,6 +64,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     lst = sub.add_parser("list", help="print registered models, datasets or criteria")
     lst.add_argument("what", choices=["models", "datasets", "criteria"])
+    _add_run(sub)
+    _add_results_commands(sub)
+    _add_store_commands(sub)
+    _add_pin_commands(sub)
+    return p
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """``oba run``."""
     run = sub.add_parser("run", help="run every cell of a suite as Ray Tune trials")
     run.add_argument("suite", help="suite TOML file, e.g. suites/smoke.toml")
     run.add_argument("--results", help="results folder or pyarrow filesystem URI (default results/<suite name>)")
@@ -84,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
                           "cell (stored or not, its stages and dense model), each grid's size, and the data and dense "
                           "weights files the run needs, in place or missing; start and compute nothing (exit 0 when "
                           "only data or weights are missing)")
+
+
+def _add_results_commands(sub: argparse._SubParsersAction) -> None:
+    """``oba report``, ``leaderboard``, ``check`` and ``band``: what reads a results store."""
     rep = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rep.add_argument("results", help="results folder, Parquet file or URI")
     rep.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/smoke.html")
@@ -117,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     bnd.add_argument("--z", type=_non_negative, default=3.0, help="band width in standard deviations (default 3)")
     bnd.add_argument("--floor", type=_non_negative, default=0.5, help="smallest band (accuracy: percentage points; fidelity: 100·ρ; default 0.5)")
     bnd.add_argument("-o", "--output", help="band file to write (default REFERENCE/band.json)")
+
+
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:
+    """``oba status`` and ``oba store compact``."""
     status_help = ("done / failed / running / pending cells per model and criterion, and the run holding the results' "
                    "lease; exit 1 when some result part cannot be read (each named on stderr, its cell left out of the "
                    "counts), 2 when the results folder is missing")
@@ -128,6 +145,10 @@ def parser() -> argparse.ArgumentParser:
     compact = store_sub.add_parser("compact", help="fold the loose parts into one Parquet file per suite/model/dataset "
                                                    "(hive-partitioned); safe while a run writes to a local folder")
     compact.add_argument("results", help="results folder or URI")
+
+
+def _add_pin_commands(sub: argparse._SubParsersAction) -> None:
+    """``oba fixtures write`` and ``oba snapshot write|check``."""
     fix = sub.add_parser("fixtures", help="golden dense fixtures: pinned dense weights a suite loads instead of training")
     fix_sub = fix.add_subparsers(dest="action", required=True)
     fix_write = fix_sub.add_parser("write", help="train (or take from the checkpoint cache) the suite's dense models on "
@@ -155,7 +176,6 @@ def parser() -> argparse.ArgumentParser:
                            help="only this criterion (repeatable; a plugin's name or module:object); default: every "
                                 "built-in (check: and every criterion in the snapshot)")
         which.add_argument("--all", action="store_true", help="every registered criterion, plugins included")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

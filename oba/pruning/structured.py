@@ -65,6 +65,56 @@ def removed_masks(model: nn.Module, groups: Sequence[PrunableGroup], chosen: dic
     return masks
 
 
+def _score_units(model: nn.Module, structure: ModelStructure, scoring: tuple[Criterion, Sequence[Batch], LossFn],
+                 step: int, device: torch.device) -> tuple[list[PrunableGroup], Tensor, float]:
+    """The model's groups, every unit's score as pruning step ``step`` (float64, on the CPU), and the scoring's
+    seconds (after a warm-up gradient pass, the device synchronised around it)."""
+    criterion, batches, loss_fn = scoring
+    _, groups = structure.groups()
+    criterion.reseed(step)
+    warm_up(model, batches, loss_fn, criterion.mode)
+    with timed(device) as clock:
+        scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
+    return groups, scores.double().cpu(), clock.seconds
+
+
+def _pick_and_remove(model: nn.Module, structure: ModelStructure, scores: dict[str, Tensor], dense_units: dict[str, int],
+                     settings: PruneSettings, deficit: float, scoring: tuple[Criterion, Sequence[Batch], LossFn],
+                     device: torch.device) -> tuple[int, float]:
+    """One pick of a round: the allocation chooses units worth ``deficit`` MACs among those the layer cap still
+    allows, the criterion's compensation updates the survivors, and the chosen units are removed (their scores
+    dropped from ``scores``). Returns the units removed (0: none could be) and the compensation's seconds."""
+    criterion, batches, loss_fn = scoring
+    dg, groups = structure.groups()
+    for g in groups:
+        if len(scores[g.name]) != len(g):
+            raise RuntimeError(f"group {g.name} changed shape unexpectedly during pruning")
+    cap = settings.layer_cap
+    states = {
+        g.name: GroupState(
+            scores=scores[g.name],
+            unit_macs=g.unit_macs,
+            dense_units=dense_units[g.name],
+            removable=len(g) - max(g.min_units, dense_units[g.name] - math.floor(cap * dense_units[g.name])),
+        )
+        for g in groups
+    }
+    chosen = allocate_global(states, deficit) if settings.allocation == "global" else allocate_uniform(states, deficit)
+    if not any(chosen.values()):
+        return 0, 0.0
+    with timed(device) as clock:
+        compensate(model, criterion, batches, loss_fn, removed_masks(model, groups, chosen))
+    for g in groups:
+        units = chosen.get(g.name, [])
+        remove_units(dg, g, units)
+        keep = torch.ones(len(g), dtype=torch.bool)
+        keep[units] = False
+        scores[g.name] = scores[g.name][keep]
+    sync_attention_heads(model)
+    structure.changed()
+    return sum(len(units) for units in chosen.values()), clock.seconds
+
+
 def prune_structured(
     model: nn.Module,
     example_inputs: Any,
@@ -86,14 +136,12 @@ def prune_structured(
     ``dense_widths`` (group name → units) are the widths of the dense model when ``model`` is already pruned
     (an iterative stage): ``layer_cap`` and ``layer_widths``' dense counts then refer to them. The rounds
     score as steps ``first_step … first_step + steps − 1`` (a later stage draws other random numbers).
-    The loop over rounds is one function (about 90 lines) because each round's picks feed the next through the
-    shared scores, structure and MACs count.
     """
-    ratio, steps, allocation, layer_cap = settings.ratio, settings.steps, settings.allocation, settings.layer_cap
+    ratio, steps, allocation = settings.ratio, settings.steps, settings.allocation
     normalisation = settings.normaliser(criterion.normaliser)
     structure = ModelStructure(model, example_inputs, ignored_layers, dense_macs)
     macs_dense = structure.macs()
-    dg, groups = structure.groups()
+    _, groups = structure.groups()
     dense_units = {g.name: len(g) for g in groups}
     dense_units.update({name: units for name, units in (dense_widths or {}).items() if name in dense_units})
     kinds = {g.name: g.kind for g in groups}
@@ -105,14 +153,9 @@ def prune_structured(
         target_removed = ratio * step / steps * macs_dense
         if step > 1 and recalibration is not None:
             recalibrate_batchnorm(model, recalibration)
-        dg, groups = structure.groups()
-        criterion.reseed(first_step + step - 1)
-        warm_up(model, batches, loss_fn, criterion.mode)
-        with timed(device) as clock:
-            all_scores = criterion.group_scores(model, batches, loss_fn, [u for g in groups for u in g.units])
-        seconds = clock.seconds
+        groups, all_scores, seconds = _score_units(model, structure, (criterion, batches, loss_fn),
+                                                   first_step + step - 1, device)
         scoring_seconds += seconds
-        all_scores = all_scores.double().cpu()
         if step == 1:
             dense_scoring_seconds, dense_unit_scores = seconds, all_scores
         scores = _split(all_scores, groups)
@@ -122,50 +165,28 @@ def prune_structured(
             deficit = target_removed - (macs_dense - structure.macs())
             if deficit <= settings.tolerance * macs_dense:
                 break
-            dg, groups = structure.groups()
-            for g in groups:
-                if len(scores[g.name]) != len(g):
-                    raise RuntimeError(f"group {g.name} changed shape unexpectedly during pruning")
-            states = {
-                g.name: GroupState(
-                    scores=scores[g.name],
-                    unit_macs=g.unit_macs,
-                    dense_units=dense_units[g.name],
-                    removable=len(g) - max(g.min_units, dense_units[g.name] - math.floor(layer_cap * dense_units[g.name])),
-                )
-                for g in groups
-            }
-            if allocation == "global":
-                chosen = allocate_global(states, deficit)
-            else:
-                chosen = allocate_uniform(states, deficit)
-            if not any(chosen.values()):
+            removed, seconds = _pick_and_remove(model, structure, scores, dense_units, settings, deficit,
+                                                (criterion, batches, loss_fn), device)
+            if not removed:
                 break
+            scoring_seconds += seconds
             if step == 1:
-                first_step_units_removed += sum(len(units) for units in chosen.values())
-            with timed(device) as clock:
-                compensate(model, criterion, batches, loss_fn, removed_masks(model, groups, chosen))
-            scoring_seconds += clock.seconds
-            for g in groups:
-                units = chosen.get(g.name, [])
-                remove_units(dg, g, units)
-                keep = torch.ones(len(g), dtype=torch.bool)
-                keep[units] = False
-                scores[g.name] = scores[g.name][keep]
-            sync_attention_heads(model)
-            structure.changed()
-    remaining = {g.name: len(scores[g.name]) for g in groups}
-    position = {name: index for index, (name, _) in enumerate(model.named_modules())}
-    in_model_order = sorted(dense_units, key=lambda name: position.get(name, len(position)))
+                first_step_units_removed += removed
     return PruneOutcome(
         macs_dense=macs_dense,
         macs_pruned=structure.macs(),
         scoring_seconds=scoring_seconds,
         dense_scoring_seconds=dense_scoring_seconds,
         first_step_units_removed=first_step_units_removed,
-        layer_widths={
-            name: {"kind": kinds[name], "dense": dense_units[name], "remaining": remaining.get(name, dense_units[name])}
-            for name in in_model_order
-        },
+        layer_widths=_layer_widths(model, kinds, dense_units, {name: len(left) for name, left in scores.items()}),
         dense_unit_scores=dense_unit_scores,
     )
+
+
+def _layer_widths(model: nn.Module, kinds: dict[str, str], dense_units: dict[str, int],
+                  remaining: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Group name → kind, dense and remaining units, in the order in which the model registers its modules."""
+    position = {name: index for index, (name, _) in enumerate(model.named_modules())}
+    in_model_order = sorted(dense_units, key=lambda name: position.get(name, len(position)))
+    return {name: {"kind": kinds[name], "dense": dense_units[name], "remaining": remaining.get(name, dense_units[name])}
+            for name in in_model_order}

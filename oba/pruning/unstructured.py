@@ -52,6 +52,20 @@ def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> list[torch.utils.
     return handles
 
 
+def _lowest_masked(weights: dict[str, Tensor], masks: dict[str, Tensor], scores: dict[str, Tensor],
+                   count: int) -> dict[str, Tensor]:
+    """Masks (True: kept) that remove the ``count`` lowest-scored weights, the weights already masked counting as
+    lowest (their score is −∞), ties broken by position."""
+    flat = torch.cat([torch.where(masks[n], scores[n], -math.inf).reshape(-1).cpu() for n in weights])
+    keep = torch.ones(len(flat), dtype=torch.bool)
+    keep[torch.argsort(flat, stable=True)[:count]] = False
+    out, offset = {}, 0
+    for name, w in weights.items():
+        out[name] = keep[offset : offset + w.numel()].reshape(w.shape).to(w.device)
+        offset += w.numel()
+    return out
+
+
 def prune_unstructured(
     model: nn.Module,
     batches: Sequence[Batch],
@@ -86,22 +100,11 @@ def prune_unstructured(
         scoring_seconds += seconds
         if step == 1:
             dense_scoring_seconds = seconds
-        flat = torch.cat(
-            [
-                torch.where(masks[n], criterion.score_from_sums(scores[n].double()), -math.inf).reshape(-1).cpu()
-                for n in weights
-            ]
-        )
         n_masked = int(round(ratio * step / steps * total))
         if step == 1:
             first_step_units_removed = n_masked
-        order = torch.argsort(flat, stable=True)[:n_masked]
-        keep = torch.ones(total, dtype=torch.bool)
-        keep[order] = False
-        offset = 0
-        for name, w in weights.items():
-            masks[name] = keep[offset : offset + w.numel()].reshape(w.shape).to(w.device)
-            offset += w.numel()
+        masks = _lowest_masked(weights, masks, {n: criterion.score_from_sums(scores[n].double()) for n in weights},
+                               n_masked)
         with timed(device) as clock:
             compensate(model, criterion, batches, loss_fn, {name: ~mask for name, mask in masks.items()})
         scoring_seconds += clock.seconds

@@ -310,7 +310,9 @@ def latency_vs_macs(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figur
 
 
 def layer_allocation(rows: pd.DataFrame, style: Style, subtitle: str) -> go.Figure | None:
-    """Heatmap of the share of each layer removed, criterion × layer, one facet per ratio."""
+    """Heatmap of the share of each layer removed, criterion × layer, one facet per ratio.
+
+    Long: every facet's trace shares the layer labels, the colour scale and the hover text built at the top."""
     fractions = removed_fractions(rows)
     if fractions.empty:
         return None

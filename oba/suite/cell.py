@@ -197,6 +197,33 @@ def stage_ratio_of_current(dense_macs: int, current_macs: int, target: float) ->
     return 1.0 - (1.0 - target) * dense_macs / current_macs
 
 
+def _dense_columns(context: DenseContext) -> dict[str, Any]:
+    """The columns every row of a dense model shares: where its weights came from, its accuracy and its costs."""
+    return {
+        "dense_weights": context.weights,
+        "dense_weights_sha256": context.weights_sha256,
+        "dense_acc": context.metadata["test"]["top1"],
+        "dense_top5": context.metadata["test"].get("top5"),
+        "macs_dense": context.dense_macs[""],
+        "params_dense": count_params(context.model),
+        "latency_dense_ms": context.latency_dense_ms,
+    }
+
+
+def _cost_columns(dense: dict[str, Any], record: PruneRecord, latency_pruned: float) -> dict[str, Any]:
+    """What the pruned model costs, next to the dense model's costs: MACs, parameters, latency, scoring time, and
+    the widths left per layer."""
+    return {
+        "macs_pruned": record.macs_pruned,
+        "params_pruned": record.params_pruned,
+        "macs_speedup": dense["macs_dense"] / max(record.macs_pruned, 1),
+        "latency_pruned_ms": latency_pruned,
+        "latency_speedup": dense["latency_dense_ms"] / latency_pruned,
+        "scoring_seconds": record.scoring_seconds,
+        "layer_widths": record.layer_widths,
+    }
+
+
 def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
                    num_workers: int | None, stored: Callable[[str], dict[str, Any] | None] | None = None,
                    ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -224,7 +251,8 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
     evaluation = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
     workers = CellWorkers.of(cell.workers, device, num_workers)
-    macs_dense, params_dense = context.dense_macs[""], count_params(context.model)
+    dense_columns = _dense_columns(context)
+    macs_dense = dense_columns["macs_dense"]
     for stage in range(start.stage, len(stages) + 1):
         criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
         grad_seconds = gradient_seconds(model, context.calibration, mode)
@@ -250,27 +278,15 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
         if stage < len(stages):
             save_stage_model(cache_dir, cell.row_id(stage), pruned)
         yield stage, {
-            "dense_weights": context.weights,
-            "dense_weights_sha256": context.weights_sha256,
-            "dense_acc": context.metadata["test"]["top1"],
-            "dense_top5": context.metadata["test"].get("top5"),
+            **dense_columns,
+            **_cost_columns(dense_columns, record, latency_pruned),
             "pruned_acc_raw": raw["top1"],
             "pruned_acc": recalibrated["top1"],
             "final_acc": tuned.test["top1"],
             "final_top5": tuned.test.get("top5"),
-            "macs_dense": macs_dense,
-            "macs_pruned": record.macs_pruned,
-            "params_dense": params_dense,
-            "params_pruned": record.params_pruned,
-            "macs_speedup": macs_dense / max(record.macs_pruned, 1),
-            "latency_dense_ms": context.latency_dense_ms,
-            "latency_pruned_ms": latency_pruned,
-            "latency_speedup": context.latency_dense_ms / latency_pruned,
-            "scoring_seconds": record.scoring_seconds,
             "gradient_seconds": grad_seconds,
             "scoring_seconds_per_grad": record.dense_scoring_seconds / grad_seconds,
             **fidelity_columns,
-            "layer_widths": record.layer_widths,
             "criterion_config": record.criterion_config if workers.count == 1
             else {**record.criterion_config, "scored_by_workers": scored_by},
         }

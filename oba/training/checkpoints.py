@@ -234,20 +234,28 @@ def dense_checkpoint(
             model, metadata = _train(model_name, recipe, seed, key, split_data, device, num_workers)
             identity = _identity(model_name, dataset_name, recipe, options, device)
         metadata = {**identity, "key": key, "info": asdict(split_data.info), **metadata}
-        folder.write_atomic(f"{key}.json", lambda f: f.write(json.dumps(metadata, indent=2).encode()))
-        payload = {
-            "format": FORMAT_VERSION,
-            "key": key,
-            "model": model_name,
-            "info": asdict(split_data.info),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        folder.write_atomic(name, lambda f: f.write(buffer.getvalue()))
-    source, digest = _provenance(buffer.getvalue(), metadata)
+        written = _write_entry(folder, key, model_name, model, split_data.info, metadata)
+    source, digest = _provenance(written, metadata)
     return DenseCheckpoint(model=model, info=split_data.info, metadata=metadata, path=folder.where(name),
                            trained=not isinstance(recipe, Weights), weights=source, weights_sha256=digest)
+
+
+def _write_entry(folder: LocalFolder | ObjectFolder, key: str, model_name: str, model: nn.Module, info: DatasetInfo,
+                 metadata: dict[str, Any]) -> bytes:
+    """Write a cache entry, ``<key>.json`` (the metadata) then ``<key>.pt`` (tensors and plain values only), each
+    atomically; return the bytes of the ``.pt`` file."""
+    folder.write_atomic(f"{key}.json", lambda f: f.write(json.dumps(metadata, indent=2).encode()))
+    payload = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "model": model_name,
+        "info": asdict(info),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    folder.write_atomic(f"{key}.pt", lambda f: f.write(buffer.getvalue()))
+    return buffer.getvalue()
 
 
 def _train(
