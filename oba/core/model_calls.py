@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from oba.core.activations import DoubleBackwardActivations
 
@@ -80,8 +81,6 @@ def scoring_context(model: nn.Module, mode: str | None = None) -> Iterator[None]
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     if mode is not None:
         model.train(mode == "train")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     try:
         with sdpa_kernel([SDPBackend.MATH]), DoubleBackwardActivations(), full_fp32():
             yield

@@ -44,7 +44,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 import torch
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError
 from torch import Tensor, nn
 
 from oba.models.vit_weight_names import timm_layout
@@ -221,8 +225,6 @@ def published_input(source: str, model_name: str) -> tuple[int, int] | None:
 
 
 def _hf_cached(source: str, hub_id: str, filename: str | None) -> _Located:
-    from huggingface_hub import constants, try_to_load_from_cache
-
     repo, _, revision = hub_id.partition("@")
     files = (filename,) if filename else HF_FILES
     for name in files:
@@ -244,9 +246,6 @@ def _locate(source: str, model_name: str) -> _Located:
     if scheme == "timm" and spec:
         return _timm(spec, model_name)
     if "://" in source:
-        import pyarrow as pa
-        import pyarrow.fs as pafs
-
         try:
             fs, path = pafs.FileSystem.from_uri(source)
             found = fs.get_file_info(path).type == pafs.FileType.File
@@ -263,9 +262,6 @@ def _download(located: _Located) -> str:
         torch.hub.download_url_to_file(located.url, located.expected, hash_prefix=_hash_prefix(located.url),
                                        progress=False)
         return located.expected
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
     assert located.hf is not None
     repo, revision, files = located.hf
     for name in files:

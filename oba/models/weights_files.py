@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow.fs as pafs
+import safetensors.torch
 import torch
 from torch import Tensor
 
@@ -32,8 +34,6 @@ def sha256_of(location: str | os.PathLike[str]) -> str:
 
 def _open(location: str) -> Any:
     if "://" in location:
-        import pyarrow.fs as pafs
-
         fs, path = pafs.FileSystem.from_uri(location)
         return fs.open_input_stream(path)
     return open(location, "rb")
@@ -43,8 +43,6 @@ def read_state_dict(location: str) -> dict[str, Tensor]:
     """The state dict in a weights file (torch.save or safetensors; unwrapped from ``state_dict``/``model``)."""
     safe = urlparse(location).path.endswith(".safetensors")
     try:
-        import safetensors.torch
-
         if "://" in location:
             with _open(location) as handle:
                 data = handle.read()

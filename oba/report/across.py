@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scikit_posthocs
 from scipy import stats
 
 from oba.report.ranking import Board
@@ -84,8 +85,6 @@ def across_boards(ranked: list[Board], alpha: float = ALPHA) -> AcrossBoards | N
 
     None with fewer than 2 boards, fewer than 3 criteria ranked on every board, or no board that orders them.
     """
-    import scikit_posthocs
-
     table = mean_table(ranked)
     complete = table.dropna(axis=1, how="any")
     left_out = sorted(set(table.columns) - set(complete.columns))

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from oba import criteria as registry
@@ -250,8 +251,6 @@ def default_criteria() -> list[str]:
 
 def write_snapshot(suite: Any, folder: str | Path, names: Sequence[str] | None = None) -> Path:
     """Score every criterion in ``names`` (default: every built-in) on the suite's pinned fixtures, write the folder."""
-    from safetensors.torch import save_file
-
     fixtures = fixtures_of_suite(suite)
     if not fixtures:
         raise ValueError(f"suite {suite.name} pins no dense model ([dense] fixtures): a snapshot needs fixed weights")

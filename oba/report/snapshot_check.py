@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from scipy.stats import spearmanr
 from torch import Tensor
 
 from oba.models.weights import WeightsError
@@ -93,8 +95,6 @@ class SnapshotCheck:
 def _spearman(a: Tensor, b: Tensor) -> float:
     """Spearman ρ of ``a`` and ``b`` at the resolution RESOLUTION × max|b|: values closer than that (float noise
     around zero, mostly) tie, so that their noise-level order does not count as a change of ranking."""
-    from scipy.stats import spearmanr
-
     step = RESOLUTION * float(b.abs().max()) if b.numel() else 0.0
     if step > 0:
         a, b = torch.round(a / step), torch.round(b / step)
@@ -132,8 +132,6 @@ def _compare(finding: Finding, quantity: str, now: Tensor, then: Tensor, toleran
 
 def _read(folder: Path) -> tuple[dict[str, Any], list[SnapshotFixture], dict[str, Tensor]]:
     """The snapshot's JSON payload, its fixtures and its tensors; :class:`SnapshotUnreadable` naming the file."""
-    from safetensors.torch import load_file
-
     meta_path, scores_path = folder / SNAPSHOT_JSON, folder / SCORES_FILE
     for path in (meta_path, scores_path):
         if not path.is_file():

@@ -15,6 +15,7 @@ of each cell winning (:mod:`oba.store.scan`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -121,8 +122,6 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and root path of a local path or URI (``s3://b/p?endpoint_override=…`` included)."""
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
-    import os
-
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 

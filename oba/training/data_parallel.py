@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from oba.core.model_calls import Batch, LossFn
@@ -57,8 +58,6 @@ def check_shardable(criterion: Criterion, batches: int, workers: int) -> Additiv
 
 def all_reduce_sums(sums: BatchSums) -> BatchSums:
     """The element-wise sum of every worker's ``sums`` (torch.distributed must be initialised)."""
-    import torch.distributed as dist
-
     tensors = {}
     for name in sorted(sums.tensors):
         total = sums.tensors[name].clone()
@@ -73,8 +72,6 @@ def sharded_parameter_scores(
     criterion: Criterion, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn
 ) -> dict[str, Tensor]:
     """This worker's share of :meth:`Criterion.parameter_scores`, combined over the process group; same on every worker."""
-    import torch.distributed as dist
-
     rank, world = dist.get_rank(), dist.get_world_size()
     additive = check_shardable(criterion, len(batches), world)
     local = additive.batch_sums(model, shard(additive.prepare(model, batches, loss_fn), rank, world), loss_fn)
