@@ -29,7 +29,7 @@ from oba.suite.config import load_suite  # noqa: E402
 
 STAGES = {
     "dense context (data, checkpoint, batches, fidelity ground truth)": ("context.py", "_build"),
-    "gradient pass (unit of scoring time)": ("cell.py", "gradient_seconds"),
+    "gradient pass (unit of scoring time)": ("measure.py", "gradient_seconds"),
     "prune (scoring, allocation, removal, MACs)": ("api.py", "prune"),
     "  of which: scoring": ("base.py", "group_scores"),
     "BN recalibration (between rounds and after pruning)": ("recalibration.py", "recalibrate_batchnorm"),

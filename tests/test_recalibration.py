@@ -94,3 +94,19 @@ def test_stale_statistics_are_replaced_and_a_net_without_batch_norm_is_untouched
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
     with pytest.raises(ValueError, match="at least one batch"):
         recalibrate_batchnorm(model, [])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_passes_run_in_the_chosen_memory_format_and_the_model_comes_back_as_it_was(channels_last: bool) -> None:
+    model = _net()
+    batches = _batches()
+    model(batches[0][0])
+    expected = _expected_statistics(model, batches)
+    formats: list[bool] = []
+    model[4].register_forward_pre_hook(
+        lambda module, inputs: formats.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    recalibrate_batchnorm(model, batches, channels_last=channels_last)
+    assert formats == [channels_last] * len(batches)
+    torch.testing.assert_close(model[5].running_mean, expected["5"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[5].running_var, expected["5"][1], rtol=1e-5, atol=1e-6)
+    assert all(p.is_contiguous() for p in model.parameters())

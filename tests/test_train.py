@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from oba import data, models
+from oba.core.memory_format import preferred_memory_format
 from oba.training.checkpoints import checkpoint_key, default_cache_dir, dense_checkpoint
-from oba.training.execution import preferred_memory_format
 from oba.training.train import Recipe, evaluate, fine_tune, lr_factor, train
 
 FAST = Recipe(epochs=3, batch_size=32, lr=0.05, weight_decay=1e-4)

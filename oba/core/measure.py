@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from oba.core.memory_format import as_memory_format, in_memory_format, preferred_memory_format
 from oba.core.model_calls import Batch, LossFn, batch_loss, forward, require_batches, scoring_context
 
 
@@ -105,18 +106,36 @@ def warm_up(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, mode: s
     synchronize(device)
 
 
-def measure_latency(model: nn.Module, example_inputs: Any, warmup: int = 3, repeats: int = 15) -> float:
+def measure_latency(model: nn.Module, example_inputs: Any, warmup: int = 3, repeats: int = 15,
+                    channels_last: str | bool = "auto") -> float:
     """Median wall time of one forward in milliseconds, after ``warmup`` forwards.
 
-    Runs on the model's device with the current thread count; CUDA is
-    synchronised around every timed forward.
+    Runs on the model's device with the current thread count, in the model's preferred memory format
+    (``channels_last``: :func:`~oba.core.memory_format.preferred_memory_format`; the format is restored after);
+    CUDA is synchronised around every timed forward.
     """
     device = next(model.parameters()).device
+    memory_format = preferred_memory_format(model, channels_last)
+    inputs = as_memory_format(example_inputs, memory_format)
     times: list[float] = []
-    with _inference(model):
+    with _inference(model), in_memory_format(model, memory_format):
         for i in range(warmup + repeats):
             with timed(device) as clock:
-                forward(model, example_inputs)
+                forward(model, inputs)
             if i >= warmup:
                 times.append(clock.seconds * 1e3)
     return statistics.median(times)
+
+
+def gradient_seconds(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn, mode: str | None = None) -> float:
+    """Wall time of one plain gradient pass over ``batches`` in ``mode`` (the unit scoring time is reported in).
+
+    Measured after :func:`warm_up` and with the device synchronised around it (:func:`timed`); leaves the model as
+    it was (:func:`~oba.core.model_calls.scoring_context`).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    warm_up(model, batches, loss_fn, mode)
+    with scoring_context(model, mode), timed(params[0].device) as clock:
+        for batch in batches:
+            torch.autograd.grad(batch_loss(model, batch, loss_fn), params, allow_unused=True)
+    return clock.seconds

@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from oba import criteria as criteria_registry
 from oba._versions import package_versions
-from oba.core.measure import count_macs, count_params, measure_latency, timed, warm_up
+from oba.core.measure import count_macs, count_params, gradient_seconds, measure_latency
 from oba.core.model_calls import scoring_context
 from oba.core.recalibration import recalibrate_batchnorm
 from oba.criteria.base import Criterion, SeededCriterion
@@ -102,20 +102,6 @@ def ray_node() -> str:
     except ImportError:
         pass
     return socket.gethostname()
-
-
-def gradient_seconds(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: str) -> float:
-    """Wall time of one plain gradient pass over ``batches`` (the unit scoring time is reported in).
-
-    Measured after a warm-up pass and with the device synchronised around it
-    (:func:`oba.core.measure.warm_up`, :func:`oba.core.measure.timed`); leaves the model as it was.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    warm_up(model, batches, LOSS, mode)
-    with scoring_context(model, mode), timed(params[0].device) as clock:
-        for x, y in batches:
-            torch.autograd.grad(LOSS(model(x), y), params)
-    return clock.seconds
 
 
 def _now() -> dt.datetime:
@@ -255,7 +241,7 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     macs_dense = dense_columns["macs_dense"]
     for stage in range(start.stage, len(stages) + 1):
         criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
-        grad_seconds = gradient_seconds(model, context.calibration, mode)
+        grad_seconds = context.gradient_seconds if stage == 1 else gradient_seconds(model, context.calibration, LOSS, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
         prune_settings = first if stage == 1 else cell.prune_settings(
             stage_ratio_of_current(macs_dense, count_macs(model, context.example), stages[stage - 1]))

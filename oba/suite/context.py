@@ -3,7 +3,8 @@
 A :class:`DenseContext` holds what does not depend on the criterion: the data
 splits, the dense model and where its weights came from (source and SHA-256), the calibration batches (scoring) and the
 recalibration batches (batch-norm statistics after pruning), the example and
-latency inputs, the dense latency, the dense model's MACs per module, and
+latency inputs, the dense latency, the time of one plain gradient pass of the dense model over the calibration
+batches (the unit scoring time is reported in), the dense model's MACs per module, and
 fidelity's ground truth — the actual loss change of removing each sampled unit
 alone. The runner packs the cells of one dense model into the same trials
 (:mod:`oba.suite.packing`) and Ray reuses trial actors, so they pay for this
@@ -24,7 +25,7 @@ from torch.utils.data import Dataset
 
 from oba import data as datasets
 from oba.core.groups import Group, ParamSlice
-from oba.core.measure import macs_by_module, measure_latency
+from oba.core.measure import gradient_seconds, macs_by_module, measure_latency
 from oba.core.model_calls import Batch, scoring_context
 from oba.criteria.fidelity import loss_changes, sample_groups
 from oba.pruning import find_groups
@@ -51,6 +52,7 @@ class DenseContext:
     example: Tensor
     latency_input: Tensor
     latency_dense_ms: float
+    gradient_seconds: float
     fidelity_groups: list[Group]
     fidelity_index: Tensor
     fidelity_changes: Tensor
@@ -139,6 +141,7 @@ def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | N
         weights_sha256=dense.weights_sha256, calibration=calibration, recalibration=recalibration,
         example=example, latency_input=latency_input,
         latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
+        gradient_seconds=gradient_seconds(model, calibration, LOSS, mode),
         fidelity_groups=units, fidelity_index=index, fidelity_changes=changes, dense_macs=dense_macs,
         dense_widths=widths,
     )

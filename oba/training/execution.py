@@ -60,17 +60,6 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def preferred_memory_format(model: nn.Module, channels_last: str | bool = "auto") -> torch.memory_format:
-    """The memory format to train and evaluate ``model`` in.
-
-    ``channels_last="auto"``: channels-last for a model with 2-d convolutions
-    (faster kernels), else the default format; true or false force either.
-    """
-    if channels_last == "auto":
-        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager[Any]:
     """``torch.autocast`` to ``precision``'s dtype on ``device``'s type; a context that does nothing for "fp32"."""
     if precision == "fp32":
@@ -80,18 +69,3 @@ def mixed_precision(device: torch.device, precision: str) -> AbstractContextMana
     return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
-@contextmanager
-def in_memory_format(model: nn.Module, memory_format: torch.memory_format) -> Iterator[None]:
-    """Run the block with the model's 4-d parameters and buffers in ``memory_format``, then restore.
-
-    Models that came in the default contiguous format go back to it (also when
-    the block raises); others are left in ``memory_format``.
-    """
-    four_d = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
-    was_contiguous = all(t.is_contiguous() for t in four_d)
-    model.to(memory_format=memory_format)
-    try:
-        yield
-    finally:
-        if was_contiguous:
-            model.to(memory_format=torch.contiguous_format)

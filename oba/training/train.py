@@ -34,17 +34,10 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
+from oba.core.memory_format import as_memory_format, in_memory_format, preferred_memory_format
 from oba.data import Splits
 from oba.data.splits import make_loader
-from oba.training.execution import (
-    PRECISIONS,
-    default_device,
-    in_memory_format,
-    mixed_precision,
-    model_device,
-    preferred_memory_format,
-    reproducible,
-)
+from oba.training.execution import PRECISIONS, default_device, mixed_precision, model_device, reproducible
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +175,7 @@ def evaluate(
         with in_memory_format(model, memory_format):
             for inputs, targets in loader:
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                if inputs.dim() == 4:
-                    inputs = inputs.contiguous(memory_format=memory_format)
+                inputs = as_memory_format(inputs, memory_format)
                 with mixed_precision(device, precision):
                     logits = model(inputs)
                 logits = logits.float()
@@ -255,8 +247,7 @@ def _train_epoch(
     count, finite = 0, torch.ones((), dtype=torch.bool, device=device)
     for step, (inputs, targets) in enumerate(loader, start=1):
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=memory_format)
+        inputs = as_memory_format(inputs, memory_format)
         with mixed_precision(device, precision):
             loss = criterion(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
