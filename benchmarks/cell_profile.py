@@ -56,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cells = [c for c in expand(load_suite(ROOT / args.suite))
-             if c.config["model"] == args.model and c.config["criterion"] == args.criterion]
+             if c.model == args.model and c.criterion == args.criterion]
     cell = cells[0]
     print(f"cell: {cell.label()}")
     for run in ("first (builds the context)", "second (context reused)"):

@@ -242,8 +242,8 @@ def contexts(models: list[str], seeds: list[int], cache_dir: str):
     cells = expand(load_suite(ROOT / "suites" / "smoke.toml"))
     for model in models:
         for seed in seeds:
-            cell = next(c for c in cells if c.config["model"] == model and c.config["seed"] == seed
-                        and c.config["criterion"] == "obd" and c.config["ratio"] == 0.1)
+            cell = next(c for c in cells if c.model == model and c.seed == seed
+                        and c.criterion == "obd" and c.config["ratio"] == 0.1)
             yield model, seed, dense_context(cell, None, False, cache_dir, torch.device("cpu"))
 
 

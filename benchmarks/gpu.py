@@ -86,8 +86,8 @@ def cells(
     until ``deadline`` seconds have passed."""
     by_model: dict[str, list] = {}
     for cell in expand(load_suite(suite_path)):
-        if only is None or cell.config["criterion"] in only:
-            by_model.setdefault(cell.config["model"], []).append(cell)
+        if only is None or cell.criterion in only:
+            by_model.setdefault(cell.model, []).append(cell)
     order = [c for group in itertools.zip_longest(*by_model.values()) for c in group if c is not None]
     start = time.perf_counter()
     for done, cell in enumerate(order):

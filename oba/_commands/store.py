@@ -16,7 +16,7 @@ def status(args: argparse.Namespace) -> int:
     if args.suite:
         suite = load_suite(args.suite)
         name = suite.name
-        expected = {c.cell_id: (c.config["model"], c.config["criterion"]) for c in expand(suite)}
+        expected = {c.cell_id: (c.model, c.criterion) for c in expand(suite)}
     shown = store_status(args.results, expected, name)
     print(shown.render())
     for part in shown.unreadable:

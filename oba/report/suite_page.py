@@ -14,6 +14,7 @@ figures as static PNGs, which needs kaleido and a Chrome/Chromium browser.
 from __future__ import annotations
 
 import html
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -261,13 +262,11 @@ def write_pngs(
 
     Raises :class:`StaticExportError` naming what to install when kaleido or a browser is missing.
     """
-    try:
-        import kaleido  # noqa: F401  (imported only to fail early with a clear message)
-    except ImportError as exc:
+    if importlib.util.find_spec("kaleido") is None:
         raise StaticExportError(
             "PNG export needs the 'kaleido' package (pip install kaleido) and a Chrome or Chromium browser "
             "(e.g. apt-get install chromium)."
-        ) from exc
+        )
     directory = Path(png_dir)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{stem}.{image_format}" for stem, _ in figures]

@@ -58,10 +58,11 @@ import datetime as dt
 import logging
 import platform
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -82,7 +83,7 @@ from oba.suite.grids import imposed_options
 from oba.suite.pipelines import PIPELINES
 from oba.suite.stage_models import StageModelUnusable, load_stage_model, save_stage_model
 from oba.training.execution import default_device
-from oba.training.train import Recipe, evaluate
+from oba.training.train import evaluate
 
 
 def device_name(device: torch.device) -> str:
@@ -93,14 +94,11 @@ def device_name(device: torch.device) -> str:
 
 
 def ray_node() -> str:
-    """The Ray node id when running inside Ray, else the host name."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
+    """The Ray node id when running inside Ray, else the host name (a process that has not imported Ray is not
+    inside Ray: Ray is not imported for this)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
     return socket.gethostname()
 
 
@@ -223,7 +221,6 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     checkpoint cache. Fidelity is measured on the dense model (stage 1's
     first-round scores) and repeated on every stage's row.
     """
-    c = cell.config
     stages = cell.stage_ratios
     first = cell.prune_settings(stages[0])
     if len(stages) > 1 and first.structure != "channels":
@@ -234,13 +231,13 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     mode = first.mode
     structured = first.structure == "channels"
     recalibration = context.recalibration if context.recalibration else None
-    recipe = replace(Recipe.from_dict(c["finetune"]), seed=c["seed"])
+    recipe = cell.finetune
     evaluation = {"precision": recipe.precision, "channels_last": recipe.channels_last, "num_workers": num_workers}
     workers = CellWorkers.of(cell.workers, device, num_workers)
     dense_columns = _dense_columns(context)
     macs_dense = dense_columns["macs_dense"]
     for stage in range(start.stage, len(stages) + 1):
-        criterion, scored_by = workers.scoring(cell_criterion(c), len(context.calibration))
+        criterion, scored_by = workers.scoring(cell_criterion(cell.config), len(context.calibration))
         grad_seconds = context.gradient_seconds if stage == 1 else gradient_seconds(model, context.calibration, LOSS, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
         prune_settings = first if stage == 1 else cell.prune_settings(
@@ -259,7 +256,7 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
         recalibrated = raw
         if recalibration is not None and recalibrate_batchnorm(pruned, recalibration):
             recalibrated = evaluate(pruned, context.splits.test, **evaluation)
-        latency_pruned = measure_latency(pruned, context.latency_input, repeats=c["measure"]["latency_repeats"])
+        latency_pruned = measure_latency(pruned, context.latency_input, repeats=cell.measure.latency_repeats)
         tuned = workers.fine_tune(pruned, context.splits, recipe, device, num_workers)
         if stage < len(stages):
             save_stage_model(cache_dir, cell.row_id(stage), pruned)

@@ -18,22 +18,95 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from oba.models.weights import Weights
 from oba.pruning.settings import PruneSettings
 from oba.store.results import EARLIER_STAGE
 from oba.suite.config import Suite
 from oba.suite.grids import Grid
+from oba.training.checkpoints import dense_source
+from oba.training.train import Recipe
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """``[calibration]``: the fixed train batches every criterion scores on."""
+
+    batches: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """``[measure]``: the latency input's batch size and repeats, and how many units fidelity samples."""
+
+    latency_batch_size: int
+    latency_repeats: int
+    fidelity_sample: int
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One model × dataset × criterion × structure × allocation × ratio × seed trial."""
+    """One model × dataset × criterion × structure × allocation × ratio × seed trial.
+
+    ``config`` is the resolved config that ``cell_id`` hashes and every row stores (plain JSON data); stages read it
+    through the typed views below (:meth:`prune_settings`, :attr:`finetune`, :attr:`calibration`, :attr:`measure`,
+    :attr:`dense`...).
+    """
 
     suite: str
     cell_id: str
     config: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.config["model"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config["dataset"])
+
+    @property
+    def criterion(self) -> str:
+        return str(self.config["criterion"])
+
+    @property
+    def structure(self) -> str:
+        return str(self.config["structure"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def dataset_options(self) -> dict[str, Any]:
+        """``[data] options``: keywords of the dataset's loader."""
+        return dict(self.config["dataset_options"])
+
+    @property
+    def dense(self) -> Recipe | Weights:
+        """How the dense model is made: trained with a :class:`Recipe`, or loaded from :class:`Weights`."""
+        return dense_source(self.config["dense"])
+
+    @property
+    def calibration(self) -> CalibrationSettings:
+        return CalibrationSettings(**self.config["calibration"])
+
+    @property
+    def measure(self) -> MeasureSettings:
+        return MeasureSettings(**self.config["measure"])
+
+    @property
+    def recalibration_batches(self) -> int:
+        """``[prune] recalibration_batches``: batches batch-norm statistics are recomputed on (0: off)."""
+        return int(self.config["prune"]["recalibration_batches"])
+
+    @property
+    def finetune(self) -> Recipe:
+        """The ``[finetune]`` recipe, seeded with the cell's seed."""
+        return replace(Recipe.from_dict(self.config["finetune"]), seed=self.seed)
 
     def label(self) -> str:
         c = self.config
@@ -149,5 +222,5 @@ def dense_keys(cells: list[Cell]) -> list[tuple[str, str, int]]:
     """The distinct (model, dataset, seed) dense checkpoints the cells need, in first-use order."""
     seen: dict[tuple[str, str, int], None] = {}
     for cell in cells:
-        seen.setdefault((cell.config["model"], cell.config["dataset"], cell.config["seed"]), None)
+        seen.setdefault((cell.model, cell.dataset, cell.seed), None)
     return list(seen)

@@ -14,7 +14,10 @@ import os
 import socket
 
 from oba._errors import UserError
+from oba._lazy import lazy_module
 from oba.suite.interrupt import SignalWatch
+
+ray = lazy_module("ray")
 
 PROBE_SECONDS = 5.0
 CLIENT_SCHEME = "ray://"
@@ -82,8 +85,6 @@ def _answers_grpc(connection: socket.socket) -> bool:
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """``ray.init`` on the cluster at ``address`` (check it with :func:`probe` first), or on a fresh local Ray with ``num_cpus``."""
-    import ray
-
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, **options)
@@ -99,8 +100,6 @@ def start_ray_or_stop(address: str | None, num_cpus: int | None, watch: SignalWa
     startup that exit was seen to be swallowed, so the run went on, or to leave the driver to a default action that
     killed it) are not installed; the driver's watch handles the signal once Ray is up.
     """
-    import ray
-
     ray_utils = getattr(getattr(ray, "_private", None), "utils", None)
     keep_ray_handler = getattr(ray_utils, "set_sigterm_handler", None)
     watch.record_only()
@@ -141,8 +140,6 @@ def storage_problems(locations: dict[str, str], nodes: int, shared_mount: bool) 
 
 def node_resources() -> list[dict[str, float]]:
     """The total resources of each live node of the Ray cluster this process is connected to."""
-    import ray
-
     return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
 
 
@@ -159,6 +156,4 @@ def resource_problems(path: str, cpu: float, gpu: float, nodes: list[dict[str, f
 
 def alive_nodes() -> int:
     """Number of live nodes of the Ray cluster this process is connected to."""
-    import ray
-
     return sum(1 for node in ray.nodes() if node["Alive"])

@@ -31,7 +31,7 @@ from oba.criteria.fidelity import loss_changes, sample_groups
 from oba.pruning import find_groups
 from oba.pruning.unstructured import maskable_weights
 from oba.suite.cells import Cell
-from oba.training.checkpoints import dense_checkpoint, dense_source
+from oba.training.checkpoints import dense_checkpoint
 
 LOSS = torch.nn.functional.cross_entropy
 _CACHE_SIZE = 8
@@ -111,37 +111,36 @@ def _key(cell: Cell, data_root: str | None, cache_dir: str | None, device: torch
 
 def _build(cell: Cell, data_root: str | None, download: bool, cache_dir: str | None, device: torch.device,
            num_workers: int | None) -> DenseContext:
-    c = cell.config
-    seed, mode, measure = c["seed"], c["prune"]["mode"], c["measure"]
-    splits = datasets.load(c["dataset"], root=data_root, download=download, **c["dataset_options"])
+    seed, measure, settings = cell.seed, cell.measure, cell.prune_settings(cell.stage_ratios[0])
+    splits = datasets.load(cell.dataset, root=data_root, download=download, **cell.dataset_options)
     dense = dense_checkpoint(
-        c["model"], c["dataset"], dense_source(c["dense"]), seed, cache_dir,
-        dataset_options=c["dataset_options"], data=splits, device=device, num_workers=num_workers,
+        cell.model, cell.dataset, cell.dense, seed, cache_dir,
+        dataset_options=cell.dataset_options, data=splits, device=device, num_workers=num_workers,
     )
     model = dense.model.eval()
     calibration, recalibration = draw_batches(
-        splits.train, (c["calibration"]["batches"], c["prune"]["recalibration_batches"]),
-        c["calibration"]["batch_size"], seed, device,
+        splits.train, (cell.calibration.batches, cell.recalibration_batches), cell.calibration.batch_size, seed,
+        device,
     )
     example = calibration[0][0][:1]
-    latency_input = example.expand(measure["latency_batch_size"], *example.shape[1:]).contiguous()
+    latency_input = example.expand(measure.latency_batch_size, *example.shape[1:]).contiguous()
     dense_macs = macs_by_module(model, example)
-    if c["structure"] == "channels":
+    if settings.structure == "channels":
         _, groups = find_groups(model, example, macs=dense_macs)
         units = [u for g in groups for u in g.units]
         widths = {g.name: len(g) for g in groups}
     else:
-        units = _unstructured_groups(model, measure["fidelity_sample"], seed)
+        units = _unstructured_groups(model, measure.fidelity_sample, seed)
         widths = {}
-    index = sample_groups(len(units), measure["fidelity_sample"], seed)
-    with scoring_context(model, mode):
+    index = sample_groups(len(units), measure.fidelity_sample, seed)
+    with scoring_context(model, settings.mode):
         changes = loss_changes(model, calibration, LOSS, [units[i] for i in index.tolist()])
     return DenseContext(
         splits=splits, model=model, metadata=dense.metadata, weights=dense.weights,
         weights_sha256=dense.weights_sha256, calibration=calibration, recalibration=recalibration,
         example=example, latency_input=latency_input,
-        latency_dense_ms=measure_latency(model, latency_input, repeats=measure["latency_repeats"]),
-        gradient_seconds=gradient_seconds(model, calibration, LOSS, mode),
+        latency_dense_ms=measure_latency(model, latency_input, repeats=measure.latency_repeats),
+        gradient_seconds=gradient_seconds(model, calibration, LOSS, settings.mode),
         fidelity_groups=units, fidelity_index=index, fidelity_changes=changes, dense_macs=dense_macs,
         dense_widths=widths,
     )

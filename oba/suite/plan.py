@@ -123,12 +123,12 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
     datasets: list[str] = []
     weights: list[str] = []
     if todo:
-        for name in dict.fromkeys(c.config["dataset"] for c in todo):
+        for name in dict.fromkeys(c.dataset for c in todo):
             try:
                 datasets.append(f"{name}: {data.check_files(name, root, download=suite.data.get('download', False))}")
             except (FileNotFoundError, ValueError) as err:
                 missing.append(f"dataset {name}: {one_line(str(err))}")
-        for model, dataset, seed in dict.fromkeys((c.config["model"], c.config["dataset"], c.config["seed"]) for c in todo):
+        for model, dataset, seed in dict.fromkeys((c.model, c.dataset, c.seed) for c in todo):
             settings = suite.dense_for(model, dataset, seed)
             if "weights" in settings:
                 try:
@@ -137,7 +137,7 @@ def plan_run(suite: Suite, results: str, cache_dir: str | None = None, address: 
                 except WeightsError as err:
                     reason = f"dense model {model}: {one_line(str(err))}"
                     missing += [reason] if reason not in missing else []
-        for model in dict.fromkeys(c.config["model"] for c in todo if c.config["structure"] == "channels"):
+        for model in dict.fromkeys(c.model for c in todo if c.structure == "channels"):
             problem = groups_problem(model)
             if problem:
                 problems.append(problem)

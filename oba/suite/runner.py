@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from oba._errors import UserError
+from oba._lazy import lazy_module
 from oba._messages import one_line, reason, silenced
 from oba._versions import package_versions
 from oba.store.lease import Lease
@@ -72,6 +73,9 @@ from oba.suite.progress import Progress, StoreWatcher
 from oba.suite.resources import trial_need, trial_slots, worker_problems
 from oba.suite.trial import _prepare_dense, _trial, trial_device
 from oba.suite.tune_storage import tune_storage
+
+ray = lazy_module("ray")
+tune = lazy_module("ray.tune")
 
 NOT_RUN = "not run (the run stopped first)"
 UNATTRIBUTED = "<unattributed>"
@@ -156,8 +160,6 @@ def run_suite(
     ``address`` does not answer, and :class:`RunInterrupted`
     (carrying the summary of what is stored) on SIGINT or SIGTERM.
     """
-    import ray
-
     if max_concurrent is not None and max_concurrent < 0:
         raise UserError(f"max_concurrent must be a whole number of at least 0 (0: as many trials as the cluster "
                         f"holds), got {max_concurrent}")
@@ -206,8 +208,6 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
              on_cell_done: Callable[[str, bool], None] | None, pipeline: str) -> dict[str, str]:
     """Prepare the dense checkpoints (when the pipeline needs them), then run the cells; return the reasons of
     trials that stored nothing. Every cell left without a row by a finished run is stored as an error with its reason."""
-    import ray
-
     store = ResultStore(plan.results)
     sha = git_sha()
     cpu, gpu = float(suite.resources["cpu"]), float(suite.resources["gpu"])
@@ -227,7 +227,7 @@ def _execute(plan: Plan, suite: Suite, max_concurrent: int | None, stream: TextI
     progress = Progress(len(plan.cells), len(plan.cells) - len(plan.todo), stream)
     runnable = []
     for cell in plan.todo:
-        key = (cell.config["model"], cell.config["dataset"], cell.config["seed"])
+        key = (cell.model, cell.dataset, cell.seed)
         if key in broken:
             store.write(_error_row(cell, broken[key], sha, "none (the dense checkpoint failed before the cell ran)"))
             progress.update(cell.label(), False, reason(broken[key]))
@@ -298,8 +298,6 @@ def pack_trials(cells: list[Cell], suite: Suite, max_concurrent: int | None
     :func:`~oba.suite.resources.trial_need` on the running Ray cluster), and the cap on trials running at once that Tune is given:
     those slots when cells have workers (so that every running trial's workers fit), else ``max_concurrent``
     (``[run] max_concurrent`` when None; None when 0: Tune runs what the resources allow)."""
-    import ray
-
     concurrent = max_concurrent if max_concurrent is not None else suite.run["max_concurrent"]
     need = trial_need(float(suite.resources["cpu"]), float(suite.resources["gpu"]), suite.resources["workers"])
     slots = trial_slots(ray.cluster_resources(), need["CPU"], need["GPU"], concurrent)
@@ -317,9 +315,6 @@ def _fit(trials: list[list[Cell]], running: int | None, suite: Suite, plan: Plan
     own progress tables are silenced (the store watcher reports) and its SIGINT
     handler is left out (:mod:`oba.suite.interrupt` handles signals).
     """
-    import ray
-    from ray import tune
-
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     references = [ray.put(trial) for trial in trials]

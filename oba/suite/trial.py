@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from oba._lazy import lazy_module
 from oba.store.results import ResultStore, StoredRows
 from oba.suite.cells import Cell
 from oba.suite.config import Suite
@@ -21,6 +22,9 @@ from oba.suite.pipelines import PIPELINES
 from oba.training.checkpoints import dense_checkpoint, dense_source
 from oba.training.device_health import DeviceUnusable, cap_memory_share, device_usable, release_cached_memory
 from oba.training.execution import deterministic_cublas
+
+ray = lazy_module("ray")
+tune = lazy_module("ray.tune")
 
 
 def trial_device(gpu: float) -> str:
@@ -44,7 +48,7 @@ def _set_up_process(device: str, gpu: float, threads: int) -> None:
 def _stored_row(rows: StoredRows, cell: Cell, row_id: str) -> dict[str, Any] | None:
     """The row stored as ``row_id`` (``cell``, or one of its earlier stages), loose or compacted, or None."""
     try:
-        return rows.get(row_id, (cell.suite, cell.config["model"], cell.config["dataset"]))
+        return rows.get(row_id, (cell.suite, cell.model, cell.dataset))
     except (OSError, ValueError, pa.ArrowException):
         return None
 
@@ -60,9 +64,6 @@ def _trial(config: dict[str, Any], trials: list[Any]) -> None:
 
     ``trials`` holds one object reference per trial, to its list of cells.
     """
-    import ray
-    from ray import tune
-
     ran, ok = run_trial_cells(config, ray.get(trials[config["trial"]]))
     tune.report({"cells_run": ran, "cells_ok": ok})
 

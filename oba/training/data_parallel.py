@@ -29,10 +29,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from oba._lazy import lazy_module
 from oba.core.model_calls import Batch, LossFn
 from oba.criteria.base import AdditiveCriterion, BatchSums, Criterion, SeededCriterion
 from oba.data import Splits
 from oba.training.train import Recipe, TrainResult, fine_tune
+
+ray = lazy_module("ray")
+ray_train = lazy_module("ray.train")
+ray_train_torch = lazy_module("ray.train.torch")
 
 SCORES_FILE, SEEDS_FILE, STATE_FILE, RESULT_FILE = "scores.pt", "seeds.pt", "state.pt", "result.pt"
 SHIPPED = ("model", "batches", "criterion", "data")
@@ -81,8 +86,6 @@ def sharded_parameter_scores(
 def _score_on_worker(config: dict[str, Any]) -> None:
     """Ray Train loop: score this worker's shard; rank 0 saves the combined scores and the step seeds the criterion
     drew from (a seeded criterion's ``step_seeds``, else none) as the run's checkpoint."""
-    import ray
-
     device = _worker_device(config)
     model = ray.get(config["model"]).to(device)
     batches = [tuple(t.to(device) for t in batch) for batch in ray.get(config["batches"])]
@@ -94,11 +97,8 @@ def _score_on_worker(config: dict[str, Any]) -> None:
 
 def _fine_tune_on_worker(config: dict[str, Any]) -> None:
     """Ray Train loop: one replica of a data-parallel fine-tune; rank 0 saves the kept state and the metrics."""
-    import ray
-    import ray.train
-
     device = _worker_device(config)
-    context = ray.train.get_context()
+    context = ray_train.get_context()
     model = ray.get(config["model"])
     result = fine_tune(model, ray.get(config["data"]), config["recipe"], device=device, num_workers=config["threads"],
                        replica=(context.get_world_rank(), context.get_world_size()))
@@ -107,40 +107,32 @@ def _fine_tune_on_worker(config: dict[str, Any]) -> None:
 
 
 def _worker_device(config: dict[str, Any]) -> torch.device:
-    import ray.train.torch
-
     torch.set_num_threads(max(1, int(config["threads"])))
-    return ray.train.torch.get_device()
+    return ray_train_torch.get_device()
 
 
 def _report_from_rank_zero(files: dict[str, Any]) -> None:
     """Every worker reports (Ray Train's barrier); rank 0 attaches ``files`` (torch-saved) as the checkpoint."""
-    import ray.train
-
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report({}, checkpoint=None)
+    if ray_train.get_context().get_world_rank() != 0:
+        ray_train.report({}, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
         for name, value in files.items():
             torch.save(value, Path(folder) / name)
-        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        ray_train.report({}, checkpoint=ray_train.Checkpoint.from_directory(folder))
 
 
 def _run_workers(loop: Any, config: dict[str, Any], workers: int, use_gpu: bool, cpus_per_worker: float,
                  files: Sequence[str]) -> dict[str, Any]:
     """Run ``loop`` on ``workers`` Ray Train workers; return rank 0's checkpoint ``files``, loaded."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     refs = {key: ray.put(value) for key, value in config.items() if key in SHIPPED}
     with tempfile.TemporaryDirectory(prefix="oba-workers-") as storage:
-        trainer = TorchTrainer(
+        trainer = ray_train_torch.TorchTrainer(
             loop,
             train_loop_config={**config, **refs, "threads": cpus_per_worker},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+            scaling_config=ray_train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker}),
-            run_config=RunConfig(storage_path=storage, name=f"oba-{uuid.uuid4().hex[:12]}"),
+            run_config=ray_train.RunConfig(storage_path=storage, name=f"oba-{uuid.uuid4().hex[:12]}"),
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
