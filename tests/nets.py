@@ -51,8 +51,9 @@ class AttentionNet(nn.Module):
         return self.head(self.norm(x + y).mean(dim=1))
 
 
-def vgg_style(in_chans: int = 3, classes: int = 10, widths: tuple[int, ...] = (8, 16, 16, 32)) -> nn.Sequential:
-    """Conv-BN-ReLU stacks with max pooling, flatten into a two-layer classifier."""
+def vgg_style(in_chans: int = 3, classes: int = 10, widths: tuple[int, ...] = (8, 16, 16, 32),
+              hidden: int = 32) -> nn.Sequential:
+    """Conv-BN-ReLU stacks with max pooling, flatten into a two-layer classifier with ``hidden`` units."""
     layers: list[nn.Module] = []
     c = in_chans
     for i, w in enumerate(widths):
@@ -60,7 +61,7 @@ def vgg_style(in_chans: int = 3, classes: int = 10, widths: tuple[int, ...] = (8
         if i % 2 == 1:
             layers.append(nn.MaxPool2d(2))
         c = w
-    layers += [nn.Flatten(), nn.Linear(c * 8 * 8, 32), nn.ReLU(), nn.Linear(32, classes)]
+    layers += [nn.Flatten(), nn.Linear(c * 8 * 8, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
     return nn.Sequential(*layers)
 
 

@@ -120,7 +120,7 @@ def _zeros_if_none(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 def nets() -> list[tuple[str, nn.Module, tuple]]:
     torch.manual_seed(0)
     residual = ResidualCNN(c=3, classes=3, in_chans=2).double()
-    chain = vgg_style(in_chans=1, classes=3, widths=(3, 4)).double()
+    chain = vgg_style(in_chans=1, classes=3, widths=(3, 4), hidden=6).double()
     attention = TinyAttention().double()
     return [
         ("residual", residual, (torch.randn(6, 2, 5, 5, dtype=torch.float64), torch.randint(0, 3, (6,)))),
