@@ -38,7 +38,7 @@ from oba.training.train import Recipe, evaluate, fine_tune
 def _pruned(cell: Cell, context: DenseContext, layer_cap: float) -> torch.nn.Module:
     c = cell.config
     model, _ = prune(
-        context.fresh_model(), context.example, context.calibration, LOSS, cell_criterion(c), ratio=c["ratio"],
+        context.fresh_model(), context.example, context.calibration, LOSS, cell_criterion(cell), ratio=c["ratio"],
         structure=c["structure"], steps=c["prune"]["steps"], allocation=c["allocation"],
         normalisation=c["prune"]["normalisation"], layer_cap=layer_cap, mode=c["prune"]["mode"],
         recalibration=context.recalibration,

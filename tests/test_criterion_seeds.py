@@ -15,6 +15,7 @@ import oba
 import oba.criteria as criteria
 from oba import Group, ParamSlice
 from oba.criteria.random import Random
+from oba.suite.cells import Cell
 
 LOSS = nn.CrossEntropyLoss()
 SEEDED = [("random", {}), ("obd-hutchinson", {"k": 2}), ("taylor2-group", {"probes": 2}), ("kfac-obd", {}), ("kfac-obs", {})]
@@ -155,9 +156,9 @@ def test_a_criterion_without_randomness_records_no_seed() -> None:
     assert "seed" not in criteria.get("taylor").config()
 
 
-def _cell_config(criterion: str, seed: int) -> dict:
-    return {"criterion": criterion, "prune": {"mode": "eval"}, "criterion_options": {"k": 2} if criterion == "obd-hutchinson" else {},
-            "seed": seed}
+def _cell(criterion: str, seed: int) -> Cell:
+    return Cell("seeds", "x", {"criterion": criterion, "prune": {"mode": "eval"}, "seed": seed,
+                               "criterion_options": {"k": 2} if criterion == "obd-hutchinson" else {}})
 
 
 @pytest.mark.parametrize("name", ["random", "obd-hutchinson"])
@@ -165,7 +166,7 @@ def test_a_cell_seeds_its_criterion_with_the_cell_seed(name: str) -> None:
     from oba.suite.cell import cell_criterion
 
     def scores(seed: int) -> Tensor:
-        criterion = cell_criterion(_cell_config(name, seed))
+        criterion = cell_criterion(_cell(name, seed))
         assert criterion.seed == seed and criterion.mode == "eval"
         criterion.reseed(1)
         return criterion.group_scores(mlp(), batches(), LOSS, hidden_units())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oba.suite.cells import expand
+from oba.suite.cells import Cell, expand
 from oba.suite.config import SuiteError, load_suite
 from suites import tiny_suite
 
@@ -123,7 +123,7 @@ def test_a_suite_imposes_its_reduction_and_normaliser_on_every_criterion_or_leav
     def built(criterion: str, **prune: str) -> tuple[str, str]:
         config = {"criterion": criterion, "criterion_options": {}, "seed": 0,
                   "prune": {"mode": "eval", "reduction": "criterion", "normalisation": "criterion", **prune}}
-        made = cell_criterion(config).config()
+        made = cell_criterion(Cell("imposed", "x", config)).config()
         return made["reduction"], made["normaliser"]
 
     assert built("oba") == ("released", "max") and built("taylor") == ("abs-sum", "mean")

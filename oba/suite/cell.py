@@ -79,7 +79,6 @@ from oba.pruning import PruneRecord, prune
 from oba.suite.cell_workers import CellWorkers
 from oba.suite.cells import Cell
 from oba.suite.context import LOSS, DenseContext, dense_context
-from oba.suite.grids import imposed_options
 from oba.suite.pipelines import PIPELINES
 from oba.suite.stage_models import StageModelUnusable, load_stage_model, save_stage_model
 from oba.training.execution import default_device
@@ -106,14 +105,12 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def cell_criterion(config: dict[str, Any]) -> Criterion:
+def cell_criterion(cell: Cell) -> Criterion:
     """The cell's criterion, scoring in the cell's mode, with the suite's reduction and normaliser where it imposes
     them; one that draws random numbers gets the cell's seed as base seed."""
-    prune = config["prune"]
-    options = {**config["criterion_options"], **imposed_options(prune)}
-    criterion = criteria_registry.get(config["criterion"], mode=prune["mode"], **options)
+    criterion = criteria_registry.get(cell.criterion, mode=cell.scoring_mode, **cell.criterion_options)
     if isinstance(criterion, SeededCriterion):
-        criterion.seed = config["seed"]
+        criterion.seed = cell.seed
     return criterion
 
 
@@ -237,7 +234,7 @@ def measure_stages(cell: Cell, data_root: str | None, download: bool, cache_dir:
     dense_columns = _dense_columns(context)
     macs_dense = dense_columns["macs_dense"]
     for stage in range(start.stage, len(stages) + 1):
-        criterion, scored_by = workers.scoring(cell_criterion(cell.config), len(context.calibration))
+        criterion, scored_by = workers.scoring(cell_criterion(cell), len(context.calibration))
         grad_seconds = context.gradient_seconds if stage == 1 else gradient_seconds(model, context.calibration, LOSS, mode)
         dense_scores = None if structured or stage > 1 else _score_sampled_units(context, model, criterion, mode)
         prune_settings = first if stage == 1 else cell.prune_settings(

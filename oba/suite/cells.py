@@ -25,7 +25,7 @@ from oba.models.weights import Weights
 from oba.pruning.settings import PruneSettings
 from oba.store.results import EARLIER_STAGE
 from oba.suite.config import Suite
-from oba.suite.grids import Grid
+from oba.suite.grids import Grid, imposed_options
 from oba.training.checkpoints import dense_source
 from oba.training.train import Recipe
 
@@ -71,6 +71,17 @@ class Cell:
     @property
     def criterion(self) -> str:
         return str(self.config["criterion"])
+
+    @property
+    def criterion_options(self) -> dict[str, Any]:
+        """The criterion's keyword options: the suite's ``[criterion_options]`` for it, then the reduction and
+        normaliser the suite's ``[prune]`` imposes on every criterion (where it names one)."""
+        return {**self.config["criterion_options"], **imposed_options(self.config["prune"])}
+
+    @property
+    def scoring_mode(self) -> str:
+        """``[prune] mode``: the train/eval mode criteria score in."""
+        return str(self.config["prune"]["mode"])
 
     @property
     def structure(self) -> str:
