@@ -12,7 +12,7 @@ variant, and reports on the sample (``oba.criteria.fidelity.rank_fidelity``):
 
 Cost: the median over ``--repeats`` of the criterion's ``group_scores`` wall time on all units,
 divided by the median time of one plain gradient pass over the same calibration batches
-(``oba.suite.cell.gradient_seconds``), one thread.
+(``oba.core.measure.gradient_seconds``), one thread.
 
 Usage (from the repository root; the dense checkpoints must already be in the cache):
 
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from oba import Group, ParamSlice
 from oba.core.curvature import fisher_diagonal_sums, per_sample_gradients
 from oba.core.groups import GroupLayout, check_groups
+from oba.core.measure import gradient_seconds
 from oba.criteria import registry
 from oba.criteria.base import (
     Batch,
@@ -47,7 +48,6 @@ from oba.criteria.base import (
     trainable_parameters,
 )
 from oba.criteria.fidelity import rank_fidelity
-from oba.suite.cell import gradient_seconds
 from oba.suite.cells import expand
 from oba.suite.config import load_suite
 from oba.suite.context import LOSS, dense_context
@@ -268,7 +268,7 @@ def main() -> None:
     rows = []
     for model_name, seed, context in contexts(args.models, args.seeds, args.cache_dir):
         model = context.model
-        grad_s = statistics.median(gradient_seconds(model, context.calibration, "eval") for _ in range(args.repeats))
+        grad_s = statistics.median(gradient_seconds(model, context.calibration, LOSS, "eval") for _ in range(args.repeats))
         print(f"# {model_name} seed {seed}: {len(context.fidelity_groups)} units, gradient pass {grad_s * 1e3:.1f} ms",
               flush=True)
         for variant in args.variants:
