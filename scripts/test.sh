@@ -13,4 +13,6 @@ if ! unshare -n true 2>/dev/null; then
     echo "Tests that start Ray must run with loopback only; run as root or enable user namespaces." >&2
     exit 1
 fi
-exec unshare -n sh -c 'ip link set lo up && exec "$0" -m pytest "$@"' "$ROOT/.venv/bin/python" "$@"
+# Two pytest-xdist workers: the model zoo's tests (compute only) on one, every other test in its file order on the
+# other (tests/conftest.py), so the zoo uses the core the others leave idle. `-n 0` runs everything in one process.
+exec unshare -n sh -c 'ip link set lo up && exec "$0" -m pytest -n 2 --dist loadgroup "$@"' "$ROOT/.venv/bin/python" "$@"

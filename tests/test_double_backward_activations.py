@@ -15,6 +15,7 @@ import timm.layers.activations as timm_act
 import timm.layers.activations_me as timm_me
 import torch
 import torchvision
+from cheap_criteria import cheap
 from timm.layers import create_act_layer, get_act_fn
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -159,7 +160,6 @@ def test_scoring_context_turns_the_mode_off_on_exit() -> None:
     assert not double_backward_works(F.hardsigmoid, x)
 
 
-CRITERION_OPTIONS = {"obd-hutchinson": {"k": 2}, "taylor2-group": {"probes": 2}}
 def criterion_cases() -> list:
     """Every criterion on both MobileNetV3s (the large one's probed taylor2-group meets groups that select one
     parameter along two dims: its 1×1 convolutions from the residual stream to itself)."""
@@ -172,8 +172,7 @@ def test_every_criterion_prunes_mobilenet_v3(criterion: str, arch: str) -> None:
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=10).eval()
     batches = [(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)))]
-    scorer = oba.criteria.get(criterion, **CRITERION_OPTIONS.get(criterion, {}))
-    pruned, _ = oba.prune(model, torch.randn(1, 3, 32, 32), batches, F.cross_entropy, scorer, ratio=0.2, steps=1,
+    pruned, _ = oba.prune(model, torch.randn(1, 3, 32, 32), batches, F.cross_entropy, cheap(criterion), ratio=0.2, steps=1,
                           structure="channels")
     out = pruned(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)

@@ -15,9 +15,10 @@ from torch import nn
 import oba
 from oba._errors import UserError
 from oba.pruning.dependency_groups import find_groups, remove_units
+from oba.pruning.forward_check import forward_failure
 from oba.pruning.graph import UnsupportedModel, build_graph
 from oba.pruning.graph_deadline import ENV_VAR, GraphBuildTimeout, build_seconds, call_with_deadline
-from oba.pruning.probe import groups_problem
+from oba.pruning.probe import groups_problem, pruning_problem
 from suites import tiny_suite
 
 LOSS = nn.functional.cross_entropy
@@ -150,19 +151,6 @@ def test_shufflenet_removal_equals_zeroing_the_removed_units() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("criterion", ["magnitude-l1", "taylor", "oba", "obd"])
-def test_shufflenet_prunes_through_its_channel_shuffles(criterion: str) -> None:
-    model = _shufflenet()
-    example = torch.randn(1, 3, 32, 32)
-    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
-    model, record = oba.prune(model, example, batches, LOSS, criterion, ratio=0.2, steps=1)
-    assert record.macs_pruned < record.macs_dense
-    out = model.train()(batches[0][0])
-    assert out.shape == (4, 10)
-    LOSS(out, batches[0][1]).backward()
-
-
-@pytest.mark.slow
 def test_swin_is_refused_in_seconds_naming_the_op() -> None:
     model = torchvision.models.swin_t(num_classes=10)
     start = time.monotonic()
@@ -186,3 +174,41 @@ def test_a_suite_with_an_untraceable_model_is_refused_before_compute(tmp_path: P
         [line] = error_lines(run_cmd(str(suite), "--results", str(tmp_path / "results"), *flags))
         assert line.startswith("oba run: error: model torchvision:swin_t: SwinTransformer: cannot build pruning groups")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+class _StoredSplit(nn.Module):
+    """Splits its input's channels by sizes stored on the module (as timm's MixedConv2d), then 1×1 convs each part."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.sizes = [channels // 2, channels - channels // 2]
+        self.first, self.second = nn.Conv2d(self.sizes[0], 4, 1), nn.Conv2d(self.sizes[1], 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(x, self.sizes, dim=1)
+        return self.first(a) + self.second(b)
+
+
+def _stored_split_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), _StoredSplit(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 5)).eval()
+
+
+def test_a_width_stored_outside_the_graph_is_refused_by_the_probe_and_by_prune_naming_the_module() -> None:
+    x = torch.randn(1, 3, 8, 8)
+    problem = pruning_problem(_stored_split_net(), x)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith("Sequential: its forward fails once one unit of every pruning group is removed, "
+                              "at 2 (_StoredSplit): RuntimeError: split_with_sizes")
+    with pytest.raises(UnsupportedModel, match=r"^Sequential: its forward fails once units are removed, at 2 "
+                                               r"\(_StoredSplit\): RuntimeError: split_with_sizes"):
+        oba.prune(_stored_split_net(), x, [(torch.randn(2, 3, 8, 8), torch.randint(0, 5, (2,)))], LOSS, "magnitude-l1",
+                  ratio=0.2, steps=1)
+
+
+def test_the_probe_passes_a_model_that_prunes_and_leaves_the_forward_failure_check_quiet() -> None:
+    model = oba.models.create("resnet8", 10, 3, 16)
+    assert pruning_problem(model, torch.randn(1, 3, 16, 16)) is None
+    assert forward_failure(model, torch.randn(1, 3, 16, 16)) is None
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in oba.models.create("resnet8", 10, 3, 16).parameters())

@@ -87,6 +87,20 @@ def test_obs_update_equals_explicit_kronecker_solve(case: str) -> None:
     assert float(quadratic_loss(plain + delta, curvature)) < float(quadratic_loss(plain, curvature))
 
 
+@pytest.mark.parametrize("zero", ["g", "a"])
+@pytest.mark.parametrize("case", ["scattered", "row"])
+def test_obs_update_of_a_layer_without_curvature_is_zero_not_nan(case: str, zero: str) -> None:
+    """A layer whose outputs get no gradient (dead channels: G = 0) or see no input (A = 0) has H = 0 and λ = 0; the
+    least-norm OBS update is 0, where dividing by H's zero eigenvalues gave NaN weights (RegNet and ShuffleNetV2 at
+    32 pixels, batches of two)."""
+    model, data = mlp(), batches()
+    a, g = kronecker_factors(model, data, LOSS)["0"]
+    a, g = (a, torch.zeros_like(g)) if zero == "g" else (torch.zeros_like(a), g)
+    weight = augmented(model[0])
+    delta = obs_update(weight, a, g, DAMPING, masks_of(tuple(weight.shape))[case])
+    assert torch.equal(delta, torch.zeros_like(weight))
+
+
 def test_compensation_updates_each_layer_from_its_own_factors() -> None:
     model, data = mlp(), batches()
     criterion = criteria.get("kfac-obs", damping=DAMPING, seed=3)

@@ -31,8 +31,12 @@ class ParamSlice:
 
     def mask(self, shape: torch.Size, device: torch.device | str = "cpu") -> Tensor:
         """Boolean mask shaped like the parameter, true on the selected elements."""
-        mask = torch.zeros(shape, dtype=torch.bool, device=device)
-        index = self.index.to(device)
+        return self.mark(torch.zeros(shape, dtype=torch.bool, device=device))
+
+    def mark(self, mask: Tensor) -> Tensor:
+        """Set the selected elements of ``mask`` (a contiguous boolean tensor shaped like the parameter) to true, in
+        place; return it. Marking many slices into one mask costs their indices, not a parameter-sized OR each."""
+        index = self.index.to(mask.device)
         if self.dim is None:
             mask.view(-1)[index] = True
         else:
@@ -65,8 +69,9 @@ class Group:
         """Boolean masks per parameter name (union of this group's slices)."""
         out: dict[str, Tensor] = {}
         for s in self.slices:
-            m = s.mask(shapes[s.name], device)
-            out[s.name] = out[s.name] | m if s.name in out else m
+            if s.name not in out:
+                out[s.name] = torch.zeros(shapes[s.name], dtype=torch.bool, device=device)
+            s.mark(out[s.name])
         return out
 
     def size(self, shapes: Mapping[str, torch.Size]) -> int:

@@ -39,9 +39,25 @@ def _inference(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextlib.contextmanager
+def _parameters_frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad for a while: FlopCounterMode's module tracker hooks the gradients of every module
+    input that requires grad, and fails on a parameter passed to a module as an input (timm's PiT and CaiT pass their
+    class token so); nothing is differentiated while MACs are counted."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, required in flags:
+            p.requires_grad_(required)
+
+
 def macs_by_module(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """MACs of one forward, per module name (a module's count includes its children; "" is the total)."""
-    with _inference(model), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
+    with (_inference(model), _parameters_frozen(model), sdpa_kernel([SDPBackend.MATH]),
+          FlopCounterMode(display=False) as counter):
         forward(model, example_inputs)
     counts: dict[str, int] = {}
     for key, per_op in counter.get_flop_counts().items():

@@ -100,12 +100,17 @@ def damping_value(a: Tensor, g: Tensor, damping: float) -> Tensor:
 
 def _eigh(m: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh(m)``, redone in float64 where the solver fails to converge (e.g. on a factor of
-    subnormal entries beside a bias entry of 1: dead channels of MobileNetV3 at small inputs)."""
+    subnormal entries beside a bias entry of 1: dead channels of MobileNetV3 at small inputs) or returns non-finite
+    values without saying so (float32, a 400×400 output-gradient factor of RegNet whose eigenvalues span 10⁻¹³ to
+    10⁻⁵ at 32 pixels)."""
     try:
-        return torch.linalg.eigh(m)
+        values, vectors = torch.linalg.eigh(m)
+        if bool(values.isfinite().all()) and bool(vectors.isfinite().all()):
+            return values, vectors
     except torch.linalg.LinAlgError:
-        values, vectors = torch.linalg.eigh(m.double())
-        return values.to(m.dtype), vectors.to(m.dtype)
+        pass
+    values, vectors = torch.linalg.eigh(m.double())
+    return values.to(m.dtype), vectors.to(m.dtype)
 
 
 def _eigen(a: Tensor, g: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,13 +142,14 @@ def obs_update(weight: Tensor, a: Tensor, g: Tensor, damping: float, removed: Te
 
     ``δ_K = H_KK⁻¹ H_KS w_S`` on the kept elements K, 0 on S, with ``H = G ⊗ A + λI``
     (module docstring): exact Kronecker solve when K is a rectangle, preconditioned
-    conjugate gradients otherwise.
+    conjugate gradients otherwise. Where λ = 0, G or A is zero (both are PSD: a zero trace is a zero matrix), so
+    H = 0 and ``δ = 0`` (the least-norm solution; a layer whose outputs get no gradient, its channels dead).
     """
     keep = ~removed
     delta = torch.zeros_like(weight)
-    if not bool(removed.any()) or not bool(keep.any()):
-        return delta
     lam = damping_value(a, g, damping)
+    if not bool(removed.any()) or not bool(keep.any()) or not bool(lam > 0):
+        return delta
     coupling = g @ weight.masked_fill(keep, 0) @ a  # H_KS w_S on K (λI does not couple K and S)
     rows, cols = keep.any(1), keep.any(0)
     if torch.equal(keep, rows[:, None] & cols[None, :]):

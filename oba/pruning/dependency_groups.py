@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from oba.core.groups import Group, ParamSlice
 from oba.core.measure import macs_by_module
 from oba.core.model_calls import forward
-from oba.pruning.graph import build_graph
+from oba.pruning.graph import UnsupportedModel, build_graph
 from oba.pruning.grouped_convs import (
     GroupedConv,
     check_supported,
@@ -153,7 +153,7 @@ def _unit_macs(
 
     A grouped conv costs ``MACs/c_out`` per output channel and nothing per input channel.
     """
-    cost = torch.zeros(n_units, dtype=torch.float64)
+    cost = [0.0] * n_units
     for item in items:
         module = item.dep.target.module
         is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
@@ -164,7 +164,7 @@ def _unit_macs(
         per_index = macs.get(names[module], 0) / max(width, 1)
         for root in item.root_idxs:
             cost[unit_of(root)] += per_index
-    return cost
+    return torch.tensor(cost, dtype=torch.float64)
 
 
 def _attention_core_macs(attention: nn.Module, name: str, macs: dict[str, int]) -> float:
@@ -188,17 +188,29 @@ def _units(
             if is_out and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and names[module] not in layers:
                 layers.append(names[module])
             for key in _param_slices(names[module], module, is_out):
+                _check_in_range(key, module, item.idxs, label)
                 for idx, root_idx in zip(item.idxs, item.root_idxs):
                     per_unit[key][unit_of(root_idx)].append(idx)
-    units = []
-    for u in range(n_units):
-        slices = tuple(
-            ParamSlice(pname, dim, torch.tensor(sorted(set(by_unit[u])), dtype=torch.long))
-            for (pname, dim), by_unit in per_unit.items()
-            if by_unit.get(u)
-        )
-        units.append(Group(slices, label=f"{label}[{u}]", layer=label))
+    slices: list[list[ParamSlice]] = [[] for _ in range(n_units)]
+    for (pname, dim), by_unit in per_unit.items():
+        indices = [sorted(set(found)) if len(found) > 1 else found for found in by_unit.values()]
+        flat = torch.tensor([i for own in indices for i in own], dtype=torch.long)
+        for u, index in zip(by_unit, flat.split([len(own) for own in indices])):
+            slices[u].append(ParamSlice(pname, dim, index))
+    units = [Group(tuple(own), label=f"{label}[{u}]", layer=label) for u, own in enumerate(slices)]
     return units, layers
+
+
+def _check_in_range(key: tuple[str, int], module: nn.Module, indices: Sequence[int], label: str) -> None:
+    """Raise :class:`UnsupportedModel` when Torch-Pruning mapped a group to elements the parameter does not have (its
+    index mapping misread an op of the model), instead of pruning something else than the group's units."""
+    name, dim = key
+    size = module.get_parameter(name.rpartition(".")[2]).shape[dim]
+    largest = max(indices, default=-1)
+    if largest >= size:
+        raise UnsupportedModel(f"cannot build pruning groups: Torch-Pruning maps the units of {label} to element "
+                               f"{largest} of {name} along dim {dim}, which has {size}: its index mapping does not "
+                               "fit this model")
 
 
 def _root_part(items: Sequence[Any], unit_of: Callable[[int], int], n_units: int) -> RootPart:
@@ -241,7 +253,8 @@ def _prunable_group(
 
 
 def find_groups(
-    model: nn.Module, example_inputs: Any, ignored_layers: Sequence[nn.Module] = (), macs: dict[str, int] | None = None
+    model: nn.Module, example_inputs: Any, ignored_layers: Sequence[nn.Module] = (), macs: dict[str, int] | None = None,
+    seconds: float | None = None,
 ) -> tuple[tp.DependencyGraph, list[PrunableGroup]]:
     """Trace ``model`` and return its dependency graph and prunable groups.
 
@@ -249,7 +262,8 @@ def find_groups(
     keep their output width; groups reaching an unwrapped parameter
     (a transformer's residual stream) are skipped. ``macs`` is
     :func:`~oba.core.measure.macs_by_module` of ``model`` as it is now, when the caller
-    has it (it is counted otherwise).
+    has it (it is counted otherwise). Building the graph and listing its groups must finish within ``seconds``
+    (:func:`~oba.pruning.graph_deadline.build_seconds`).
     """
     model_device = next(model.parameters()).device
     names = {m: n for n, m in model.named_modules()}
@@ -260,7 +274,7 @@ def find_groups(
     model.eval()
     try:
         head = classifier_layer(model, example_inputs)
-        dg = build_graph(model, example_inputs)
+        dg = build_graph(model, example_inputs, seconds)
     finally:
         for module, training in flags:
             module.training = training
@@ -277,6 +291,17 @@ def find_groups(
         if is_grouped(module):
             check_supported(names[module], module)
     linked, dropped = link_grouped(parts, dg.is_out_channel_pruning_fn)
+    try:
+        return dg, _prunable_groups(parts, linked, dropped, names, macs, dg, attention_of_qkv)
+    except UnsupportedModel as err:
+        raise UnsupportedModel(f"{type(model).__name__}: {err}") from None
+
+
+def _prunable_groups(parts: list[list[Any]], linked: Sequence[Any], dropped: set[int], names: dict[nn.Module, str],
+                     macs: dict[str, int], dg: tp.DependencyGraph, attention_of_qkv: dict[nn.Module, nn.Module],
+                     ) -> list[PrunableGroup]:
+    """The prunable groups of Torch-Pruning's ``parts``: those joined by grouped convolutions (``linked``) as one each,
+    the others one by one, less ``dropped``."""
     first_of = {link.parts[0]: link for link in linked}
     skipped = dropped | {p for link in linked for p in link.parts}
     groups: list[PrunableGroup] = []
@@ -291,7 +316,7 @@ def find_groups(
             n_units = attention.num_heads if attention is not None else len(items[0].root_idxs)
             unit_of = _unit_of_root(items[0].dep.target.module, attention)
             groups.append(_prunable_group([items], [unit_of], n_units, names, macs, dg, attention=attention))
-    return dg, groups
+    return groups
 
 
 def remove_units(dg: tp.DependencyGraph, group: PrunableGroup, units: Sequence[int]) -> None:

@@ -26,6 +26,7 @@ from torch_pruning import ops
 from torch_pruning.dependency.node import Node
 
 from oba._errors import UserError
+from oba._messages import one_line
 from oba.core.model_calls import forward
 from oba.pruning.graph_deadline import build_seconds, call_stack, call_with_deadline
 from oba.pruning.shuffle import mark_channel_shuffles
@@ -149,8 +150,15 @@ class BoundedGraph(tp.DependencyGraph):
         return [g for g in every if not any(item.dep.target.module in self.barrier for item in g.items)]
 
     def _bounded(self, fn: Callable[[], T]) -> T:
+        """``fn()`` within the bound; Torch-Pruning's own failures (an index mapping it cannot do) are refusals."""
         message = f"{self.what}: building its pruning groups did not finish within {self.seconds:g} s"
-        return call_with_deadline(fn, time.monotonic() + self.seconds, message, _where(self))
+        try:
+            return call_with_deadline(fn, time.monotonic() + self.seconds, message, _where(self))
+        except UserError:
+            raise
+        except Exception as err:
+            raise UnsupportedModel(f"{self.what}: cannot build pruning groups: Torch-Pruning failed with "
+                                   f"{type(err).__name__}: {one_line(str(err))}") from err
 
 
 def _hooks(model: nn.Module) -> dict[nn.Module, tuple[set[int], set[int]]]:

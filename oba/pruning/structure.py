@@ -15,8 +15,11 @@ from typing import Any
 import torch_pruning as tp
 from torch import nn
 
+from oba._messages import one_line
 from oba.core.measure import macs_by_module
 from oba.pruning.dependency_groups import PrunableGroup, find_groups
+from oba.pruning.forward_check import forward_failure
+from oba.pruning.graph import UnsupportedModel
 
 
 class ModelStructure:
@@ -31,15 +34,27 @@ class ModelStructure:
         self.model, self.example_inputs, self.ignored_layers = model, example_inputs, ignored_layers
         self._macs = dict(macs) if macs is not None else None
         self._traced: tuple[tp.DependencyGraph, list[PrunableGroup]] | None = None
+        self._pruned = False
 
     def changed(self) -> None:
         """The model's structure changed (units were removed): forget what was measured."""
         self._macs = self._traced = None
+        self._pruned = True
 
     def macs_by_module(self) -> dict[str, int]:
-        """MACs of one forward per module name ("" is the total), counted if not known since the last change."""
+        """MACs of one forward per module name ("" is the total), counted if not known since the last change.
+
+        Raises :class:`~oba.pruning.graph.UnsupportedModel`, naming the module, when the forward fails after units
+        were removed (a width the model keeps outside the traced graph)."""
         if self._macs is None:
-            self._macs = macs_by_module(self.model, self.example_inputs)
+            try:
+                self._macs = macs_by_module(self.model, self.example_inputs)
+            except Exception as err:
+                if not self._pruned:
+                    raise
+                failure = forward_failure(self.model, self.example_inputs) or f"{type(err).__name__}: {one_line(str(err))}"
+                raise UnsupportedModel(f"{type(self.model).__name__}: its forward fails once units are removed, "
+                                       f"{failure}") from err
         return self._macs
 
     def macs(self) -> int:

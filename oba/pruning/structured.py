@@ -60,8 +60,10 @@ def removed_masks(model: nn.Module, groups: Sequence[PrunableGroup], chosen: dic
     masks: dict[str, Tensor] = {}
     for g in groups:
         for u in chosen.get(g.name, []):
-            for name, mask in g.units[u].masks(shapes).items():
-                masks[name] = masks[name] | mask if name in masks else mask
+            for piece in g.units[u].slices:
+                if piece.name not in masks:
+                    masks[piece.name] = torch.zeros(shapes[piece.name], dtype=torch.bool)
+                piece.mark(masks[piece.name])
     return masks
 
 
