@@ -4,7 +4,7 @@ input each accepts, pruned by a few criteria; or refused up front, with the reas
     .venv/bin/python benchmarks/zoo.py --out /tmp/zoo --jobs 2        # every model, default criteria, 2 at a time
     .venv/bin/python benchmarks/zoo.py --out /tmp/zoo --models torchvision:resnet18 timm:resnet10t
     .venv/bin/python benchmarks/zoo.py --out /tmp/tp --criteria torch-pruning --models torchvision:swin_t
-    .venv/bin/python benchmarks/zoo.py --table /tmp/zoo               # the Markdown table of a finished run
+    .venv/bin/python benchmarks/zoo.py --table /tmp/zoo /tmp/tp       # the Markdown table of finished runs
 
 Each model runs in its own process with a time limit, so that a hang or a model too large for memory costs one row,
 not the run. A row says: pruned (output shape kept, forward and backward run, MACs as the record reports them
@@ -147,20 +147,35 @@ def run(names: list[str], criteria: list[str], out: Path, limit: float, jobs: in
             print(f"{name}: " + ", ".join(f"{r['criterion']} {r['outcome']}" for r in rows), flush=True)
 
 
-def table(out: Path) -> str:
-    """A Markdown table: model, input size, each criterion's outcome and seconds, and the first reason."""
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+def table(outs: list[Path]) -> str:
+    """A Markdown table of one or more runs' rows (merged per model and criterion): model, input size, the probe's
+    outcome, each criterion's outcome and seconds, and why (the documented reason for a refusal,
+    :data:`oba.models.zoo.REFUSALS`; the error otherwise)."""
+    from oba.models.zoo import REFUSALS
+
+    rows = [json.loads(line) for out in outs for line in (out / "rows.jsonl").read_text().splitlines()]
     criteria = list(dict.fromkeys(r["criterion"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = ["| model | input | " + " | ".join(criteria) + " | why (first) |",
-             "|---|---|" + "---|" * len(criteria) + "---|"]
+    lines = ["| model | input | probe | " + " | ".join(criteria) + " | why |",
+             "|---|---|---|" + "---|" * len(criteria) + "---|"]
     for model in models:
         own = {r["criterion"]: r for r in rows if r["model"] == model}
-        cells = [f"{own[c]['outcome']} ({own[c]['seconds']:.1f} s)" if c in own else "" for c in criteria]
-        why = next((own[c]["why"] for c in criteria if c in own and own[c].get("why")), "")
-        size = next((own[c].get("size") for c in criteria if c in own and own[c].get("size")), "")
-        lines.append(f"| {model} | {size} | " + " | ".join(cells) + f" | {why.replace('|', '/')} |")
+        first = next(iter(own.values()))
+        refused = any(r["outcome"] == "refused" for c, r in own.items() if c != TORCH_PRUNING)
+        probe = f"{'refused' if refused else 'passed'} ({first['probe_seconds']:.1f} s)" if "probe_seconds" in first \
+            else "not run"
+        cells = [_cell(own[c]) if c in own else "" for c in criteria]
+        why = REFUSALS[model].why if refused and model in REFUSALS else next(
+            (own[c]["why"] for c in criteria if c in own and own[c]["outcome"] not in ("pruned", "skipped")), "")
+        lines.append(f"| `{model}` | {first.get('size') or ''} | {probe} | " + " | ".join(cells)
+                     + f" | {why.replace('|', '/')} |")
     return "\n".join(lines)
+
+
+def _cell(row: dict) -> str:
+    if row["outcome"] in ("pruned", "failed", "timeout"):
+        return f"{row['outcome']} ({row['seconds']:.1f} s)"
+    return row["outcome"]
 
 
 def main() -> None:
@@ -171,7 +186,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=600, help="seconds per model (default 600)")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
     parser.add_argument("--memory-gb", type=float, default=16, help="address space per model's process (default 16)")
-    parser.add_argument("--table", type=Path, help="print the Markdown table of this finished run's folder")
+    parser.add_argument("--table", type=Path, nargs="+", help="print the Markdown table of these finished runs' folders")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
