@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/prune_overhead.py /path/to/old/tree /path/to/new/tree
 
-Each (tree, model, criterion) runs in its own process with the tree first on ``sys.path`` and one torch thread,
+Each (tree, model, criterion) runs in its own process, in the tree and with it first on ``sys.path``, one torch thread,
 alternating trees, ``--repeats`` times; the table gives each tree's median and the ratio old / new.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "macs_pruned": record.
 
 def _seconds(tree: str, name: str, size: int, criterion: str) -> dict:
     env = {**os.environ, "PYTHONPATH": tree}
-    out = subprocess.run([sys.executable, "-c", CHILD, name, str(size), criterion], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", CHILD, name, str(size), criterion], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,9 +31,10 @@ FIRST_ORDER = ("magnitude-l1", "magnitude-l2", "random", TORCH_PRUNING)
 """Criteria run on models above :data:`oba.models.zoo.LARGE_MODEL_PARAMETERS` too (no Hessian-vector products)."""
 
 
-def _case(name: str, criteria: list[str]) -> list[dict]:
+def _case(name: str, criteria: list[str]) -> Iterator[dict]:
     """Build ``name`` at its smallest input and probe it as a suite's preflight does (one unit of every group removed,
-    then a forward); if the probe passes, prune a freshly built model with each criterion (runs in a child)."""
+    then a forward); if the probe passes, prune a freshly built model with each criterion (runs in a child). Rows are
+    yielded as they are made, so a child stopped by the time limit keeps those it finished."""
     import torch
     from torch import nn
 
@@ -48,8 +50,10 @@ def _case(name: str, criteria: list[str]) -> list[dict]:
     try:
         built = at_smallest_input(name)
     except Exception as err:  # a model that cannot be built or run at any size is refused, with the reason
-        return [{"model": name, "criterion": c, "outcome": "refused", "why": _line(err), "size": None,
-                 "seconds": time.perf_counter() - started} for c in criteria]
+        for c in criteria:
+            yield {"model": name, "criterion": c, "outcome": "refused", "why": _line(err), "size": None,
+                   "seconds": time.perf_counter() - started}
+        return
     size, build_seconds = built.size, time.perf_counter() - started
     example = torch.randn(1, 3, size, size)
     batches = [(torch.randn(2, 3, size, size), torch.randint(0, 10, (2,)))]
@@ -58,17 +62,16 @@ def _case(name: str, criteria: list[str]) -> list[dict]:
     problem = pruning_problem(built.model, example)
     probe_seconds = time.perf_counter() - clock
     del built
-    rows = []
     for criterion in criteria:
         row = {"model": name, "criterion": criterion, "size": size, "macs_dense": dense, "build_seconds": build_seconds,
                "probe_seconds": probe_seconds}
         if problem is not None and criterion != TORCH_PRUNING:
-            rows.append({**row, "outcome": "refused", "why": problem, "seconds": probe_seconds})
+            yield {**row, "outcome": "refused", "why": problem, "seconds": probe_seconds}
             continue
         torch.manual_seed(0)
         model = oba.models.create(name, 10, in_chans=3, image_size=size).eval()
         if criterion not in FIRST_ORDER and count_params(model) > LARGE_MODEL_PARAMETERS:
-            rows.append({**row, "outcome": "skipped", "why": f"over {LARGE_MODEL_PARAMETERS:,} parameters", "seconds": 0})
+            yield {**row, "outcome": "skipped", "why": f"over {LARGE_MODEL_PARAMETERS:,} parameters", "seconds": 0}
             continue
         clock = time.perf_counter()
         try:
@@ -88,9 +91,8 @@ def _case(name: str, criteria: list[str]) -> list[dict]:
             refused = isinstance(err, (NotImplementedError, UserError))
             row.update(outcome="refused" if refused else "failed", why=_line(err))
         row["seconds"] = time.perf_counter() - clock
-        rows.append(row)
         del model
-    return rows
+        yield row
 
 
 def _torch_pruning(model, example):
@@ -126,8 +128,12 @@ def _model_rows(name: str, criteria: list[str], limit: float, memory_gb: float) 
             tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
             rows = [{"model": name, "criterion": c, "outcome": "failed", "why": f"exit {child.returncode}: {tail}"}
                     for c in criteria]
-    except subprocess.TimeoutExpired:
-        rows = [{"model": name, "criterion": c, "outcome": "timeout", "why": f"over {limit:g} s"} for c in criteria]
+    except subprocess.TimeoutExpired as stopped:
+        partial = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else stopped.stdout or ""
+        rows = [json.loads(line) for line in partial.splitlines() if line.startswith("{")]
+        done = {row["criterion"] for row in rows}
+        rows += [{"model": name, "criterion": c, "outcome": "timeout", "why": f"over {limit:g} s"}
+                 for c in criteria if c not in done]
     for row in rows:
         row.setdefault("seconds", time.perf_counter() - started)
     return rows
@@ -166,7 +172,8 @@ def table(outs: list[Path]) -> str:
             else "not run"
         cells = [_cell(own[c]) if c in own else "" for c in criteria]
         why = REFUSALS[model].why if refused and model in REFUSALS else next(
-            (own[c]["why"] for c in criteria if c in own and own[c]["outcome"] not in ("pruned", "skipped")), "")
+            (f"{c}: {own[c]['why']}" for c in criteria if c in own and own[c]["outcome"] not in ("pruned", "skipped")),
+            "")
         lines.append(f"| `{model}` | {first.get('size') or ''} | {probe} | " + " | ".join(cells)
                      + f" | {why.replace('|', '/')} |")
     return "\n".join(lines)
