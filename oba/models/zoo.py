@@ -76,7 +76,7 @@ REFUSALS: dict[str, Refusal] = {
     "timm:maxvit_nano_rw_256": _timeout("MaxxVit", "as coatnet: Torch-Pruning's graph of its window and grid "
                                         "attention does not finish (its own MetaPruner runs out of 10 GB)"),
     "timm:rexnet_100": _timeout("RexNet", "Torch-Pruning's dependency graph of its partial residual adds (a slice of "
-                                "the channels) does not finish"),
+                                "the channels) does not finish (its own MetaPruner: no result within 200 s)"),
     "timm:res2net50_14w_8s": _mapping("ResNet", "Torch-Pruning's index mapping through its channel splits and concats "
                                       "points past the layers' widths (its own MetaPruner: IndexError)"),
     "timm:dpn48b": _mapping("DPN", "Torch-Pruning's index mapping through its dual-path slices and concats points past "
