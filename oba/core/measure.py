@@ -28,7 +28,8 @@ from oba.core.model_calls import Batch, LossFn, batch_loss, forward, require_bat
 
 
 @contextlib.contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for a while; every module's training flag is restored after."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -56,7 +57,7 @@ def _parameters_frozen(model: nn.Module) -> Iterator[None]:
 
 def macs_by_module(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """MACs of one forward, per module name (a module's count includes its children; "" is the total)."""
-    with (_inference(model), _parameters_frozen(model), sdpa_kernel([SDPBackend.MATH]),
+    with (evaluating(model), _parameters_frozen(model), sdpa_kernel([SDPBackend.MATH]),
           FlopCounterMode(display=False) as counter):
         forward(model, example_inputs)
     counts: dict[str, int] = {}
@@ -134,7 +135,7 @@ def measure_latency(model: nn.Module, example_inputs: Any, warmup: int = 3, repe
     memory_format = preferred_memory_format(model, channels_last)
     inputs = as_memory_format(example_inputs, memory_format)
     times: list[float] = []
-    with _inference(model), in_memory_format(model, memory_format):
+    with evaluating(model), in_memory_format(model, memory_format):
         for i in range(warmup + repeats):
             with timed(device) as clock:
                 forward(model, inputs)

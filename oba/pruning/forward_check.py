@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from oba._messages import one_line
+from oba.core.measure import evaluating
 from oba.core.model_calls import forward
 
 
@@ -29,10 +29,8 @@ def forward_failure(model: nn.Module, example_inputs: Any) -> str | None:
 
     handles = [h for m in model.modules()
                for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             forward(model, example_inputs)
     except Exception as err:
         where = f"at {names[running[-1]] or 'the model'} ({type(running[-1]).__name__}): " if running else ""
@@ -40,6 +38,4 @@ def forward_failure(model: nn.Module, example_inputs: Any) -> str | None:
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in flags:
-            module.training = training
     return None
